@@ -1,0 +1,285 @@
+import { DynamoDBClient, TransactionCanceledException } from '@aws-sdk/client-dynamodb';
+import {
+  BatchGetCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  QueryCommand,
+  TransactWriteCommand,
+  type TransactWriteCommandInput,
+} from '@aws-sdk/lib-dynamodb';
+import { createHash } from 'node:crypto';
+import { ConflictError, ValidationError } from '../../core/errors';
+import type { AuditEvent, CertificateRecord, Device, DeviceView, Page } from '../../core/model';
+import { isLiveCertificateStatus } from '../../core/state-machines';
+import type { CommitOutcome, DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, StoreChange } from '../../core/ports';
+import { retryingClientConfig, toUpstreamError } from './aws-errors';
+import { DEVICE_TABLE_SCHEMA } from './device-table';
+
+export interface DynamoDbDeviceStoreOptions {
+  readonly tableName: string;
+  /** A document client to use; one is built with retrying defaults when omitted. */
+  readonly documentClient?: DynamoDBDocumentClient;
+}
+
+/** DynamoDB allows 100 items in one transaction; a change never needs that many, so refuse rather than split it. */
+const MAX_TRANSACTION_ITEMS = 100;
+const MAX_KEY_LENGTH = 512;
+
+const deviceKey = (deviceId: string) => ({ PK: `DEVICE#${deviceId}`, SK: 'DEVICE' });
+const certificateKey = (certificateId: string) => ({ PK: `CERTIFICATE#${certificateId}`, SK: 'CERTIFICATE' });
+const changeKey = (idempotencyKey: string) => ({
+  PK: `CHANGE#${idempotencyKey.length > MAX_KEY_LENGTH ? createHash('sha256').update(idempotencyKey).digest('hex') : idempotencyKey}`,
+  SK: 'CHANGE',
+});
+const STORAGE_ATTRIBUTES = ['PK', 'SK', 'GSI1PK', 'GSI1SK', 'GSI2PK', 'GSI2SK', 'itemType'];
+
+/**
+ * The device store on one DynamoDB table (layout in `device-table.ts`).
+ * Every change is one `TransactWriteItems`: a change marker that exists at most once per
+ * idempotency key, each record conditioned on its version, and the audit events.
+ */
+export class DynamoDbDeviceStore implements DeviceStore {
+  private readonly tableName: string;
+  private readonly client: DynamoDBDocumentClient;
+
+  public constructor(options: DynamoDbDeviceStoreOptions) {
+    this.tableName = options.tableName;
+    this.client =
+      options.documentClient ??
+      DynamoDBDocumentClient.from(new DynamoDBClient(retryingClientConfig), { marshallOptions: { removeUndefinedValues: true } });
+  }
+
+  public async getDevice(deviceId: string): Promise<Device | undefined> {
+    const { Item } = await this.send('GetItem', () =>
+      this.client.send(new GetCommand({ TableName: this.tableName, Key: deviceKey(deviceId), ConsistentRead: true })),
+    );
+    return Item ? (stripStorage(Item) as unknown as Device) : undefined;
+  }
+
+  public async getDeviceView(deviceId: string, eventLimit: number): Promise<DeviceView | undefined> {
+    const device = await this.getDevice(deviceId);
+    if (!device) return undefined;
+    const [certificates, events] = await Promise.all([this.getCertificates(device.certificateIds), this.latestEvents(`DEVICE#${deviceId}`, eventLimit)]);
+    return { device, certificates, events };
+  }
+
+  public async getCertificate(certificateId: string): Promise<CertificateRecord | undefined> {
+    const { Item } = await this.send('GetItem', () =>
+      this.client.send(new GetCommand({ TableName: this.tableName, Key: certificateKey(certificateId), ConsistentRead: true })),
+    );
+    return Item ? (stripStorage(Item) as unknown as CertificateRecord) : undefined;
+  }
+
+  public async getCertificates(certificateIds: readonly string[]): Promise<CertificateRecord[]> {
+    const found = new Map<string, CertificateRecord>();
+    for (let start = 0; start < certificateIds.length; start += 100) {
+      let keys: Record<string, unknown>[] | undefined = certificateIds.slice(start, start + 100).map(certificateKey);
+      for (let round = 0; keys && keys.length > 0; round += 1) {
+        if (round > 0) await sleep(Math.min(1000, 50 * 2 ** round));
+        const requestKeys: Record<string, unknown>[] = keys;
+        const result = await this.send('BatchGetItem', () =>
+          this.client.send(new BatchGetCommand({ RequestItems: { [this.tableName]: { Keys: requestKeys, ConsistentRead: true } } })),
+        );
+        for (const item of result.Responses?.[this.tableName] ?? []) {
+          const record = stripStorage(item) as unknown as CertificateRecord;
+          found.set(record.certificateId, record);
+        }
+        keys = result.UnprocessedKeys?.[this.tableName]?.Keys as Record<string, unknown>[] | undefined;
+      }
+    }
+    // Keep the caller's order (oldest first on a device).
+    return certificateIds.flatMap((id) => found.get(id) ?? []);
+  }
+
+  public async listDevices(query: ListDevicesQuery): Promise<Page<Device>> {
+    const { indexName, partitionKey } = DEVICE_TABLE_SCHEMA.byStatusIndex;
+    const token = decodeToken(query.nextToken, `status:${query.status}`);
+    const result = await this.send('Query', () =>
+      this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: indexName,
+          KeyConditionExpression: '#pk = :pk',
+          ExpressionAttributeNames: { '#pk': partitionKey },
+          ExpressionAttributeValues: { ':pk': `STATUS#${query.status}` },
+          Limit: query.limit,
+          ExclusiveStartKey: token?.key,
+        }),
+      ),
+    );
+    return {
+      items: (result.Items ?? []).map((item) => stripStorage(item) as unknown as Device),
+      ...(result.LastEvaluatedKey ? { nextToken: encodeToken({ scope: `status:${query.status}`, key: result.LastEvaluatedKey }) } : {}),
+    };
+  }
+
+  public async findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>> {
+    const { indexName, partitionKey, sortKey } = DEVICE_TABLE_SCHEMA.byExpiryIndex;
+    const scope = `expiry:${query.notBefore.toISOString()}:${query.before.toISOString()}`;
+    const token = decodeToken(query.nextToken, scope);
+    const buckets = monthBuckets(query.notBefore, query.before);
+    const items: CertificateRecord[] = [];
+    let bucketIndex = token?.bucket ?? 0;
+    let startKey = token?.key;
+    while (bucketIndex < buckets.length && items.length < query.limit) {
+      const bucket = buckets[bucketIndex] as string;
+      const result = await this.send('Query', () =>
+        this.client.send(
+          new QueryCommand({
+            TableName: this.tableName,
+            IndexName: indexName,
+            KeyConditionExpression: '#pk = :bucket AND #sk BETWEEN :from AND :to',
+            ExpressionAttributeNames: { '#pk': partitionKey, '#sk': sortKey },
+            ExpressionAttributeValues: { ':bucket': bucket, ':from': query.notBefore.toISOString(), ':to': query.before.toISOString() },
+            Limit: query.limit - items.length,
+            ExclusiveStartKey: startKey,
+          }),
+        ),
+      );
+      items.push(...(result.Items ?? []).map((item) => stripStorage(item) as unknown as CertificateRecord));
+      if (result.LastEvaluatedKey) {
+        startKey = result.LastEvaluatedKey;
+      } else {
+        bucketIndex += 1;
+        startKey = undefined;
+      }
+    }
+    const more = bucketIndex < buckets.length;
+    return { items, ...(more ? { nextToken: encodeToken({ scope, bucket: bucketIndex, key: startKey }) } : {}) };
+  }
+
+  public async commit(change: StoreChange): Promise<CommitOutcome> {
+    const transactItems: NonNullable<TransactWriteCommandInput['TransactItems']> = [
+      {
+        Put: {
+          TableName: this.tableName,
+          Item: { ...changeKey(change.idempotencyKey), itemType: 'Change', idempotencyKey: change.idempotencyKey, committedAt: change.events[0]?.at ?? new Date().toISOString() },
+          ConditionExpression: 'attribute_not_exists(PK)',
+        },
+      },
+    ];
+    const labels = ['change marker'];
+    if (change.device) {
+      transactItems.push({ Put: this.versionedPut(deviceItem(change.device.next), change.device.expectedVersion) });
+      labels.push(`device ${change.device.next.deviceId}`);
+    }
+    for (const certificate of change.certificates ?? []) {
+      transactItems.push({ Put: this.versionedPut(certificateItem(certificate.next), certificate.expectedVersion) });
+      labels.push(`certificate ${certificate.next.certificateId}`);
+    }
+    for (const event of change.events) {
+      transactItems.push({ Put: { TableName: this.tableName, Item: eventItem(event), ConditionExpression: 'attribute_not_exists(PK)' } });
+      labels.push(`event ${event.eventId}`);
+    }
+    if (transactItems.length > MAX_TRANSACTION_ITEMS) {
+      throw new ValidationError('INVALID_REQUEST', `A change may write at most ${MAX_TRANSACTION_ITEMS} items; this one writes ${transactItems.length}.`);
+    }
+    try {
+      await this.client.send(new TransactWriteCommand({ TransactItems: transactItems }));
+      return 'APPLIED';
+    } catch (error) {
+      if (!(error instanceof TransactionCanceledException)) throw toUpstreamError(error, 'DynamoDB', 'TransactWriteItems');
+      const reasons = error.CancellationReasons ?? [];
+      if (reasons[0]?.Code === 'ConditionalCheckFailed') return 'DUPLICATE';
+      const failed = reasons.flatMap((reason, index) => (reason.Code && reason.Code !== 'None' ? [`${labels[index] ?? index}: ${reason.Code}`] : []));
+      if (reasons.some((reason) => reason.Code === 'ConditionalCheckFailed' || reason.Code === 'TransactionConflict')) {
+        throw new ConflictError(`Another change to the same records won (${failed.join(', ')}); read them again.`, { cause: error });
+      }
+      throw toUpstreamError(error, 'DynamoDB', 'TransactWriteItems');
+    }
+  }
+
+  private versionedPut(item: Record<string, unknown>, expectedVersion: number | undefined) {
+    return expectedVersion === undefined
+      ? { TableName: this.tableName, Item: item, ConditionExpression: 'attribute_not_exists(PK)' }
+      : {
+          TableName: this.tableName,
+          Item: item,
+          ConditionExpression: '#version = :expectedVersion',
+          ExpressionAttributeNames: { '#version': 'version' },
+          ExpressionAttributeValues: { ':expectedVersion': expectedVersion },
+        };
+  }
+
+  private async latestEvents(partition: string, limit: number): Promise<AuditEvent[]> {
+    if (limit <= 0) return [];
+    const result = await this.send('Query', () =>
+      this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: 'PK = :pk AND begins_with(SK, :events)',
+          ExpressionAttributeValues: { ':pk': partition, ':events': 'EVENT#' },
+          ScanIndexForward: false,
+          Limit: limit,
+          ConsistentRead: true,
+        }),
+      ),
+    );
+    return (result.Items ?? []).map((item) => stripStorage(item) as unknown as AuditEvent);
+  }
+
+  private async send<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      throw toUpstreamError(error, 'DynamoDB', operation);
+    }
+  }
+}
+
+function deviceItem(device: Device): Record<string, unknown> {
+  return { ...deviceKey(device.deviceId), itemType: 'Device', GSI1PK: `STATUS#${device.status}`, GSI1SK: device.deviceId, ...device };
+}
+
+function certificateItem(certificate: CertificateRecord): Record<string, unknown> {
+  const expiry = isLiveCertificateStatus(certificate.status)
+    ? { GSI2PK: `EXPIRY#${certificate.notAfter.slice(0, 7)}`, GSI2SK: `${certificate.notAfter}#${certificate.certificateId}` }
+    : {};
+  return { ...certificateKey(certificate.certificateId), itemType: 'Certificate', ...expiry, ...certificate };
+}
+
+function eventItem(event: AuditEvent): Record<string, unknown> {
+  const partition = event.deviceId ? `DEVICE#${event.deviceId}` : `CERTIFICATE#${event.certificateId ?? 'unknown'}`;
+  return { PK: partition, SK: `EVENT#${event.at}#${event.eventId}`, itemType: 'AuditEvent', ...event };
+}
+
+function stripStorage(item: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(item).filter(([name]) => !STORAGE_ATTRIBUTES.includes(name)));
+}
+
+/** `EXPIRY#yyyy-mm` buckets from the month of `from` to the month of `to`, inclusive. */
+function monthBuckets(from: Date, to: Date): string[] {
+  const buckets: string[] = [];
+  const cursor = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), 1));
+  while (cursor.getTime() <= to.getTime()) {
+    buckets.push(`EXPIRY#${cursor.toISOString().slice(0, 7)}`);
+    cursor.setUTCMonth(cursor.getUTCMonth() + 1);
+  }
+  return buckets;
+}
+
+interface PageToken {
+  readonly scope: string;
+  readonly bucket?: number;
+  readonly key?: Record<string, unknown>;
+}
+
+const encodeToken = (token: PageToken): string => Buffer.from(JSON.stringify(token), 'utf8').toString('base64url');
+
+/** A token only continues the query it came from; anything else is the caller's mistake, said plainly. */
+function decodeToken(nextToken: string | undefined, scope: string): PageToken | undefined {
+  if (nextToken === undefined) return undefined;
+  let token: unknown;
+  try {
+    token = JSON.parse(Buffer.from(nextToken, 'base64url').toString('utf8'));
+  } catch {
+    token = undefined;
+  }
+  const candidate = token as PageToken | undefined;
+  if (!candidate || typeof candidate !== 'object' || candidate.scope !== scope || (candidate.key !== undefined && typeof candidate.key !== 'object')) {
+    throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
+  }
+  return candidate;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,217 @@
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { webcrypto } from 'node:crypto';
+import { ValidationError } from '../../core/errors';
+import type { RevocationReason } from '../../core/model';
+import type { CaCertificates, CertificateAuthority, IssueCertificateRequest, IssuedCertificate, RevokeCertificateRequest } from '../../core/ports';
+import { checkCsr } from '../../core/x509';
+
+/** The issuance limits of the software CA, in one place. */
+export const SOFTWARE_CA_LIMITS = {
+  /** Like AWS Private CA (which backdates 60 minutes), tolerate device clocks that run behind. */
+  backdateMinutes: 5,
+  maxValidityDays: 825,
+  serialNumberBytes: 16,
+  caValidityDays: 3650,
+  crlValidityHours: 24,
+} as const;
+
+const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
+
+const CRL_REASONS: Readonly<Record<RevocationReason, x509.X509CrlReason>> = {
+  UNSPECIFIED: x509.X509CrlReason.unspecified,
+  KEY_COMPROMISE: x509.X509CrlReason.keyCompromise,
+  CERTIFICATE_AUTHORITY_COMPROMISE: x509.X509CrlReason.cACompromise,
+  AFFILIATION_CHANGED: x509.X509CrlReason.affiliationChanged,
+  SUPERSEDED: x509.X509CrlReason.superseded,
+  CESSATION_OF_OPERATION: x509.X509CrlReason.cessationOfOperation,
+  PRIVILEGE_WITHDRAWN: x509.X509CrlReason.privilegeWithdrawn,
+  A_A_COMPROMISE: x509.X509CrlReason.aACompromise,
+};
+
+export interface RevocationEntry {
+  readonly serialNumber: string;
+  readonly reason: RevocationReason;
+  readonly revokedAt: string;
+}
+
+/** Where the software CA keeps its revocations: one entry each, never one growing blob. */
+export interface RevocationList {
+  add(entry: RevocationEntry): Promise<void>;
+  entries(): Promise<readonly RevocationEntry[]>;
+}
+
+export class InMemoryRevocationList implements RevocationList {
+  private readonly bySerial = new Map<string, RevocationEntry>();
+  public async add(entry: RevocationEntry): Promise<void> {
+    if (!this.bySerial.has(entry.serialNumber)) this.bySerial.set(entry.serialNumber, entry);
+  }
+  public async entries(): Promise<readonly RevocationEntry[]> {
+    return [...this.bySerial.values()];
+  }
+}
+
+/** The CA's key and certificate as PEM: what the local mode keeps under `.local/` (key file mode 0600). */
+export interface SoftwareCaMaterial {
+  readonly certificatePem: string;
+  readonly privateKeyPem: string;
+}
+
+export interface SoftwareCaOptions {
+  readonly revocations?: RevocationList;
+  /** Put in each issued certificate as its CRL distribution point. */
+  readonly crlUrl?: string;
+  readonly now?: () => Date;
+}
+
+const provider = webcrypto as unknown as Crypto;
+
+function randomSerial(): string {
+  const bytes = provider.getRandomValues(new Uint8Array(SOFTWARE_CA_LIMITS.serialNumberBytes));
+  bytes[0] = (bytes[0] ?? 0) & 0x7f; // positive INTEGER
+  bytes[0] = bytes[0] === 0 ? 1 : bytes[0]; // no leading zero byte to strip
+  return Buffer.from(bytes).toString('hex');
+}
+
+/**
+ * An in-process CA (ECDSA P-256) standing in for AWS Private CA in the local mode and the tests:
+ * issues end-entity client certificates from CSRs, revokes, and publishes a CRL built from its revocation entries.
+ */
+export class SoftwareCertificateAuthority implements CertificateAuthority {
+  private readonly issuedByToken = new Map<string, IssuedCertificate>();
+  private readonly revocations: RevocationList;
+  private readonly now: () => Date;
+
+  private constructor(
+    private readonly caCertificate: x509.X509Certificate,
+    private readonly caKeys: CryptoKeyPair,
+    private readonly options: SoftwareCaOptions,
+  ) {
+    this.revocations = options.revocations ?? new InMemoryRevocationList();
+    this.now = options.now ?? (() => new Date());
+  }
+
+  public static async create(commonName: string, options: SoftwareCaOptions = {}): Promise<{ ca: SoftwareCertificateAuthority; material: SoftwareCaMaterial }> {
+    const keys = (await provider.subtle.generateKey(EC_P256, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const now = options.now?.() ?? new Date();
+    const certificate = await x509.X509CertificateGenerator.createSelfSigned(
+      {
+        serialNumber: randomSerial(),
+        name: `CN=${commonName}`,
+        notBefore: new Date(now.getTime() - SOFTWARE_CA_LIMITS.backdateMinutes * 60_000),
+        notAfter: new Date(now.getTime() + SOFTWARE_CA_LIMITS.caValidityDays * 86_400_000),
+        keys,
+        signingAlgorithm: SIGNING,
+        extensions: [
+          new x509.BasicConstraintsExtension(true, 0, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, provider),
+        ],
+      },
+      provider,
+    );
+    const pkcs8 = await provider.subtle.exportKey('pkcs8', keys.privateKey);
+    const material = { certificatePem: certificate.toString('pem'), privateKeyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+    return { ca: new SoftwareCertificateAuthority(certificate, keys, options), material };
+  }
+
+  public static async load(material: SoftwareCaMaterial, options: SoftwareCaOptions = {}): Promise<SoftwareCertificateAuthority> {
+    const certificate = new x509.X509Certificate(material.certificatePem);
+    const privateKey = await provider.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(material.privateKeyPem), EC_P256, true, ['sign']);
+    const publicKey = await certificate.publicKey.export(EC_P256, ['verify'], provider);
+    return new SoftwareCertificateAuthority(certificate, { privateKey, publicKey }, options);
+  }
+
+  public async getCaCertificates(): Promise<CaCertificates> {
+    return { certificatePem: this.caCertificate.toString('pem'), certificateChainPem: '' };
+  }
+
+  public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {
+    const previous = this.issuedByToken.get(request.idempotencyToken);
+    if (previous) return previous;
+    if (!Number.isInteger(request.validityDays) || request.validityDays < 1 || request.validityDays > SOFTWARE_CA_LIMITS.maxValidityDays) {
+      throw new ValidationError('INVALID_REQUEST', `Validity must be 1 to ${SOFTWARE_CA_LIMITS.maxValidityDays} days (asked: ${request.validityDays}).`);
+    }
+    const csr = new x509.Pkcs10CertificateRequest(request.csrPem);
+    if (!(await csr.verify(provider))) throw new ValidationError('INVALID_CSR', 'The CSR signature does not verify.');
+    const certificate = await this.sign(csr.subject, csr.publicKey, request.validityDays, 'client');
+    const issued = { certificatePem: certificate.toString('pem'), certificateChainPem: this.caCertificate.toString('pem') };
+    this.issuedByToken.set(request.idempotencyToken, issued);
+    return issued;
+  }
+
+  /** What a factory does: signs a device's public key directly, without registering anything. */
+  public async mintDeviceCertificate(deviceId: string, csrPem: string, validityDays: number): Promise<string> {
+    await checkCsr(csrPem, deviceId);
+    const csr = new x509.Pkcs10CertificateRequest(csrPem);
+    return (await this.sign(csr.subject, csr.publicKey, validityDays, 'client')).toString('pem');
+  }
+
+  /** A TLS server certificate for the local MQTT endpoint. */
+  public async issueServerCertificate(hostnames: readonly string[], publicKey: CryptoKey, validityDays: number): Promise<string> {
+    return (await this.sign(`CN=${hostnames[0] ?? 'localhost'}`, publicKey, validityDays, 'server', hostnames)).toString('pem');
+  }
+
+  public async revokeCertificate(request: RevokeCertificateRequest): Promise<void> {
+    await this.revocations.add({ serialNumber: request.serialNumber.toLowerCase(), reason: request.reason, revokedAt: this.now().toISOString() });
+  }
+
+  public async isRevoked(serialNumber: string): Promise<boolean> {
+    return (await this.revocations.entries()).some((entry) => entry.serialNumber === serialNumber.toLowerCase());
+  }
+
+  /** A fresh CRL (PEM) listing every revocation. */
+  public async generateCrlPem(): Promise<string> {
+    const now = this.now();
+    const crl = await x509.X509CrlGenerator.create(
+      {
+        issuer: this.caCertificate.subject,
+        thisUpdate: now,
+        nextUpdate: new Date(now.getTime() + SOFTWARE_CA_LIMITS.crlValidityHours * 3_600_000),
+        signingAlgorithm: SIGNING,
+        signingKey: this.caKeys.privateKey,
+        extensions: [await x509.AuthorityKeyIdentifierExtension.create(this.caKeys.publicKey, false, provider)],
+        entries: (await this.revocations.entries()).map((entry) => ({
+          serialNumber: entry.serialNumber,
+          revocationDate: new Date(entry.revokedAt),
+          reason: CRL_REASONS[entry.reason],
+        })),
+      },
+      provider,
+    );
+    return crl.toString('pem');
+  }
+
+  private async sign(subject: string, publicKey: x509.PublicKey | CryptoKey, validityDays: number, usage: 'client' | 'server', dnsNames: readonly string[] = []): Promise<x509.X509Certificate> {
+    const now = this.now();
+    const notAfter = new Date(Math.min(now.getTime() + validityDays * 86_400_000, this.caCertificate.notAfter.getTime()));
+    const extensions: x509.Extension[] = [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+      new x509.ExtendedKeyUsageExtension([usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey, false, provider),
+      await x509.AuthorityKeyIdentifierExtension.create(this.caKeys.publicKey, false, provider),
+    ];
+    if (dnsNames.length > 0) {
+      extensions.push(
+        new x509.SubjectAlternativeNameExtension(dnsNames.map((name) => (/^[\d.]+$/.test(name) ? { type: 'ip' as const, value: name } : { type: 'dns' as const, value: name }))),
+      );
+    }
+    if (this.options.crlUrl) extensions.push(new x509.CRLDistributionPointsExtension([this.options.crlUrl]));
+    return x509.X509CertificateGenerator.create(
+      {
+        serialNumber: randomSerial(),
+        subject,
+        issuer: this.caCertificate.subject,
+        notBefore: new Date(now.getTime() - SOFTWARE_CA_LIMITS.backdateMinutes * 60_000),
+        notAfter,
+        publicKey,
+        signingKey: this.caKeys.privateKey,
+        signingAlgorithm: SIGNING,
+        extensions,
+      },
+      provider,
+    );
+  }
+}

@@ -1,0 +1,193 @@
+import { QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { ConflictError } from '../../functions/core/errors';
+import { DeviceLifecycle } from '../../functions/core/lifecycle';
+import type { AuditEvent, CertificateRecord, Device } from '../../functions/core/model';
+import { LocalDeviceRegistry } from '../../functions/adapters/local/local-device-registry';
+import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
+import { createTestTable, type TestTable } from '../support/dynamodb';
+import { randomUUID } from 'node:crypto';
+
+const at = '2026-11-26T10:00:00.000Z';
+
+const device = (deviceId: string, overrides: Partial<Device> = {}): Device => ({
+  deviceId,
+  thingName: deviceId,
+  status: 'ACTIVE',
+  attributes: { line: 'a' },
+  certificateIds: [],
+  createdAt: at,
+  updatedAt: at,
+  version: 1,
+  ...overrides,
+});
+
+const certificate = (certificateId: string, deviceId: string, notAfter: string, overrides: Partial<CertificateRecord> = {}): CertificateRecord => ({
+  certificateId,
+  deviceId,
+  serialNumber: certificateId.slice(0, 16),
+  subject: `CN=${deviceId}`,
+  issuer: 'CN=Test CA',
+  keyAlgorithm: 'EC_P_256',
+  notBefore: at,
+  notAfter,
+  status: 'ACTIVE',
+  source: 'CSR',
+  certificatePem: '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----',
+  createdAt: at,
+  updatedAt: at,
+  version: 1,
+  ...overrides,
+});
+
+const event = (deviceId: string, key: string, overrides: Partial<AuditEvent> = {}): AuditEvent => ({
+  eventId: randomUUID(),
+  type: 'DEVICE_PREREGISTERED',
+  at,
+  actor: 'test',
+  deviceId,
+  idempotencyKey: key,
+  ...overrides,
+});
+
+describe('DynamoDbDeviceStore on DynamoDB Local', () => {
+  let table: TestTable;
+  beforeAll(async () => {
+    table = await createTestTable();
+  });
+  afterAll(async () => {
+    await table.drop();
+  });
+
+  const countEvents = async (deviceId: string) =>
+    (
+      await table.documentClient.send(
+        new QueryCommand({ TableName: table.tableName, KeyConditionExpression: 'PK = :pk AND begins_with(SK, :e)', ExpressionAttributeValues: { ':pk': `DEVICE#${deviceId}`, ':e': 'EVENT#' } }),
+      )
+    ).Items?.length ?? 0;
+
+  test('stores a device with its certificates and answers them with its latest events, newest first', async () => {
+    const id = 'store-view-1';
+    await table.store.commit({ idempotencyKey: 'k-view-1', device: { next: device(id) }, events: [event(id, 'k-view-1', { at: '2026-11-26T10:00:00.000Z' })] });
+    await table.store.commit({
+      idempotencyKey: 'k-view-2',
+      device: { next: device(id, { certificateIds: ['c1'], version: 2 }), expectedVersion: 1 },
+      certificates: [{ next: certificate('c1', id, '2027-01-01T00:00:00.000Z') }],
+      events: [event(id, 'k-view-2', { type: 'CERTIFICATE_ISSUED', certificateId: 'c1', at: '2026-11-26T10:05:00.000Z' })],
+    });
+
+    const view = await table.store.getDeviceView(id, 10);
+
+    expect(view?.device).toEqual(device(id, { certificateIds: ['c1'], version: 2 }));
+    expect(view?.certificates.map((c) => c.certificateId)).toEqual(['c1']);
+    expect(view?.events.map((e) => e.type)).toEqual(['CERTIFICATE_ISSUED', 'DEVICE_PREREGISTERED']);
+    expect(await table.store.getCertificate('c1')).toMatchObject({ deviceId: id, status: 'ACTIVE' });
+    expect(await table.store.getDeviceView('nobody', 10)).toBeUndefined();
+  });
+
+  test('writes a change once per idempotency key: the second write is DUPLICATE and adds no audit entry', async () => {
+    const id = 'store-idem-1';
+    const change = { idempotencyKey: 'k-idem-1', device: { next: device(id) }, events: [event(id, 'k-idem-1')] };
+
+    const first = await table.store.commit(change);
+    const second = await table.store.commit({ ...change, events: [event(id, 'k-idem-1')] });
+
+    expect([first, second]).toEqual(['APPLIED', 'DUPLICATE']);
+    expect(await countEvents(id)).toBe(1);
+  });
+
+  test('rejects a write on a stale version with CONFLICT and writes none of the change', async () => {
+    const id = 'store-stale-1';
+    await table.store.commit({ idempotencyKey: 'k-stale-1', device: { next: device(id) }, events: [event(id, 'k-stale-1')] });
+
+    const stale = table.store.commit({
+      idempotencyKey: 'k-stale-2',
+      device: { next: device(id, { status: 'SUSPENDED', version: 2 }), expectedVersion: 7 },
+      certificates: [{ next: certificate('c-stale', id, '2027-01-01T00:00:00.000Z') }],
+      events: [event(id, 'k-stale-2', { type: 'DEVICE_SUSPENDED' })],
+    });
+
+    await expect(stale).rejects.toBeInstanceOf(ConflictError);
+    await expect(stale).rejects.toMatchObject({ code: 'CONFLICT' });
+    expect((await table.store.getDevice(id))?.status).toBe('ACTIVE');
+    expect(await table.store.getCertificate('c-stale')).toBeUndefined();
+    expect(await countEvents(id)).toBe(1);
+  });
+
+  test('rejects creating a device that exists with CONFLICT', async () => {
+    const id = 'store-exists-1';
+    await table.store.commit({ idempotencyKey: 'k-exists-1', device: { next: device(id) }, events: [event(id, 'k-exists-1')] });
+    await expect(table.store.commit({ idempotencyKey: 'k-exists-2', device: { next: device(id) }, events: [event(id, 'k-exists-2')] })).rejects.toMatchObject({ code: 'CONFLICT' });
+  });
+
+  test('lists devices by state across pages without losing or repeating one', async () => {
+    const ids = Array.from({ length: 7 }, (_, i) => `list-susp-${i}`);
+    for (const id of ids) await table.store.commit({ idempotencyKey: `k-${id}`, device: { next: device(id, { status: 'SUSPENDED' }) }, events: [event(id, `k-${id}`)] });
+
+    const seen: string[] = [];
+    let nextToken: string | undefined;
+    let pages = 0;
+    do {
+      const page = await table.store.listDevices({ status: 'SUSPENDED', limit: 3, nextToken });
+      seen.push(...page.items.map((d) => d.deviceId));
+      nextToken = page.nextToken;
+      pages += 1;
+    } while (nextToken);
+
+    expect(seen.sort()).toEqual([...ids].sort());
+    expect(pages).toBeGreaterThanOrEqual(3);
+  });
+
+  test('rejects a page token that does not belong to the query with INVALID_REQUEST', async () => {
+    const ids = ['tok-1', 'tok-2'];
+    for (const id of ids) await table.store.commit({ idempotencyKey: `k-${id}`, device: { next: device(id, { status: 'REVOKED' }) }, events: [event(id, `k-${id}`)] });
+    const page = await table.store.listDevices({ status: 'REVOKED', limit: 1 });
+
+    await expect(table.store.listDevices({ status: 'ACTIVE', limit: 1, nextToken: page.nextToken })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+    await expect(table.store.listDevices({ status: 'REVOKED', limit: 1, nextToken: 'not-a-token' })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+  });
+
+  test('finds live certificates expiring in a window across months, soonest first, and leaves out revoked ones', async () => {
+    const id = 'expiry-1';
+    const certs = [
+      certificate('exp-a', id, '2030-01-10T00:00:00.000Z'),
+      certificate('exp-b', id, '2030-02-20T00:00:00.000Z'),
+      certificate('exp-c', id, '2030-03-05T00:00:00.000Z'),
+      certificate('exp-revoked', id, '2030-01-15T00:00:00.000Z', { status: 'REVOKED' }),
+      certificate('exp-late', id, '2030-06-01T00:00:00.000Z'),
+    ];
+    await table.store.commit({ idempotencyKey: 'k-exp', device: { next: device(id) }, certificates: certs.map((next) => ({ next })), events: [event(id, 'k-exp')] });
+
+    const found: string[] = [];
+    let nextToken: string | undefined;
+    do {
+      const page = await table.store.findCertificatesExpiring({ notBefore: new Date('2030-01-01T00:00:00Z'), before: new Date('2030-04-01T00:00:00Z'), limit: 2, nextToken });
+      found.push(...page.items.map((c) => c.certificateId));
+      nextToken = page.nextToken;
+    } while (nextToken);
+
+    expect(found).toEqual(['exp-a', 'exp-b', 'exp-c']);
+  });
+
+  test('of 24 racing suspensions of one device exactly one wins, and the trail holds exactly one', async () => {
+    const ca = await SoftwareCertificateAuthority.create('Race CA');
+    let n = 0;
+    const lifecycle = new DeviceLifecycle(
+      { store: table.store, registry: new LocalDeviceRegistry({ thingGroupName: 'fleet' }), ca: ca.ca, clock: { now: () => new Date() }, ids: { next: () => `race-${(n += 1)}` } },
+      { maxConflictRetries: 10 },
+    );
+    const id = 'race-1';
+    await table.store.commit({ idempotencyKey: 'k-race', device: { next: device(id) }, events: [event(id, 'k-race')] });
+
+    const results = await Promise.allSettled(
+      Array.from({ length: 24 }, (_, i) => lifecycle.suspendDevice({ deviceId: id, actor: `caller-${i}`, requestKey: `request-${i}` })),
+    );
+
+    const winners = results.filter((r) => r.status === 'fulfilled');
+    const losers = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(winners).toHaveLength(1);
+    expect(losers.map((r) => (r.reason as { code: string }).code).every((code) => code === 'INVALID_TRANSITION' || code === 'CONFLICT')).toBe(true);
+    expect(await table.store.getDevice(id)).toMatchObject({ status: 'SUSPENDED', version: 2 });
+    const trail = await table.documentClient.send(new ScanCommand({ TableName: table.tableName, FilterExpression: '#t = :t AND deviceId = :d', ExpressionAttributeNames: { '#t': 'type' }, ExpressionAttributeValues: { ':t': 'DEVICE_SUSPENDED', ':d': id } }));
+    expect(trail.Items).toHaveLength(1);
+  });
+});
