@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { ConfigurationError } from '../core/errors';
+
+/**
+ * Every environment variable the functions read, with its meaning. The CDK construct sets
+ * them (and grants what each needs) in one helper; the local mode sets the same names.
+ */
+export const ENVIRONMENT = {
+  DEVICE_TABLE_NAME: 'the DynamoDB table of devices, certificates and audit events',
+  IDEMPOTENCY_TABLE_NAME: 'the DynamoDB table Powertools idempotency keeps API request records in',
+  CA_ARN: 'the AWS Private CA that signs device certificates',
+  CA_SIGNING_ALGORITHM: 'the Private CA signing algorithm, e.g. SHA256WITHECDSA',
+  CA_TEMPLATE_ARN: 'the Private CA template for device certificates (end-entity client auth)',
+  THING_GROUP_NAME: 'the thing group every device joins; the fleet IoT policy is attached to it',
+  ENROLLMENT_POLICY: '"open" (any device with a certificate from our CA) or "preregistered"',
+  CERTIFICATE_VALIDITY_DAYS: 'validity of certificates signed from CSRs, in days',
+} as const;
+
+export type EnvironmentVariable = keyof typeof ENVIRONMENT;
+
+const nonEmpty = z.string().trim().min(1);
+
+const configSchema = z.object({
+  DEVICE_TABLE_NAME: nonEmpty,
+  IDEMPOTENCY_TABLE_NAME: nonEmpty,
+  CA_ARN: z.string().regex(/^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority\/[0-9a-f-]{36}$/, 'must be an AWS Private CA ARN'),
+  CA_SIGNING_ALGORITHM: z.enum(['SHA256WITHECDSA', 'SHA384WITHECDSA', 'SHA512WITHECDSA', 'SHA256WITHRSA', 'SHA384WITHRSA', 'SHA512WITHRSA']),
+  CA_TEMPLATE_ARN: z.string().regex(/^arn:aws[a-z-]*:acm-pca:::template\/[A-Za-z0-9_/]+$/, 'must be an AWS Private CA template ARN'),
+  THING_GROUP_NAME: z.string().regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name'),
+  ENROLLMENT_POLICY: z.enum(['open', 'preregistered']),
+  CERTIFICATE_VALIDITY_DAYS: z.coerce.number().int().min(1).max(3650),
+});
+
+export type FunctionConfig = z.infer<typeof configSchema>;
+
+/**
+ * Reads and checks the variables `names` once per cold start. A missing or malformed
+ * variable stops the start with a message naming it: there are no placeholder defaults.
+ */
+export function readConfig<K extends EnvironmentVariable>(names: readonly K[], env: NodeJS.ProcessEnv = process.env): Pick<FunctionConfig, K> {
+  const picked = Object.fromEntries(names.map((name) => [name, true])) as Record<K, true>;
+  const result = configSchema.pick(picked as never).safeParse(Object.fromEntries(names.map((name) => [name, env[name]])));
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const name = String(issue.path[0]);
+      const value = env[name];
+      return value === undefined || value === ''
+        ? `${name} is not set (${ENVIRONMENT[name as EnvironmentVariable]})`
+        : `${name} is invalid: ${issue.message}`;
+    });
+    throw new ConfigurationError(`Configuration error: ${problems.join('; ')}.`);
+  }
+  return result.data as unknown as Pick<FunctionConfig, K>;
+}
