@@ -176,5 +176,5 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
 /** The certificates of a PEM bundle (a CA chain), each as PEM, in the order given. */
 export function splitPemChain(chainPem: string): string[] {
   if (chainPem.trim() === '') return [];
-  return Array.from(new x509.X509Certificates(chainPem), (certificate) => certificate.toString('pem'));
+  return x509.PemConverter.decode(chainPem).map((der) => new x509.X509Certificate(der).toString('pem'));
 }

@@ -1,1 +1,2 @@
+import 'reflect-metadata';
 import 'aws-sdk-client-mock-jest';

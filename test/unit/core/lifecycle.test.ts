@@ -1,0 +1,247 @@
+import { createLifecycleFixture } from '../../support/lifecycle-fixture';
+import { makeCsr, makeForeignCa } from '../../support/pki';
+import type { InMemoryDeviceStore } from '../../support/in-memory-store';
+import type { LifecycleFixture } from '../../support/lifecycle-fixture';
+
+const actor = { actor: 'arn:aws:iam::123456789012:user/ops', requestKey: 'request-1' };
+
+async function registeredByJitr(fixture: LifecycleFixture<InMemoryDeviceStore>, deviceId: string) {
+  const pem = await fixture.mintCertificate(deviceId);
+  const event = await fixture.firstConnect(pem);
+  await fixture.lifecycle.registerOnFirstConnect(event);
+  return event.certificateId;
+}
+
+describe('just-in-time registration', () => {
+  test('activates a new device on first connect: thing, group, principal, ACTIVE certificate, audit trail', async () => {
+    const fixture = await createLifecycleFixture();
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-1'));
+
+    const outcome = await fixture.lifecycle.registerOnFirstConnect(event);
+
+    expect(outcome).toEqual({ outcome: 'ACTIVATED', deviceId: 'sensor-1', certificateId: event.certificateId });
+    expect(fixture.registry.findCertificate(event.certificateId)?.status).toBe('ACTIVE');
+    expect(fixture.registry.findThing('sensor-1')).toMatchObject({ thingGroups: ['fleet'], principals: [event.certificateId] });
+    const view = await fixture.lifecycle.getDevice('sensor-1');
+    expect(view.device).toMatchObject({ status: 'ACTIVE', certificateIds: [event.certificateId] });
+    expect(view.certificates).toEqual([expect.objectContaining({ status: 'ACTIVE', source: 'JITR' })]);
+    expect(view.events.map((e) => e.type).sort()).toEqual(['CERTIFICATE_ACTIVATED', 'CERTIFICATE_REGISTERED', 'DEVICE_ACTIVATED', 'DEVICE_CREATED']);
+  });
+
+  test('the same event delivered twice in a row activates once and the second answers ALREADY_PROCESSED', async () => {
+    const fixture = await createLifecycleFixture();
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-2'));
+    const activations = jest.spyOn(fixture.registry, 'updateCertificateStatus');
+
+    await fixture.lifecycle.registerOnFirstConnect(event);
+    const second = await fixture.lifecycle.registerOnFirstConnect(event);
+
+    expect(second).toEqual({ outcome: 'ALREADY_PROCESSED', certificateId: event.certificateId, status: 'ACTIVE' });
+    expect(activations).toHaveBeenCalledTimes(1);
+    expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_ACTIVATED')).toHaveLength(1);
+  });
+
+  test('ten concurrent deliveries of one event make one activation, one record and one audit entry per change', async () => {
+    const fixture = await createLifecycleFixture();
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-3'));
+    const activations = jest.spyOn(fixture.registry, 'updateCertificateStatus');
+
+    const outcomes = await Promise.all(Array.from({ length: 10 }, () => fixture.lifecycle.registerOnFirstConnect(event)));
+
+    expect(outcomes.filter((o) => o.outcome === 'ACTIVATED')).toHaveLength(1);
+    expect(outcomes.every((o) => ['ACTIVATED', 'IN_PROGRESS', 'ALREADY_PROCESSED'].includes(o.outcome))).toBe(true);
+    expect(activations).toHaveBeenCalledTimes(1);
+    expect([...fixture.store.certificates.values()]).toHaveLength(1);
+    for (const type of ['DEVICE_CREATED', 'CERTIFICATE_REGISTERED', 'CERTIFICATE_ACTIVATED', 'DEVICE_ACTIVATED']) {
+      expect(fixture.store.events.filter((e) => e.type === type)).toHaveLength(1);
+    }
+  });
+
+  test('a redelivery after the claiming invocation crashed takes over once the lease ends', async () => {
+    const fixture = await createLifecycleFixture({ activationLeaseSeconds: 60 });
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-4'));
+    const attach = jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('Lambda timed out'));
+
+    await expect(fixture.lifecycle.registerOnFirstConnect(event)).rejects.toThrow('Lambda timed out');
+    expect(await fixture.lifecycle.registerOnFirstConnect(event)).toEqual({ outcome: 'IN_PROGRESS', certificateId: event.certificateId });
+    fixture.clock.advance(61_000);
+    const retried = await fixture.lifecycle.registerOnFirstConnect(event);
+
+    expect(retried.outcome).toBe('ACTIVATED');
+    expect(attach).toHaveBeenCalledTimes(2);
+    expect(fixture.store.certificates.get(event.certificateId)?.status).toBe('ACTIVE');
+  });
+
+  test('rejects a certificate from another CA: REVOKED in the registry, REJECTED with its reason in the store', async () => {
+    const fixture = await createLifecycleFixture();
+    const foreign = await makeForeignCa();
+    const event = await fixture.firstConnect(await foreign.issue('sensor-5'));
+
+    const outcome = await fixture.lifecycle.registerOnFirstConnect(event);
+
+    expect(outcome).toMatchObject({ outcome: 'REJECTED', code: 'INVALID_CERTIFICATE' });
+    expect(fixture.registry.findCertificate(event.certificateId)?.status).toBe('REVOKED');
+    expect(fixture.store.certificates.get(event.certificateId)).toMatchObject({ status: 'REJECTED', statusReason: expect.stringContaining("not signed by this fleet's CA") });
+    expect(fixture.store.devices.size).toBe(0);
+    expect(fixture.registry.findThing('sensor-5')).toBeUndefined();
+  });
+
+  test('with the preregistered policy, refuses an unknown device and accepts a pre-registered one', async () => {
+    const fixture = await createLifecycleFixture({ enrollmentPolicy: 'preregistered' });
+    const unknown = await fixture.firstConnect(await fixture.mintCertificate('stranger'));
+    expect(await fixture.lifecycle.registerOnFirstConnect(unknown)).toMatchObject({ outcome: 'REJECTED', code: 'ENROLLMENT_REFUSED' });
+
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'known-1', attributes: { line: 'b' }, ...actor });
+    const known = await fixture.firstConnect(await fixture.mintCertificate('known-1'));
+    expect(await fixture.lifecycle.registerOnFirstConnect(known)).toMatchObject({ outcome: 'ACTIVATED' });
+    expect(fixture.registry.findThing('known-1')?.attributes).toEqual({ line: 'b' });
+  });
+
+  test('refuses a new certificate for a suspended device', async () => {
+    const fixture = await createLifecycleFixture();
+    await registeredByJitr(fixture, 'sensor-6');
+    await fixture.lifecycle.suspendDevice({ deviceId: 'sensor-6', ...actor });
+
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-6'));
+
+    expect(await fixture.lifecycle.registerOnFirstConnect(event)).toMatchObject({ outcome: 'REJECTED', code: 'ENROLLMENT_REFUSED', reason: 'Device sensor-6 is SUSPENDED: it cannot enroll a new certificate.' });
+  });
+
+  test('ignores an event for a certificate someone already revoked in AWS IoT', async () => {
+    const fixture = await createLifecycleFixture();
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-7'));
+    await fixture.registry.updateCertificateStatus(event.certificateId, 'REVOKED');
+
+    expect(await fixture.lifecycle.registerOnFirstConnect(event)).toMatchObject({ outcome: 'IGNORED' });
+    expect(fixture.store.certificates.size).toBe(0);
+  });
+});
+
+describe('signing CSRs', () => {
+  test('issues a certificate for a pre-registered device, registers it ACTIVE, attaches it, and activates the device', async () => {
+    const fixture = await createLifecycleFixture({ validityDays: 30 });
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-1', attributes: {}, ...actor });
+    const { csrPem } = await makeCsr('factory-1');
+
+    const issued = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-1', csrPem, ...actor });
+
+    expect(issued.certificatePem).toContain('BEGIN CERTIFICATE');
+    expect(issued.certificateChainPem).toBe(fixture.caCertificatePem);
+    expect(fixture.registry.findCertificate(issued.certificateId)?.status).toBe('ACTIVE');
+    expect(fixture.registry.findThing('factory-1')?.principals).toEqual([issued.certificateId]);
+    const days = (Date.parse(issued.notAfter) - fixture.clock.now().getTime()) / 86_400_000;
+    expect(Math.round(days)).toBe(30);
+    expect((await fixture.lifecycle.getDevice('factory-1')).device.status).toBe('ACTIVE');
+  });
+
+  test('fails with DEVICE_NOT_FOUND for a device that does not exist, and issues nothing', async () => {
+    const fixture = await createLifecycleFixture();
+    const issue = jest.spyOn(fixture.ca, 'issueCertificate');
+    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'ghost', csrPem: (await makeCsr('ghost')).csrPem, ...actor })).rejects.toMatchObject({ code: 'DEVICE_NOT_FOUND' });
+    expect(issue).not.toHaveBeenCalled();
+  });
+
+  test('fails with INVALID_TRANSITION for a suspended device', async () => {
+    const fixture = await createLifecycleFixture();
+    await registeredByJitr(fixture, 'sensor-8');
+    await fixture.lifecycle.suspendDevice({ deviceId: 'sensor-8', ...actor });
+    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'sensor-8', csrPem: (await makeCsr('sensor-8')).csrPem, ...actor })).rejects.toMatchObject({ code: 'INVALID_TRANSITION' });
+  });
+
+  test('revokes the new certificate again when the device is revoked while it was being issued', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'race-2', attributes: {}, ...actor });
+    const attach = fixture.registry.attachCertificate.bind(fixture.registry);
+    jest.spyOn(fixture.registry, 'attachCertificate').mockImplementationOnce(async (thing, id) => {
+      await attach(thing, id);
+      await fixture.lifecycle.revokeDevice({ deviceId: 'race-2', reason: 'KEY_COMPROMISE', actor: 'ops', requestKey: 'other' });
+    });
+
+    const issuing = fixture.lifecycle.issueFromCsr({ deviceId: 'race-2', csrPem: (await makeCsr('race-2')).csrPem, ...actor });
+
+    await expect(issuing).rejects.toMatchObject({ code: 'INVALID_TRANSITION' });
+    const [certificate] = fixture.registry.snapshot().certificates;
+    expect(certificate?.status).toBe('REVOKED');
+    expect(fixture.registry.findThing('race-2')?.principals).toEqual([]);
+  });
+});
+
+describe('revocation and suspension', () => {
+  test('revoking a certificate revokes it in the registry and at the CA, detaches it, and records reason and actor', async () => {
+    const fixture = await createLifecycleFixture();
+    const certificateId = await registeredByJitr(fixture, 'sensor-9');
+    const serial = fixture.store.certificates.get(certificateId)?.serialNumber as string;
+
+    const revoked = await fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-9', certificateId, reason: 'KEY_COMPROMISE', ...actor });
+
+    expect(revoked).toMatchObject({ status: 'REVOKED', revocationReason: 'KEY_COMPROMISE' });
+    expect(fixture.registry.findCertificate(certificateId)?.status).toBe('REVOKED');
+    expect(fixture.registry.findThing('sensor-9')?.principals).toEqual([]);
+    expect(await fixture.ca.isRevoked(serial)).toBe(true);
+    expect(fixture.store.events.find((e) => e.type === 'CERTIFICATE_REVOKED')).toMatchObject({ actor: actor.actor, reason: 'KEY_COMPROMISE', fromStatus: 'ACTIVE', toStatus: 'REVOKED' });
+  });
+
+  test('fails with INVALID_TRANSITION to revoke a certificate twice', async () => {
+    const fixture = await createLifecycleFixture();
+    const certificateId = await registeredByJitr(fixture, 'sensor-10');
+    await fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-10', certificateId, reason: 'SUPERSEDED', ...actor });
+    await expect(fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-10', certificateId, reason: 'SUPERSEDED', actor: 'x', requestKey: 'r2' })).rejects.toMatchObject({ code: 'INVALID_TRANSITION' });
+  });
+
+  test('fails with CERTIFICATE_NOT_FOUND for a certificate of another device', async () => {
+    const fixture = await createLifecycleFixture();
+    const certificateId = await registeredByJitr(fixture, 'sensor-11');
+    await registeredByJitr(fixture, 'sensor-12');
+    await expect(fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-12', certificateId, reason: 'UNSPECIFIED', ...actor })).rejects.toMatchObject({ code: 'CERTIFICATE_NOT_FOUND' });
+    expect(fixture.registry.findCertificate(certificateId)?.status).toBe('ACTIVE');
+  });
+
+  test('suspending makes every active certificate INACTIVE; resuming makes them ACTIVE again', async () => {
+    const fixture = await createLifecycleFixture();
+    const certificateId = await registeredByJitr(fixture, 'sensor-13');
+
+    await fixture.lifecycle.suspendDevice({ deviceId: 'sensor-13', ...actor });
+    expect(fixture.registry.findCertificate(certificateId)?.status).toBe('INACTIVE');
+    expect(fixture.store.devices.get('sensor-13')?.status).toBe('SUSPENDED');
+
+    await fixture.lifecycle.resumeDevice({ deviceId: 'sensor-13', actor: 'ops', requestKey: 'resume-1' });
+    expect(fixture.registry.findCertificate(certificateId)?.status).toBe('ACTIVE');
+    expect(fixture.store.certificates.get(certificateId)?.status).toBe('ACTIVE');
+    expect(fixture.store.devices.get('sensor-13')?.status).toBe('ACTIVE');
+  });
+
+  test('revoking a device revokes all its live certificates and the device', async () => {
+    const fixture = await createLifecycleFixture();
+    const first = await registeredByJitr(fixture, 'sensor-14');
+    const second = (await fixture.lifecycle.issueFromCsr({ deviceId: 'sensor-14', csrPem: (await makeCsr('sensor-14')).csrPem, ...actor })).certificateId;
+
+    const device = await fixture.lifecycle.revokeDevice({ deviceId: 'sensor-14', reason: 'CESSATION_OF_OPERATION', actor: 'ops', requestKey: 'revoke-all' });
+
+    expect(device.status).toBe('REVOKED');
+    for (const id of [first, second]) {
+      expect(fixture.registry.findCertificate(id)?.status).toBe('REVOKED');
+      expect(fixture.store.certificates.get(id)?.status).toBe('REVOKED');
+    }
+  });
+
+  test('fails with INVALID_TRANSITION to resume a device that is not suspended, and changes nothing', async () => {
+    const fixture = await createLifecycleFixture();
+    await registeredByJitr(fixture, 'sensor-15');
+    const before = fixture.store.devices.get('sensor-15');
+    await expect(fixture.lifecycle.resumeDevice({ deviceId: 'sensor-15', ...actor })).rejects.toMatchObject({ code: 'INVALID_TRANSITION', message: 'A device in state ACTIVE cannot move to ACTIVE.' });
+    expect(fixture.store.devices.get('sensor-15')).toBe(before);
+  });
+});
+
+describe('pre-registration', () => {
+  test('fails with DEVICE_ALREADY_EXISTS for an existing device', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'dup-1', attributes: {}, ...actor });
+    await expect(fixture.lifecycle.preRegisterDevice({ deviceId: 'dup-1', attributes: {}, actor: 'x', requestKey: 'other' })).rejects.toMatchObject({ code: 'DEVICE_ALREADY_EXISTS' });
+  });
+
+  test('fails with INVALID_DEVICE_ID for a malformed id', async () => {
+    const fixture = await createLifecycleFixture();
+    await expect(fixture.lifecycle.preRegisterDevice({ deviceId: 'has space', attributes: {}, ...actor })).rejects.toMatchObject({ code: 'INVALID_DEVICE_ID' });
+  });
+});
