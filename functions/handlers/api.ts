@@ -1,0 +1,188 @@
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { IdempotencyAlreadyInProgressError, IdempotencyConfig, IdempotencyValidationError, makeIdempotent } from '@aws-lambda-powertools/idempotency';
+import type { BasePersistenceLayer } from '@aws-lambda-powertools/idempotency/persistence';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { LifecycleError, ValidationError } from '../core/errors';
+import type { DeviceLifecycle } from '../core/lifecycle';
+import type { Clock } from '../core/ports';
+import { errorResponse, jsonResponse, isServerError } from './http/responses';
+import { presentCertificate, presentDevice, presentDeviceView } from './http/presenters';
+import { callerOf, createDeviceBody, emptyBody, idempotencyKey, listDevicesQuery, parseBody, parseQuery, revokeBody, signCsrBody } from './http/requests';
+import { apiDependencies } from './dependencies';
+
+export interface ApiDependencies {
+  readonly lifecycle: DeviceLifecycle;
+  readonly clock: Clock;
+  /** Where POST requests with an Idempotency-Key are remembered (Powertools idempotency). */
+  readonly idempotencyStore: BasePersistenceLayer;
+  readonly logger?: Logger;
+}
+
+interface RouteRequest {
+  readonly event: APIGatewayProxyEvent;
+  readonly params: Readonly<Record<string, string>>;
+  readonly actor: string;
+  /** The Idempotency-Key, or the request id: what makes a retried change a no-op. */
+  readonly requestKey: string;
+}
+
+interface Route {
+  readonly method: 'GET' | 'POST';
+  /** The API Gateway resource template, as in the OpenAPI document. */
+  readonly resource: string;
+  readonly run: (request: RouteRequest) => Promise<APIGatewayProxyResult>;
+}
+
+export function createRoutes({ lifecycle, clock }: Pick<ApiDependencies, 'lifecycle' | 'clock'>): readonly Route[] {
+  const param = (request: RouteRequest, name: string) => request.params[name] as string;
+  return [
+    {
+      method: 'POST',
+      resource: '/devices',
+      run: async (request) => {
+        const body = parseBody(request.event, createDeviceBody);
+        const device = await lifecycle.preRegisterDevice({ deviceId: body.deviceId, attributes: body.attributes ?? {}, actor: request.actor, requestKey: request.requestKey });
+        return jsonResponse(201, presentDevice(device), { Location: `/devices/${encodeURIComponent(device.deviceId)}` });
+      },
+    },
+    {
+      method: 'GET',
+      resource: '/devices',
+      run: async (request) => {
+        const query = parseQuery(request.event, listDevicesQuery);
+        const page = await lifecycle.listDevices(query);
+        return jsonResponse(200, { items: page.items.map(presentDevice), ...(page.nextToken ? { nextToken: page.nextToken } : {}) });
+      },
+    },
+    {
+      method: 'GET',
+      resource: '/devices/{deviceId}',
+      run: async (request) => jsonResponse(200, presentDeviceView(await lifecycle.getDevice(param(request, 'deviceId')), clock.now())),
+    },
+    {
+      method: 'POST',
+      resource: '/devices/{deviceId}/certificates',
+      run: async (request) => {
+        const body = parseBody(request.event, signCsrBody);
+        const issued = await lifecycle.issueFromCsr({ deviceId: param(request, 'deviceId'), csrPem: body.csr, actor: request.actor, requestKey: request.requestKey });
+        return jsonResponse(201, issued);
+      },
+    },
+    {
+      method: 'POST',
+      resource: '/devices/{deviceId}/certificates/{certificateId}/revoke',
+      run: async (request) => {
+        const body = parseBody(request.event, revokeBody);
+        const certificateId = param(request, 'certificateId');
+        if (!/^[0-9a-f]{64}$/.test(certificateId)) {
+          throw new ValidationError('INVALID_REQUEST', 'certificateId must be the 64 lower-case hex characters of the certificate SHA-256 fingerprint.');
+        }
+        const revoked = await lifecycle.revokeCertificate({ deviceId: param(request, 'deviceId'), certificateId, reason: body.reason, actor: request.actor, requestKey: request.requestKey });
+        return jsonResponse(200, presentCertificate(revoked, clock.now()));
+      },
+    },
+    {
+      method: 'POST',
+      resource: '/devices/{deviceId}/revoke',
+      run: async (request) => {
+        const body = parseBody(request.event, revokeBody);
+        return jsonResponse(200, presentDevice(await lifecycle.revokeDevice({ deviceId: param(request, 'deviceId'), reason: body.reason, actor: request.actor, requestKey: request.requestKey })));
+      },
+    },
+    {
+      method: 'POST',
+      resource: '/devices/{deviceId}/suspend',
+      run: async (request) => {
+        parseBody(request.event, emptyBody);
+        return jsonResponse(200, presentDevice(await lifecycle.suspendDevice({ deviceId: param(request, 'deviceId'), actor: request.actor, requestKey: request.requestKey })));
+      },
+    },
+    {
+      method: 'POST',
+      resource: '/devices/{deviceId}/resume',
+      run: async (request) => {
+        parseBody(request.event, emptyBody);
+        return jsonResponse(200, presentDevice(await lifecycle.resumeDevice({ deviceId: param(request, 'deviceId'), actor: request.actor, requestKey: request.requestKey })));
+      },
+    },
+  ];
+}
+
+/** Matches by path so the router works behind API Gateway (which also sends `resource`) and the local server alike. */
+function matchRoute(routes: readonly Route[], method: string, path: string): { route: Route; params: Record<string, string> } | 'METHOD_NOT_ALLOWED' | undefined {
+  let pathMatched = false;
+  for (const route of routes) {
+    const names: string[] = [];
+    const pattern = new RegExp(`^${route.resource.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'))}/?$`);
+    const match = pattern.exec(path);
+    if (!match) continue;
+    pathMatched = true;
+    if (route.method !== method) continue;
+    const params: Record<string, string> = {};
+    for (const [index, name] of names.entries()) {
+      try {
+        params[name] = decodeURIComponent(match[index + 1] as string);
+      } catch {
+        throw new ValidationError('INVALID_REQUEST', `The ${name} in the path is not valid percent-encoding.`);
+      }
+    }
+    return { route, params };
+  }
+  return pathMatched ? 'METHOD_NOT_ALLOWED' : undefined;
+}
+
+/**
+ * The device API: one router for every route, so one function, one cold start, one role.
+ * POSTs with an Idempotency-Key are run at most once per key (same key + same body → the first
+ * answer again; same key + other body → 422 IDEMPOTENCY_KEY_REUSED; still running → 409 REQUEST_IN_PROGRESS).
+ */
+export function createApiHandler(dependencies: ApiDependencies): (event: APIGatewayProxyEvent, context?: Context) => Promise<APIGatewayProxyResult> {
+  const routes = createRoutes(dependencies);
+  const logger = dependencies.logger ?? new Logger({ serviceName: 'device-api' });
+  const idempotencyConfig = new IdempotencyConfig({ eventKeyJmesPath: 'key', payloadValidationJmesPath: 'payload', expiresAfterSeconds: 24 * 3600, throwOnNoIdempotencyKey: true });
+
+  /** Throws on any error response, so Powertools forgets the key and a retry runs again. */
+  const runRemembered = makeIdempotent(
+    async (_identity: { key: string; payload: string }, route: Route, request: RouteRequest): Promise<APIGatewayProxyResult> => route.run(request),
+    { persistenceStore: dependencies.idempotencyStore, config: idempotencyConfig, dataIndexArgument: 0 },
+  );
+
+  return async (event, context) => {
+    if (context) idempotencyConfig.registerLambdaContext(context);
+    try {
+      const path = (event.path ?? '').replace(/^\/[^/]+(?=\/devices)/, ''); // tolerate a stage prefix
+      const matched = matchRoute(routes, event.httpMethod, path);
+      if (matched === undefined) return jsonResponse(404, { error: { code: 'ROUTE_NOT_FOUND', message: `No route ${event.httpMethod} ${event.path}.` } });
+      if (matched === 'METHOD_NOT_ALLOWED') return jsonResponse(405, { error: { code: 'METHOD_NOT_ALLOWED', message: `${event.httpMethod} is not allowed on ${event.path}.` } });
+      const actor = callerOf(event);
+      const key = matched.route.method === 'POST' ? idempotencyKey(event) : undefined;
+      const request: RouteRequest = { event, params: matched.params, actor, requestKey: key ?? event.requestContext?.requestId ?? globalThis.crypto.randomUUID() };
+      if (key === undefined) return await matched.route.run(request);
+      const identity = { key: `${actor}|${event.httpMethod}|${path}|${key}`, payload: event.body ?? '' };
+      return await runRemembered(identity, matched.route, request);
+    } catch (error) {
+      const response = errorResponse(translateIdempotencyError(error));
+      if (isServerError(response)) logger.error('request failed', { error: error as Error, path: event.path, method: event.httpMethod });
+      else logger.info('request refused', { code: (error as LifecycleError).code, path: event.path, method: event.httpMethod });
+      return response;
+    }
+  };
+}
+
+function translateIdempotencyError(error: unknown): unknown {
+  if (error instanceof IdempotencyValidationError) {
+    return new LifecycleError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body: use a new key for a new request.', { cause: error });
+  }
+  if (error instanceof IdempotencyAlreadyInProgressError) {
+    return new LifecycleError('REQUEST_IN_PROGRESS', 'A request with this Idempotency-Key is still running: retry in a moment.', { cause: error });
+  }
+  return error;
+}
+
+let awsHandler: ReturnType<typeof createApiHandler> | undefined;
+
+/** The Lambda entry point: dependencies are built and checked once per cold start. */
+export const handler = async (event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> => {
+  awsHandler ??= createApiHandler(apiDependencies());
+  return awsHandler(event, context);
+};

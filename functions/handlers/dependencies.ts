@@ -1,0 +1,85 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { IoTClient } from '@aws-sdk/client-iot';
+import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
+import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import { DeviceLifecycle, randomIds } from '../core/lifecycle';
+import { systemClock } from '../core/ports';
+import { retryingClientConfig } from '../adapters/aws/aws-errors';
+import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
+import { IotDeviceRegistry } from '../adapters/aws/iot-device-registry';
+import { PrivateCaCertificateAuthority } from '../adapters/aws/private-ca-certificate-authority';
+import { readConfig } from './config';
+import type { ApiDependencies } from './api';
+import type { JitrDependencies } from './jitr';
+
+/*
+ * The AWS wiring of each function, built once per cold start. Each function reads only
+ * the variables it needs, so a missing one names itself at the first invocation.
+ */
+
+const documentClient = () => DynamoDBDocumentClient.from(new DynamoDBClient(retryingClientConfig), { marshallOptions: { removeUndefinedValues: true } });
+
+export function jitrDependencies(): JitrDependencies {
+  const config = readConfig(['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS']);
+  return {
+    lifecycle: new DeviceLifecycle(
+      {
+        store: new DynamoDbDeviceStore({ tableName: config.DEVICE_TABLE_NAME, documentClient: documentClient() }),
+        registry: iotRegistry(config.THING_GROUP_NAME),
+        ca: privateCa(config),
+        clock: systemClock,
+        ids: randomIds,
+      },
+      { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
+    ),
+  };
+}
+
+export function apiDependencies(): ApiDependencies {
+  const config = readConfig([
+    'DEVICE_TABLE_NAME',
+    'IDEMPOTENCY_TABLE_NAME',
+    'CA_ARN',
+    'CA_SIGNING_ALGORITHM',
+    'CA_TEMPLATE_ARN',
+    'THING_GROUP_NAME',
+    'ENROLLMENT_POLICY',
+    'CERTIFICATE_VALIDITY_DAYS',
+  ]);
+  const client = new DynamoDBClient(retryingClientConfig);
+  return {
+    lifecycle: new DeviceLifecycle(
+      {
+        store: new DynamoDbDeviceStore({ tableName: config.DEVICE_TABLE_NAME, documentClient: documentClient() }),
+        registry: iotRegistry(config.THING_GROUP_NAME),
+        ca: privateCa(config),
+        clock: systemClock,
+        ids: randomIds,
+      },
+      { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
+    ),
+    clock: systemClock,
+    idempotencyStore: new DynamoDBPersistenceLayer({ tableName: config.IDEMPOTENCY_TABLE_NAME, awsSdkV3Client: client }),
+  };
+}
+
+function iotRegistry(thingGroupName: string): IotDeviceRegistry {
+  // The policy is attached to the thing group by the stack, so devices never need AttachPolicy (15 TPS quota).
+  return new IotDeviceRegistry({
+    client: new IoTClient(retryingClientConfig),
+    thingGroupName,
+    policyName: '',
+    policyAttachment: 'THING_GROUP',
+    certificateRegistration: 'WITH_CA',
+  });
+}
+
+function privateCa(config: { CA_ARN: string; CA_SIGNING_ALGORITHM: string; CA_TEMPLATE_ARN: string }): PrivateCaCertificateAuthority {
+  return new PrivateCaCertificateAuthority({
+    client: new ACMPCAClient(retryingClientConfig),
+    certificateAuthorityArn: config.CA_ARN,
+    signingAlgorithm: config.CA_SIGNING_ALGORITHM as ConstructorParameters<typeof PrivateCaCertificateAuthority>[0]['signingAlgorithm'],
+    templateArn: config.CA_TEMPLATE_ARN,
+  });
+}

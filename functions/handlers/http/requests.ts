@@ -1,0 +1,89 @@
+import type { APIGatewayProxyEvent } from 'aws-lambda';
+import { z } from 'zod';
+import { ValidationError } from '../../core/errors';
+import { DEVICE_ID_PATTERN } from '../../core/device-id';
+import { DEVICE_STATUSES, REVOCATION_REASONS } from '../../core/model';
+import { CERTIFICATE_LIMITS } from '../../core/x509';
+
+/** Requests larger than this are refused before parsing; the largest legitimate body is a CSR. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** AWS IoT allows 3 attributes on a thing without a thing type, with these name and value rules. */
+const attributes = z
+  .record(z.string().regex(/^[a-zA-Z0-9_.,@/:#-]{1,128}$/, 'attribute names are 1-128 of a-z A-Z 0-9 _ . , @ / : # -'), z.string().regex(/^[a-zA-Z0-9_.,@/:#=[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -'))
+  .refine((value) => Object.keys(value).length <= 3, 'a device has at most 3 attributes');
+
+export const createDeviceBody = z.strictObject({
+  deviceId: z.string().regex(DEVICE_ID_PATTERN, 'use 1 to 128 characters from a-z, A-Z, 0-9, ":", "_" and "-"'),
+  attributes: attributes.optional(),
+});
+
+export const signCsrBody = z.strictObject({
+  csr: z.string().min(1).max(CERTIFICATE_LIMITS.maxCsrPemBytes, `the CSR must be at most ${CERTIFICATE_LIMITS.maxCsrPemBytes} characters`),
+});
+
+export const revokeBody = z.strictObject({
+  reason: z.enum(REVOCATION_REASONS, { message: `reason must be one of ${REVOCATION_REASONS.join(', ')}` }),
+});
+
+export const emptyBody = z.strictObject({});
+
+export const listDevicesQuery = z.strictObject({
+  status: z.enum(DEVICE_STATUSES, { message: `status is required and must be one of ${DEVICE_STATUSES.join(', ')}` }),
+  limit: z.coerce.number().int().min(1).max(100).default(25),
+  nextToken: z.string().min(1).max(2048).optional(),
+});
+
+const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{8,128}$/;
+
+/** Parses a JSON body against `schema`; every failure is a 400/413 that names the field to fix. */
+export function parseBody<T extends z.ZodType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
+  const raw = event.body === null || event.body === undefined || event.body === '' ? '{}' : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
+  if (Buffer.byteLength(raw, 'utf8') > MAX_BODY_BYTES) {
+    throw new ValidationError('PAYLOAD_TOO_LARGE', `The request body is larger than ${MAX_BODY_BYTES} bytes.`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    throw new ValidationError('INVALID_REQUEST', 'The request body is not valid JSON.');
+  }
+  return parseWith(schema, json, 'body');
+}
+
+export function parseQuery<T extends z.ZodType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
+  return parseWith(schema, event.queryStringParameters ?? {}, 'query');
+}
+
+function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.infer<T> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') return `unknown field(s) ${issue.keys.map((key) => `"${key}"`).join(', ')} in the ${where}`;
+    const path = issue.path.length > 0 ? issue.path.join('.') : where;
+    return `${path}: ${issue.message}`;
+  });
+  throw new ValidationError('INVALID_REQUEST', `Invalid request: ${problems.join('; ')}.`, { details: { problems } });
+}
+
+export function header(event: APIGatewayProxyEvent, name: string): string | undefined {
+  const wanted = name.toLowerCase();
+  for (const [key, value] of Object.entries(event.headers ?? {})) if (key.toLowerCase() === wanted && value !== undefined) return value;
+  return undefined;
+}
+
+/** The caller's Idempotency-Key, checked; undefined when the caller sent none. */
+export function idempotencyKey(event: APIGatewayProxyEvent): string | undefined {
+  const key = header(event, 'Idempotency-Key');
+  if (key === undefined) return undefined;
+  if (!IDEMPOTENCY_KEY_PATTERN.test(key)) {
+    throw new ValidationError('INVALID_REQUEST', 'Idempotency-Key must be 8 to 128 characters from A-Z, a-z, 0-9, "_", ".", ":" and "-" (a UUID works).');
+  }
+  return key;
+}
+
+/** Who is calling: the SigV4 principal API Gateway authenticated (AWS_IAM), or what the local mode sets. */
+export function callerOf(event: APIGatewayProxyEvent): string {
+  const identity = event.requestContext?.identity;
+  return identity?.userArn ?? identity?.caller ?? 'unknown';
+}

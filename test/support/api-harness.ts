@@ -1,0 +1,80 @@
+import { randomUUID } from 'node:crypto';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { CreateTableCommand, DeleteTableCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../../functions/core/lifecycle';
+import { systemClock } from '../../functions/core/ports';
+import { IotDeviceRegistry } from '../../functions/adapters/aws/iot-device-registry';
+import { PrivateCaCertificateAuthority } from '../../functions/adapters/aws/private-ca-certificate-authority';
+import { idempotencyTableDefinition } from '../../functions/adapters/aws/idempotency-table';
+import { createApiHandler } from '../../functions/handlers/api';
+import { createJitrHandler } from '../../functions/handlers/jitr';
+import { localDynamoDbClient } from '../../local/dynamodb-local';
+import { createTestTable, dynamoDbEndpoint, type TestTable } from './dynamodb';
+import { CA_ARN, createFakeAws, type FakeAws } from './fake-aws';
+
+/** What Lambda passes; Powertools idempotency reads the remaining time from it. */
+const lambdaContext = { getRemainingTimeInMillis: () => 30_000, functionName: 'device-api', awsRequestId: 'test' } as unknown as Context;
+
+export interface ApiHarness {
+  readonly aws: FakeAws;
+  readonly table: TestTable;
+  readonly lifecycle: DeviceLifecycle;
+  readonly api: ReturnType<typeof createApiHandler>;
+  readonly jitr: ReturnType<typeof createJitrHandler>;
+  call(method: 'GET' | 'POST', path: string, options?: { body?: unknown; rawBody?: string; headers?: Record<string, string>; query?: Record<string, string> }): Promise<{ status: number; body: any; raw: APIGatewayProxyResult }>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  close(): Promise<void>;
+}
+
+/** The real handlers, core, adapters and DynamoDB Local, with AWS IoT and Private CA answered by `createFakeAws`. */
+export async function createApiHarness(settings: Partial<LifecycleSettings> = {}): Promise<ApiHarness> {
+  const aws = await createFakeAws();
+  const table = await createTestTable();
+  const idempotencyTableName = `idempotency-${randomUUID()}`;
+  const dynamo = localDynamoDbClient(dynamoDbEndpoint());
+  await dynamo.send(new CreateTableCommand(idempotencyTableDefinition(idempotencyTableName)));
+  const lifecycle = new DeviceLifecycle(
+    {
+      store: table.store,
+      registry: new IotDeviceRegistry({ client: aws.iotClient, thingGroupName: 'fleet', policyName: 'fleet-policy', policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' }),
+      ca: new PrivateCaCertificateAuthority({ client: aws.pcaClient, certificateAuthorityArn: CA_ARN, signingAlgorithm: 'SHA256WITHECDSA', sleep: async () => undefined }),
+      clock: systemClock,
+      ids: randomIds,
+    },
+    settings,
+  );
+  const silent = { info: () => undefined, error: () => undefined, addContext: () => undefined } as never;
+  const api = createApiHandler({ lifecycle, clock: systemClock, idempotencyStore: new DynamoDBPersistenceLayer({ tableName: idempotencyTableName, awsSdkV3Client: dynamo }), logger: silent });
+  const jitr = createJitrHandler({ lifecycle, logger: silent });
+  return {
+    aws,
+    table,
+    lifecycle,
+    api,
+    jitr,
+    call: async (method, path, options = {}) => {
+      const event = {
+        httpMethod: method,
+        path,
+        resource: path,
+        headers: { 'Content-Type': 'application/json', ...options.headers },
+        multiValueHeaders: {},
+        queryStringParameters: options.query ?? null,
+        multiValueQueryStringParameters: null,
+        pathParameters: null,
+        stageVariables: null,
+        body: options.rawBody ?? (options.body === undefined ? null : JSON.stringify(options.body)),
+        isBase64Encoded: false,
+        requestContext: { requestId: randomUUID(), identity: { userArn: 'arn:aws:iam::123456789012:role/backend' } },
+      } as unknown as APIGatewayProxyEvent;
+      const raw = await api(event, lambdaContext);
+      return { status: raw.statusCode, body: JSON.parse(raw.body), raw };
+    },
+    close: async () => {
+      aws.restore();
+      await dynamo.send(new DeleteTableCommand({ TableName: idempotencyTableName }));
+      dynamo.destroy();
+      await table.drop();
+    },
+  };
+}
