@@ -1,0 +1,211 @@
+import {
+  ACMPCAClient,
+  GetCertificateAuthorityCertificateCommand,
+  GetCertificateCommand,
+  IssueCertificateCommand,
+  RevokeCertificateCommand,
+  type GetCertificateCommandOutput,
+  type RevocationReason as PcaRevocationReason,
+  type SigningAlgorithm,
+} from '@aws-sdk/client-acm-pca';
+import { UpstreamError, ValidationError } from '../../core/errors';
+import type { RevocationReason } from '../../core/model';
+import type { CaCertificates, CertificateAuthority, IssueCertificateRequest, IssuedCertificate, RevokeCertificateRequest } from '../../core/ports';
+import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
+
+/** The AWS Private CA actions this adapter can call: what the CDK stack grants a function that uses it. */
+export const PRIVATE_CA_IAM_ACTIONS = [
+  'acm-pca:IssueCertificate',
+  'acm-pca:GetCertificate',
+  'acm-pca:RevokeCertificate',
+  'acm-pca:GetCertificateAuthorityCertificate',
+] as const;
+
+/** End-entity certificate with key usage digitalSignature and extended key usage clientAuth: what a device presents to AWS IoT. */
+export const DEFAULT_DEVICE_TEMPLATE_ARN = 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1';
+
+/** How `issueCertificate` waits for `GetCertificate` while the CA is still signing. */
+export const ISSUANCE_POLLING = {
+  firstDelayMs: 200,
+  maxDelayMs: 2000,
+  defaultMaxWaitMs: 30_000,
+} as const;
+
+/** RFC 5280 reasons → AWS Private CA's enum (they happen to share names; the map keeps the vendor enum here). */
+export const PCA_REVOCATION_REASONS: Readonly<Record<RevocationReason, PcaRevocationReason>> = {
+  UNSPECIFIED: 'UNSPECIFIED',
+  KEY_COMPROMISE: 'KEY_COMPROMISE',
+  CERTIFICATE_AUTHORITY_COMPROMISE: 'CERTIFICATE_AUTHORITY_COMPROMISE',
+  AFFILIATION_CHANGED: 'AFFILIATION_CHANGED',
+  SUPERSEDED: 'SUPERSEDED',
+  CESSATION_OF_OPERATION: 'CESSATION_OF_OPERATION',
+  PRIVILEGE_WITHDRAWN: 'PRIVILEGE_WITHDRAWN',
+  A_A_COMPROMISE: 'A_A_COMPROMISE',
+};
+
+export interface PrivateCaCertificateAuthorityOptions {
+  /**
+   * The AWS Private CA client to use.
+   * @default - a client built with `retryingClientConfig` (adaptive retries absorb throttling)
+   */
+  readonly client?: ACMPCAClient;
+  /** The CA that signs device certificates. */
+  readonly certificateAuthorityArn: string;
+  /** Must suit the CA's key: `SHA256WITHECDSA` for an EC CA, `SHA256WITHRSA` for an RSA CA. */
+  readonly signingAlgorithm: SigningAlgorithm;
+  /**
+   * The certificate template that sets key usage and extended key usage.
+   * @default 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1'
+   */
+  readonly templateArn?: string;
+  /**
+   * How long `issueCertificate` waits in all for an issued certificate to be ready before giving up.
+   * @default 30000
+   */
+  readonly maxWaitMs?: number;
+  /**
+   * Waits between `GetCertificate` polls; tests inject a fake.
+   * @default - a `setTimeout` timer
+   */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+const SERVICE = 'AWS Private CA';
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The serial number as `RevokeCertificate` wants it: hexadecimal bytes separated by colons, as
+ * `openssl x509 -text` prints it (`67:07:44:...:cc` in the AWS CLI's example). Ours is plain lower-case
+ * hex (`6707...cc`); leading `00` bytes (the DER sign padding) are dropped like openssl does.
+ */
+export function toPcaSerial(serialNumber: string): string {
+  const hex = serialNumber.replace(/:/g, '').toLowerCase();
+  if (!/^[0-9a-f]+$/.test(hex)) {
+    throw new ValidationError('INVALID_REQUEST', `Serial number "${serialNumber}" is not hexadecimal.`);
+  }
+  const even = hex.length % 2 === 0 ? hex : `0${hex}`;
+  const bytes = even.match(/../g) as string[];
+  while (bytes.length > 1 && bytes[0] === '00') bytes.shift();
+  return bytes.join(':');
+}
+
+/**
+ * The certificate authority on AWS Private CA: issues device certificates from CSRs
+ * (`IssueCertificate`, then `GetCertificate` until ready), revokes them, and serves the CA's certificates.
+ */
+export class PrivateCaCertificateAuthority implements CertificateAuthority {
+  private readonly client: ACMPCAClient;
+  private readonly templateArn: string;
+  private readonly maxWaitMs: number;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private caCertificates?: Promise<CaCertificates>;
+
+  public constructor(private readonly options: PrivateCaCertificateAuthorityOptions) {
+    this.client = options.client ?? new ACMPCAClient(retryingClientConfig);
+    this.templateArn = options.templateArn ?? DEFAULT_DEVICE_TEMPLATE_ARN;
+    this.maxWaitMs = options.maxWaitMs ?? ISSUANCE_POLLING.defaultMaxWaitMs;
+    this.sleep = options.sleep ?? defaultSleep;
+  }
+
+  public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {
+    const certificateArn = await this.requestIssuance(request);
+    const { Certificate, CertificateChain } = await this.waitForCertificate(certificateArn);
+    if (!Certificate) throw new UpstreamError('UPSTREAM_FAILURE', `${SERVICE} GetCertificate answered without the certificate ${certificateArn}.`, false);
+    return { certificatePem: Certificate, certificateChainPem: CertificateChain ?? '' };
+  }
+
+  public async revokeCertificate(request: RevokeCertificateRequest): Promise<void> {
+    if (!Object.hasOwn(PCA_REVOCATION_REASONS, request.reason)) {
+      throw new ValidationError('INVALID_REQUEST', `Revocation reason ${request.reason} is not supported by AWS Private CA.`);
+    }
+    const command = new RevokeCertificateCommand({
+      CertificateAuthorityArn: this.options.certificateAuthorityArn,
+      CertificateSerial: toPcaSerial(request.serialNumber),
+      RevocationReason: PCA_REVOCATION_REASONS[request.reason],
+    });
+    try {
+      await this.client.send(command);
+    } catch (error) {
+      // Already revoked: what we wanted. In progress: a concurrent revocation of the same certificate is finishing it.
+      const name = errorName(error);
+      if (name === 'RequestAlreadyProcessedException' || name === 'RequestInProgressException') return;
+      throw toUpstreamError(error, SERVICE, 'RevokeCertificate');
+    }
+  }
+
+  /** Asked on every JITR event, and the CA certificate changes only when the CA is renewed: fetched once per instance. */
+  public async getCaCertificates(): Promise<CaCertificates> {
+    this.caCertificates ??= this.fetchCaCertificates().catch((error: unknown) => {
+      this.caCertificates = undefined;
+      throw error;
+    });
+    return this.caCertificates;
+  }
+
+  private async fetchCaCertificates(): Promise<CaCertificates> {
+    let answer;
+    try {
+      answer = await this.client.send(new GetCertificateAuthorityCertificateCommand({ CertificateAuthorityArn: this.options.certificateAuthorityArn }));
+    } catch (error) {
+      throw toUpstreamError(error, SERVICE, 'GetCertificateAuthorityCertificate');
+    }
+    if (!answer.Certificate) {
+      throw new UpstreamError('UPSTREAM_FAILURE', `${SERVICE} has no certificate for CA ${this.options.certificateAuthorityArn} yet: is it activated?`, false);
+    }
+    return { certificatePem: answer.Certificate, certificateChainPem: answer.CertificateChain ?? '' };
+  }
+
+  private async requestIssuance(request: IssueCertificateRequest): Promise<string> {
+    let certificateArn: string | undefined;
+    try {
+      ({ CertificateArn: certificateArn } = await this.client.send(
+        new IssueCertificateCommand({
+          CertificateAuthorityArn: this.options.certificateAuthorityArn,
+          Csr: new TextEncoder().encode(request.csrPem),
+          SigningAlgorithm: this.options.signingAlgorithm,
+          TemplateArn: this.templateArn,
+          Validity: { Type: 'DAYS', Value: request.validityDays },
+          IdempotencyToken: request.idempotencyToken,
+        }),
+      ));
+    } catch (error) {
+      const name = errorName(error);
+      const reason = error instanceof Error && error.message ? error.message : name;
+      if (name === 'MalformedCSRException') {
+        throw new ValidationError('INVALID_CSR', `AWS Private CA refused the CSR as malformed: ${reason}`, { cause: error });
+      }
+      if (name === 'InvalidArgsException') {
+        throw new ValidationError('INVALID_CSR', `AWS Private CA refused to sign the CSR for ${request.validityDays} days: ${reason}`, {
+          cause: error,
+        });
+      }
+      throw toUpstreamError(error, SERVICE, 'IssueCertificate');
+    }
+    if (!certificateArn) throw new UpstreamError('UPSTREAM_FAILURE', `${SERVICE} IssueCertificate answered without a certificate ARN.`, false);
+    return certificateArn;
+  }
+
+  /** Polls with exponential backoff (200 ms doubling to 2 s) until the certificate is ready or `maxWaitMs` of waiting is spent. */
+  private async waitForCertificate(certificateArn: string): Promise<GetCertificateCommandOutput> {
+    let waitedMs = 0;
+    for (let delayMs: number = ISSUANCE_POLLING.firstDelayMs; ; delayMs = Math.min(delayMs * 2, ISSUANCE_POLLING.maxDelayMs)) {
+      try {
+        return await this.client.send(new GetCertificateCommand({ CertificateAuthorityArn: this.options.certificateAuthorityArn, CertificateArn: certificateArn }));
+      } catch (error) {
+        if (errorName(error) !== 'RequestInProgressException') throw toUpstreamError(error, SERVICE, 'GetCertificate');
+        const nextMs = Math.min(delayMs, this.maxWaitMs - waitedMs);
+        if (nextMs <= 0) {
+          throw new UpstreamError(
+            'UPSTREAM_FAILURE',
+            `${SERVICE} had not finished issuing certificate ${certificateArn} after ${this.maxWaitMs} ms; retry with the same idempotency token to collect it.`,
+            true,
+            { cause: error, details: { certificateArn } },
+          );
+        }
+        await this.sleep(nextMs);
+        waitedMs += nextMs;
+      }
+    }
+  }
+}

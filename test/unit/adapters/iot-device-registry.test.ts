@@ -1,0 +1,624 @@
+import {
+  AddThingToThingGroupCommand as AddThingToThingGroupSdkCommand,
+  AttachPolicyCommand as AttachPolicySdkCommand,
+  AttachThingPrincipalCommand as AttachThingPrincipalSdkCommand,
+  CertificateStateException,
+  CreateThingCommand as CreateThingSdkCommand,
+  DescribeCertificateCommand as DescribeCertificateSdkCommand,
+  DetachPolicyCommand as DetachPolicySdkCommand,
+  DetachThingPrincipalCommand as DetachThingPrincipalSdkCommand,
+  InvalidRequestException,
+  IoTClient,
+  RegisterCertificateCommand as RegisterCertificateSdkCommand,
+  RegisterCertificateWithoutCACommand as RegisterCertificateWithoutCASdkCommand,
+  ResourceAlreadyExistsException,
+  ResourceNotFoundException,
+  ThrottlingException,
+  UpdateCertificateCommand as UpdateCertificateSdkCommand,
+  type AddThingToThingGroupCommandInput,
+  type AddThingToThingGroupCommandOutput,
+  type AttachPolicyCommandInput,
+  type AttachPolicyCommandOutput,
+  type AttachThingPrincipalCommandInput,
+  type AttachThingPrincipalCommandOutput,
+  type CreateThingCommandInput,
+  type CreateThingCommandOutput,
+  type DescribeCertificateCommandInput,
+  type DescribeCertificateCommandOutput,
+  type DetachPolicyCommandInput,
+  type DetachPolicyCommandOutput,
+  type DetachThingPrincipalCommandInput,
+  type DetachThingPrincipalCommandOutput,
+  type RegisterCertificateCommandInput,
+  type RegisterCertificateCommandOutput,
+  type RegisterCertificateWithoutCACommandInput,
+  type RegisterCertificateWithoutCACommandOutput,
+  type UpdateCertificateCommandInput,
+  type UpdateCertificateCommandOutput,
+} from '@aws-sdk/client-iot';
+import { mockClient, type AwsCommand } from 'aws-sdk-client-mock';
+import { X509Certificate } from 'node:crypto';
+import { IOT_REGISTRY_IAM_ACTIONS, IotDeviceRegistry, type IotDeviceRegistryOptions } from '../../../functions/adapters/aws/iot-device-registry';
+import { SoftwareCertificateAuthority } from '../../../functions/adapters/local/software-ca';
+import type { RegistryCertificateStatus } from '../../../functions/core/ports';
+import { makeCsr } from '../../support/pki';
+
+/*
+ * Type bridge, types only: aws-sdk-client-mock (and its jest matchers) are typed against the top-level
+ * @smithy/types, 2.x, which @aws-sdk/client-acm-pca 3.523 brings; @aws-sdk/client-iot 3.1169 is built on
+ * @smithy/types 4.x. TypeScript then sees two `Client`/`Command` shapes and refuses `mockClient(IoTClient)`
+ * (m-radzikowski/aws-sdk-client-mock#197). At run time the stub and the commands are the real ones.
+ * Remove the bridge once every @aws-sdk/* client is on the same release (one @smithy/types).
+ */
+const iot = mockClient(IoTClient as unknown as Parameters<typeof mockClient>[0]);
+/** What the stub's types call a command output (`MetadataBearer`). */
+type CommandOutput = { readonly $metadata: object };
+const mockable = <I extends object, O extends CommandOutput>(command: new (input: I) => unknown) => command as unknown as new (input: I) => AwsCommand<I, O>;
+const AddThingToThingGroupCommand = mockable<AddThingToThingGroupCommandInput, AddThingToThingGroupCommandOutput>(AddThingToThingGroupSdkCommand);
+const AttachPolicyCommand = mockable<AttachPolicyCommandInput, AttachPolicyCommandOutput>(AttachPolicySdkCommand);
+const AttachThingPrincipalCommand = mockable<AttachThingPrincipalCommandInput, AttachThingPrincipalCommandOutput>(AttachThingPrincipalSdkCommand);
+const CreateThingCommand = mockable<CreateThingCommandInput, CreateThingCommandOutput>(CreateThingSdkCommand);
+const DescribeCertificateCommand = mockable<DescribeCertificateCommandInput, DescribeCertificateCommandOutput>(DescribeCertificateSdkCommand);
+const DetachPolicyCommand = mockable<DetachPolicyCommandInput, DetachPolicyCommandOutput>(DetachPolicySdkCommand);
+const DetachThingPrincipalCommand = mockable<DetachThingPrincipalCommandInput, DetachThingPrincipalCommandOutput>(DetachThingPrincipalSdkCommand);
+const RegisterCertificateCommand = mockable<RegisterCertificateCommandInput, RegisterCertificateCommandOutput>(RegisterCertificateSdkCommand);
+const RegisterCertificateWithoutCACommand = mockable<RegisterCertificateWithoutCACommandInput, RegisterCertificateWithoutCACommandOutput>(RegisterCertificateWithoutCASdkCommand);
+const UpdateCertificateCommand = mockable<UpdateCertificateCommandInput, UpdateCertificateCommandOutput>(UpdateCertificateSdkCommand);
+
+const THING_GROUP = 'fleet-devices';
+const POLICY = 'fleet-device-policy';
+const THING = 'sensor-0001';
+
+const metadata = { $metadata: {} };
+const notFound = () => new ResourceNotFoundException({ message: 'The specified resource does not exist', ...metadata });
+const throttled = () => new ThrottlingException({ message: 'Rate exceeded', ...metadata });
+
+/**
+ * The command was sent exactly once, with exactly this input: `toHaveReceivedCommandWith` alone
+ * matches a subset, so a field sent by mistake would go unnoticed.
+ */
+const expectSentOnceWith = <I extends object, O extends CommandOutput>(command: new (input: I) => AwsCommand<I, O>, input: I) => {
+  expect(iot).toHaveReceivedCommandTimes(command, 1);
+  expect(iot).toHaveReceivedCommandWith(command, input);
+  expect(iot.commandCalls(command)[0]?.args[0].input).toStrictEqual(input);
+};
+
+const registry = (overrides: Partial<IotDeviceRegistryOptions> = {}) =>
+  new IotDeviceRegistry({
+    client: new IoTClient({ region: 'us-east-1' }),
+    thingGroupName: THING_GROUP,
+    policyName: POLICY,
+    policyAttachment: 'THING_GROUP',
+    certificateRegistration: 'WITH_CA',
+    ...overrides,
+  });
+
+/** The id AWS IoT gives a certificate, computed independently of the code under test: SHA-256 of the DER, lower-case hex. */
+const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
+const arnOf = (certificateId: string) => `arn:aws:iot:us-east-1:123456789012:cert/${certificateId}`;
+
+interface Issued {
+  readonly certificatePem: string;
+  readonly caCertificatePem: string;
+  readonly certificateId: string;
+  readonly certificateArn: string;
+}
+
+let issued: Issued;
+
+beforeAll(async () => {
+  const { ca, material } = await SoftwareCertificateAuthority.create('Adapter Test CA');
+  const { csrPem } = await makeCsr(THING);
+  const { certificatePem } = await ca.issueCertificate({ csrPem, validityDays: 30, idempotencyToken: 'iot-registry-test' });
+  const certificateId = fingerprintOf(certificatePem);
+  issued = { certificatePem, caCertificatePem: material.certificatePem, certificateId, certificateArn: arnOf(certificateId) };
+});
+
+/** Every AWS IoT operation any test made the adapter call, to check the IAM action list against. */
+const operationsCalled = new Set<string>();
+
+beforeEach(() => {
+  iot.reset();
+});
+
+afterEach(() => {
+  for (const call of iot.calls()) operationsCalled.add(call.args[0].constructor.name.replace(/Command$/, ''));
+});
+
+const describesAs = (status: RegistryCertificateStatus) =>
+  iot.on(DescribeCertificateCommand, { certificateId: issued.certificateId }).resolves({
+    certificateDescription: {
+      certificateId: issued.certificateId,
+      certificateArn: issued.certificateArn,
+      certificatePem: issued.certificatePem,
+      status,
+      caCertificateId: 'ca0123',
+    },
+  });
+
+describe('IotDeviceRegistry.describeCertificate', () => {
+  it('answers the certificate AWS IoT describes', async () => {
+    // Prepare
+    describesAs('PENDING_ACTIVATION');
+
+    // Act
+    const certificate = await registry().describeCertificate(issued.certificateId);
+
+    // Assess
+    expect(certificate).toEqual({
+      certificateId: issued.certificateId,
+      certificatePem: issued.certificatePem,
+      status: 'PENDING_ACTIVATION',
+      caCertificateId: 'ca0123',
+    });
+    expectSentOnceWith(DescribeCertificateCommand, { certificateId: issued.certificateId });
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('fails with CERTIFICATE_NOT_FOUND when AWS IoT does not know the certificate', async () => {
+    // Prepare
+    iot.on(DescribeCertificateCommand).rejects(notFound());
+
+    // Act
+    const describing = registry().describeCertificate(issued.certificateId);
+
+    // Assess
+    await expect(describing).rejects.toMatchObject({
+      name: 'NotFoundError',
+      code: 'CERTIFICATE_NOT_FOUND',
+      message: `Certificate ${issued.certificateId} is not registered with AWS IoT.`,
+    });
+  });
+
+  it('fails with UPSTREAM_THROTTLED when AWS IoT still throttles after the SDK retries', async () => {
+    // Prepare
+    iot.on(DescribeCertificateCommand).rejects(throttled());
+
+    // Act
+    const describing = registry().describeCertificate(issued.certificateId);
+
+    // Assess
+    await expect(describing).rejects.toMatchObject({
+      name: 'UpstreamError',
+      code: 'UPSTREAM_THROTTLED',
+      retryable: true,
+      message: 'AWS IoT DescribeCertificate is throttled; try again later.',
+    });
+  });
+});
+
+describe('IotDeviceRegistry.registerCertificate', () => {
+  it('registers the certificate as ACTIVE with its CA and answers its id', async () => {
+    // Prepare
+    iot.on(RegisterCertificateCommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+
+    // Act
+    const answer = await registry({ certificateRegistration: 'WITH_CA' }).registerCertificate({
+      certificatePem: issued.certificatePem,
+      caCertificatePem: issued.caCertificatePem,
+    });
+
+    // Assess
+    expect(answer).toEqual({ certificateId: issued.certificateId });
+    expectSentOnceWith(RegisterCertificateCommand, {
+      certificatePem: issued.certificatePem,
+      caCertificatePem: issued.caCertificatePem,
+      status: 'ACTIVE',
+    });
+    expect(iot).not.toHaveReceivedCommand(RegisterCertificateWithoutCACommand);
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('registers the certificate as ACTIVE without a CA in WITHOUT_CA mode', async () => {
+    // Prepare
+    iot.on(RegisterCertificateWithoutCACommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+
+    // Act
+    const answer = await registry({ certificateRegistration: 'WITHOUT_CA' }).registerCertificate({
+      certificatePem: issued.certificatePem,
+      caCertificatePem: issued.caCertificatePem,
+    });
+
+    // Assess
+    expect(answer).toEqual({ certificateId: issued.certificateId });
+    expectSentOnceWith(RegisterCertificateWithoutCACommand, { certificatePem: issued.certificatePem, status: 'ACTIVE' });
+    expect(iot).not.toHaveReceivedCommand(RegisterCertificateCommand);
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('answers the existing id when the certificate was registered before', async () => {
+    // Prepare
+    iot
+      .on(RegisterCertificateCommand)
+      .rejects(new ResourceAlreadyExistsException({ message: 'The certificate is already provisioned or registered', resourceId: issued.certificateId, ...metadata }));
+
+    // Act
+    const answer = await registry().registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem: issued.caCertificatePem });
+
+    // Assess
+    expect(answer).toEqual({ certificateId: issued.certificateId });
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('computes the id from the certificate when the already-exists answer does not carry it', async () => {
+    // Prepare
+    iot.on(RegisterCertificateWithoutCACommand).rejects(new ResourceAlreadyExistsException({ message: 'The certificate is already provisioned or registered', ...metadata }));
+
+    // Act
+    const answer = await registry({ certificateRegistration: 'WITHOUT_CA' }).registerCertificate({
+      certificatePem: issued.certificatePem,
+      caCertificatePem: issued.caCertificatePem,
+    });
+
+    // Assess
+    expect(answer).toEqual({ certificateId: fingerprintOf(issued.certificatePem) });
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('attaches a certificate it registered without describing it again', async () => {
+    // Prepare
+    iot.on(RegisterCertificateCommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+    iot.on(AttachThingPrincipalCommand).resolves({});
+    const adapter = registry();
+
+    // Act
+    const { certificateId } = await adapter.registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem: issued.caCertificatePem });
+    await adapter.attachCertificate(THING, certificateId);
+
+    // Assess
+    expect(iot).toHaveReceivedCommandWith(AttachThingPrincipalCommand, { thingName: THING, principal: issued.certificateArn });
+    expect(iot).not.toHaveReceivedCommand(DescribeCertificateCommand);
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('fails with UPSTREAM_FAILURE when AWS IoT refuses the registration', async () => {
+    // Prepare
+    iot.on(RegisterCertificateCommand).rejects(new InvalidRequestException({ message: 'The CA certificate is not registered', ...metadata }));
+
+    // Act
+    const registering = registry().registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem: issued.caCertificatePem });
+
+    // Assess
+    await expect(registering).rejects.toMatchObject({
+      code: 'UPSTREAM_FAILURE',
+      retryable: false,
+      message: 'AWS IoT RegisterCertificate failed (InvalidRequestException).',
+    });
+  });
+});
+
+describe('IotDeviceRegistry.updateCertificateStatus', () => {
+  it.each(['ACTIVE', 'INACTIVE', 'REVOKED'] as const)('sets the status %s', async (status) => {
+    // Prepare
+    iot.on(UpdateCertificateCommand).resolves({});
+
+    // Act
+    await registry().updateCertificateStatus(issued.certificateId, status);
+
+    // Assess
+    expectSentOnceWith(UpdateCertificateCommand, { certificateId: issued.certificateId, newStatus: status });
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('succeeds when AWS IoT refuses the change because the certificate already has that status', async () => {
+    // Prepare
+    iot.on(UpdateCertificateCommand).rejects(new CertificateStateException({ message: 'Certificate is already revoked', ...metadata }));
+    describesAs('REVOKED');
+
+    // Act
+    await registry().updateCertificateStatus(issued.certificateId, 'REVOKED');
+
+    // Assess
+    expectSentOnceWith(UpdateCertificateCommand, { certificateId: issued.certificateId, newStatus: 'REVOKED' });
+    expectSentOnceWith(DescribeCertificateCommand, { certificateId: issued.certificateId });
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('fails with INVALID_TRANSITION when a revoked certificate is to become ACTIVE', async () => {
+    // Prepare
+    iot.on(UpdateCertificateCommand).rejects(new CertificateStateException({ message: 'Cannot change the status of a revoked certificate', ...metadata }));
+    describesAs('REVOKED');
+
+    // Act
+    const updating = registry().updateCertificateStatus(issued.certificateId, 'ACTIVE');
+
+    // Assess
+    await expect(updating).rejects.toMatchObject({
+      name: 'LifecycleError',
+      code: 'INVALID_TRANSITION',
+      message: `Certificate ${issued.certificateId} is REVOKED in AWS IoT and cannot become ACTIVE.`,
+      details: { certificateId: issued.certificateId, from: 'REVOKED', to: 'ACTIVE' },
+    });
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('fails with CERTIFICATE_NOT_FOUND when the certificate is not registered', async () => {
+    // Prepare
+    iot.on(UpdateCertificateCommand).rejects(notFound());
+
+    // Act
+    const updating = registry().updateCertificateStatus(issued.certificateId, 'INACTIVE');
+
+    // Assess
+    await expect(updating).rejects.toMatchObject({ code: 'CERTIFICATE_NOT_FOUND' });
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('fails with UPSTREAM_THROTTLED when UpdateCertificate stays throttled', async () => {
+    // Prepare
+    iot.on(UpdateCertificateCommand).rejects(throttled());
+
+    // Act
+    const updating = registry().updateCertificateStatus(issued.certificateId, 'ACTIVE');
+
+    // Assess
+    await expect(updating).rejects.toMatchObject({ code: 'UPSTREAM_THROTTLED', message: 'AWS IoT UpdateCertificate is throttled; try again later.' });
+    expect(iot.calls()).toHaveLength(1);
+  });
+});
+
+describe('IotDeviceRegistry.ensureThing', () => {
+  const attributes = { model: 'th-100', line: 'a' };
+
+  it('creates the thing with its attributes and adds it to the fleet thing group', async () => {
+    // Prepare
+    iot.on(CreateThingCommand).resolves({ thingName: THING });
+    iot.on(AddThingToThingGroupCommand).resolves({});
+
+    // Act
+    await registry({ policyAttachment: 'THING_GROUP' }).ensureThing(THING, attributes);
+
+    // Assess
+    expectSentOnceWith(CreateThingCommand, { thingName: THING, attributePayload: { attributes } });
+    expectSentOnceWith(AddThingToThingGroupCommand, { thingGroupName: THING_GROUP, thingName: THING });
+    expect(iot).toHaveReceivedNthCommandWith(2, AddThingToThingGroupCommand, { thingGroupName: THING_GROUP, thingName: THING });
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('accepts a thing that already exists and still adds it to the group', async () => {
+    // Prepare
+    iot.on(CreateThingCommand).rejects(new ResourceAlreadyExistsException({ message: 'Thing sensor-0001 already exists in account with different attributes', ...metadata }));
+    iot.on(AddThingToThingGroupCommand).resolves({});
+
+    // Act
+    await registry().ensureThing(THING, attributes);
+
+    // Assess
+    expect(iot).toHaveReceivedCommandWith(AddThingToThingGroupCommand, { thingGroupName: THING_GROUP, thingName: THING });
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('does not touch thing groups when the policy is attached per certificate', async () => {
+    // Prepare
+    iot.on(CreateThingCommand).resolves({ thingName: THING });
+
+    // Act
+    await registry({ policyAttachment: 'CERTIFICATE' }).ensureThing(THING, attributes);
+
+    // Assess
+    expect(iot).toHaveReceivedCommandTimes(CreateThingCommand, 1);
+    expect(iot).not.toHaveReceivedCommand(AddThingToThingGroupCommand);
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('fails with UPSTREAM_FAILURE and adds nothing to the group when AWS IoT refuses the thing', async () => {
+    // Prepare
+    iot.on(CreateThingCommand).rejects(new InvalidRequestException({ message: 'Invalid attribute', ...metadata }));
+
+    // Act
+    const ensuring = registry().ensureThing(THING, attributes);
+
+    // Assess
+    await expect(ensuring).rejects.toMatchObject({ code: 'UPSTREAM_FAILURE', message: 'AWS IoT CreateThing failed (InvalidRequestException).' });
+    expect(iot).not.toHaveReceivedCommand(AddThingToThingGroupCommand);
+  });
+
+  it('fails with UPSTREAM_FAILURE when the fleet thing group does not exist', async () => {
+    // Prepare
+    iot.on(CreateThingCommand).resolves({ thingName: THING });
+    iot.on(AddThingToThingGroupCommand).rejects(notFound());
+
+    // Act
+    const ensuring = registry().ensureThing(THING, attributes);
+
+    // Assess
+    await expect(ensuring).rejects.toMatchObject({ code: 'UPSTREAM_FAILURE', message: 'AWS IoT AddThingToThingGroup failed (ResourceNotFoundException).' });
+  });
+});
+
+describe('IotDeviceRegistry.attachCertificate', () => {
+  it('attaches the certificate ARN to the thing and leaves the policy to the thing group', async () => {
+    // Prepare
+    describesAs('ACTIVE');
+    iot.on(AttachThingPrincipalCommand).resolves({});
+
+    // Act
+    await registry({ policyAttachment: 'THING_GROUP' }).attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expectSentOnceWith(DescribeCertificateCommand, { certificateId: issued.certificateId });
+    expectSentOnceWith(AttachThingPrincipalCommand, { thingName: THING, principal: issued.certificateArn });
+    expect(iot).toHaveReceivedNthCommandWith(2, AttachThingPrincipalCommand, { thingName: THING, principal: issued.certificateArn });
+    expect(iot).not.toHaveReceivedCommand(AttachPolicyCommand);
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('also attaches the fleet policy to the certificate in CERTIFICATE mode', async () => {
+    // Prepare
+    describesAs('ACTIVE');
+    iot.on(AttachThingPrincipalCommand).resolves({});
+    iot.on(AttachPolicyCommand).resolves({});
+
+    // Act
+    await registry({ policyAttachment: 'CERTIFICATE' }).attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expectSentOnceWith(AttachThingPrincipalCommand, { thingName: THING, principal: issued.certificateArn });
+    expectSentOnceWith(AttachPolicyCommand, { policyName: POLICY, target: issued.certificateArn });
+    expect(iot.calls()).toHaveLength(3);
+  });
+
+  it('describes a certificate once and reuses its ARN', async () => {
+    // Prepare
+    describesAs('ACTIVE');
+    iot.on(AttachThingPrincipalCommand).resolves({});
+    const adapter = registry();
+
+    // Act
+    await adapter.attachCertificate(THING, issued.certificateId);
+    await adapter.attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expect(iot).toHaveReceivedCommandTimes(DescribeCertificateCommand, 1);
+    expect(iot).toHaveReceivedCommandTimes(AttachThingPrincipalCommand, 2);
+    expect(iot.calls()).toHaveLength(3);
+  });
+
+  it('reuses the ARN of a certificate it described before (the JITR path)', async () => {
+    // Prepare
+    describesAs('PENDING_ACTIVATION');
+    iot.on(AttachThingPrincipalCommand).resolves({});
+    const adapter = registry();
+
+    // Act
+    await adapter.describeCertificate(issued.certificateId);
+    await adapter.attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expect(iot).toHaveReceivedCommandTimes(DescribeCertificateCommand, 1);
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('fails with CERTIFICATE_NOT_FOUND and attaches nothing when the certificate is not registered', async () => {
+    // Prepare
+    iot.on(DescribeCertificateCommand).rejects(notFound());
+
+    // Act
+    const attaching = registry().attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    await expect(attaching).rejects.toMatchObject({ code: 'CERTIFICATE_NOT_FOUND' });
+    expect(iot).not.toHaveReceivedCommand(AttachThingPrincipalCommand);
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('fails with DEVICE_NOT_FOUND when the thing does not exist', async () => {
+    // Prepare
+    describesAs('ACTIVE');
+    iot.on(AttachThingPrincipalCommand).rejects(notFound());
+
+    // Act
+    const attaching = registry({ policyAttachment: 'CERTIFICATE' }).attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    await expect(attaching).rejects.toMatchObject({ name: 'NotFoundError', code: 'DEVICE_NOT_FOUND', message: `Thing ${THING} does not exist in AWS IoT.` });
+    expect(iot).not.toHaveReceivedCommand(AttachPolicyCommand);
+  });
+
+  it('fails with UPSTREAM_THROTTLED when AttachPolicy stays throttled', async () => {
+    // Prepare
+    describesAs('ACTIVE');
+    iot.on(AttachThingPrincipalCommand).resolves({});
+    iot.on(AttachPolicyCommand).rejects(throttled());
+
+    // Act
+    const attaching = registry({ policyAttachment: 'CERTIFICATE' }).attachCertificate(THING, issued.certificateId);
+
+    // Assess
+    await expect(attaching).rejects.toMatchObject({ code: 'UPSTREAM_THROTTLED', retryable: true, message: 'AWS IoT AttachPolicy is throttled; try again later.' });
+  });
+});
+
+describe('IotDeviceRegistry.detachCertificate', () => {
+  it('detaches the certificate from the thing', async () => {
+    // Prepare
+    describesAs('REVOKED');
+    iot.on(DetachThingPrincipalCommand).resolves({});
+
+    // Act
+    await registry({ policyAttachment: 'THING_GROUP' }).detachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expectSentOnceWith(DetachThingPrincipalCommand, { thingName: THING, principal: issued.certificateArn });
+    expect(iot).not.toHaveReceivedCommand(DetachPolicyCommand);
+    expect(iot.calls()).toHaveLength(2);
+  });
+
+  it('also detaches the fleet policy from the certificate in CERTIFICATE mode', async () => {
+    // Prepare
+    describesAs('REVOKED');
+    iot.on(DetachThingPrincipalCommand).resolves({});
+    iot.on(DetachPolicyCommand).resolves({});
+
+    // Act
+    await registry({ policyAttachment: 'CERTIFICATE' }).detachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expectSentOnceWith(DetachThingPrincipalCommand, { thingName: THING, principal: issued.certificateArn });
+    expectSentOnceWith(DetachPolicyCommand, { policyName: POLICY, target: issued.certificateArn });
+    expect(iot.calls()).toHaveLength(3);
+  });
+
+  it('succeeds when the links are already gone', async () => {
+    // Prepare
+    describesAs('REVOKED');
+    iot.on(DetachThingPrincipalCommand).rejects(notFound());
+    iot.on(DetachPolicyCommand).rejects(notFound());
+
+    // Act
+    await registry({ policyAttachment: 'CERTIFICATE' }).detachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expect(iot).toHaveReceivedCommandTimes(DetachThingPrincipalCommand, 1);
+    expect(iot).toHaveReceivedCommandTimes(DetachPolicyCommand, 1);
+  });
+
+  it('succeeds without detaching anything when the certificate is not registered', async () => {
+    // Prepare
+    iot.on(DescribeCertificateCommand).rejects(notFound());
+
+    // Act
+    await registry({ policyAttachment: 'CERTIFICATE' }).detachCertificate(THING, issued.certificateId);
+
+    // Assess
+    expect(iot).not.toHaveReceivedCommand(DetachThingPrincipalCommand);
+    expect(iot).not.toHaveReceivedCommand(DetachPolicyCommand);
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('fails with UPSTREAM_FAILURE on any other error', async () => {
+    // Prepare
+    describesAs('REVOKED');
+    iot.on(DetachThingPrincipalCommand).rejects(new InvalidRequestException({ message: 'Invalid principal', ...metadata }));
+
+    // Act
+    const detaching = registry().detachCertificate(THING, issued.certificateId);
+
+    // Assess
+    await expect(detaching).rejects.toMatchObject({ code: 'UPSTREAM_FAILURE', message: 'AWS IoT DetachThingPrincipal failed (InvalidRequestException).' });
+  });
+});
+
+describe('IOT_REGISTRY_IAM_ACTIONS', () => {
+  it('covers every operation the tests above made the adapter call', () => {
+    const granted: readonly string[] = IOT_REGISTRY_IAM_ACTIONS;
+    for (const operation of operationsCalled) expect(granted).toContain(`iot:${operation}`);
+  });
+
+  it('lists exactly the AWS IoT actions the adapter calls', () => {
+    expect([...IOT_REGISTRY_IAM_ACTIONS].sort()).toEqual(
+      [
+        'iot:AddThingToThingGroup',
+        'iot:AttachPolicy',
+        'iot:AttachThingPrincipal',
+        'iot:CreateThing',
+        'iot:DescribeCertificate',
+        'iot:DetachPolicy',
+        'iot:DetachThingPrincipal',
+        'iot:RegisterCertificate',
+        'iot:RegisterCertificateWithoutCA',
+        'iot:UpdateCertificate',
+      ].sort(),
+    );
+  });
+});
