@@ -108,16 +108,26 @@ export function createRoutes({ lifecycle, clock }: Pick<ApiDependencies, 'lifecy
   ];
 }
 
-/** Matches by path so the router works behind API Gateway (which also sends `resource`) and the local server alike. */
-function matchRoute(routes: readonly Route[], method: string, path: string): { route: Route; params: Record<string, string> } | 'METHOD_NOT_ALLOWED' | undefined {
+type RouteMatch = { route: Route; params: Record<string, string> } | 'METHOD_NOT_ALLOWED' | undefined;
+
+/**
+ * API Gateway names the matched resource template (`/devices/{deviceId}`) and its path parameters;
+ * the local server may send only the path, so the path is matched against the templates then.
+ */
+function matchRoute(routes: readonly Route[], event: APIGatewayProxyEvent): RouteMatch {
+  const byResource = routes.filter((route) => route.resource === event.resource);
+  if (byResource.length > 0) {
+    const route = byResource.find((candidate) => candidate.method === event.httpMethod);
+    return route ? { route, params: Object.fromEntries(Object.entries(event.pathParameters ?? {}).flatMap(([name, value]) => (value === undefined ? [] : [[name, value]]))) } : 'METHOD_NOT_ALLOWED';
+  }
   let pathMatched = false;
   for (const route of routes) {
     const names: string[] = [];
     const pattern = new RegExp(`^${route.resource.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'))}/?$`);
-    const match = pattern.exec(path);
+    const match = pattern.exec(event.path ?? '');
     if (!match) continue;
     pathMatched = true;
-    if (route.method !== method) continue;
+    if (route.method !== event.httpMethod) continue;
     const params: Record<string, string> = {};
     for (const [index, name] of names.entries()) {
       try {
@@ -150,15 +160,14 @@ export function createApiHandler(dependencies: ApiDependencies): (event: APIGate
   return async (event, context) => {
     if (context) idempotencyConfig.registerLambdaContext(context);
     try {
-      const path = (event.path ?? '').replace(/^\/[^/]+(?=\/devices)/, ''); // tolerate a stage prefix
-      const matched = matchRoute(routes, event.httpMethod, path);
+      const matched = matchRoute(routes, event);
       if (matched === undefined) return jsonResponse(404, { error: { code: 'ROUTE_NOT_FOUND', message: `No route ${event.httpMethod} ${event.path}.` } });
       if (matched === 'METHOD_NOT_ALLOWED') return jsonResponse(405, { error: { code: 'METHOD_NOT_ALLOWED', message: `${event.httpMethod} is not allowed on ${event.path}.` } });
       const actor = callerOf(event);
       const key = matched.route.method === 'POST' ? idempotencyKey(event) : undefined;
       const request: RouteRequest = { event, params: matched.params, actor, requestKey: key ?? event.requestContext?.requestId ?? globalThis.crypto.randomUUID() };
       if (key === undefined) return await matched.route.run(request);
-      const identity = { key: `${actor}|${event.httpMethod}|${path}|${key}`, payload: event.body ?? '' };
+      const identity = { key: `${actor}|${event.httpMethod}|${event.path}|${key}`, payload: event.body ?? '' };
       return await runRemembered(identity, matched.route, request);
     } catch (error) {
       const response = errorResponse(translateIdempotencyError(error));

@@ -212,6 +212,24 @@ describe('device API handler (real core, DynamoDB Local, AWS IoT and Private CA 
       expect(response.body.error.message).toContain(fragment);
     });
 
+    test('routes by the resource template and path parameters API Gateway sends, even for a device named "devices"', async () => {
+      await harness.call('POST', '/devices', { body: { deviceId: 'devices' } });
+      const event = {
+        httpMethod: 'GET',
+        path: '/devices/devices',
+        resource: '/devices/{deviceId}',
+        pathParameters: { deviceId: 'devices' },
+        headers: {},
+        queryStringParameters: null,
+        body: null,
+        isBase64Encoded: false,
+        requestContext: { requestId: 'r-1', identity: { userArn: 'arn:aws:iam::123456789012:role/backend' } },
+      } as unknown as Parameters<typeof harness.api>[0];
+      const response = await harness.api(event);
+      expect(response.statusCode).toBe(200);
+      expect(JSON.parse(response.body)).toMatchObject({ deviceId: 'devices', status: 'REGISTERED' });
+    });
+
     test('answers 404 for an unknown device and an unknown route, 405 for a wrong method', async () => {
       expect((await harness.call('GET', '/devices/nobody')).body.error.code).toBe('DEVICE_NOT_FOUND');
       expect((await harness.call('GET', '/things')).status).toBe(404);
