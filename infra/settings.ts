@@ -1,0 +1,140 @@
+import { RemovalPolicy, Token } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+
+/*
+ * The choices the construct offers, its secure defaults and the rules that tie the choices
+ * together: all in this one file, so a reader (and a test) finds every default and every
+ * synth-time check in one place.
+ */
+
+/** How the CA is used; chosen when the CA is created and never changed afterwards. */
+export enum CaUsageMode {
+  /** Certificates of any validity; $400 a month per CA (see docs/deploy.md). */
+  GENERAL_PURPOSE = 'GENERAL_PURPOSE',
+  /** Certificates valid for 7 days at most; $50 a month per CA and cheaper certificates. */
+  SHORT_LIVED_CERTIFICATE = 'SHORT_LIVED_CERTIFICATE',
+}
+
+/** The CA key algorithms AWS Private CA offers (its `KeyAlgorithm` values). */
+export enum CaKeyAlgorithm {
+  EC_PRIME256V1 = 'EC_prime256v1',
+  EC_SECP384R1 = 'EC_secp384r1',
+  RSA_2048 = 'RSA_2048',
+  RSA_4096 = 'RSA_4096',
+}
+
+/** Where a new CA sits in its hierarchy. */
+export enum CaType {
+  /** Self-signed: the stack creates, signs and activates it. */
+  ROOT = 'ROOT',
+  /** Signed by a parent CA you hold: the stack creates it and you import the signed certificate (docs/deploy.md). */
+  SUBORDINATE = 'SUBORDINATE',
+}
+
+/** Who may register on first connect. */
+export enum EnrollmentPolicy {
+  /** Any device presenting a valid certificate from the CA. */
+  OPEN = 'open',
+  /** Only devices pre-registered through the API (`POST /devices`). */
+  PREREGISTERED = 'preregistered',
+}
+
+/** The signing algorithm that goes with each key algorithm (SHA-256 except for P-384, which pairs with SHA-384). */
+export const SIGNING_ALGORITHMS: Readonly<Record<CaKeyAlgorithm, string>> = {
+  [CaKeyAlgorithm.EC_PRIME256V1]: 'SHA256WITHECDSA',
+  [CaKeyAlgorithm.EC_SECP384R1]: 'SHA384WITHECDSA',
+  [CaKeyAlgorithm.RSA_2048]: 'SHA256WITHRSA',
+  [CaKeyAlgorithm.RSA_4096]: 'SHA256WITHRSA',
+};
+
+/** The limits the checks below enforce, named once. */
+export const LIMITS = {
+  /** AWS Private CA short-lived certificate mode issues certificates valid for 7 days at most. */
+  shortLivedMaxValidityDays: 7,
+  /** The functions refuse more (functions/handlers/config.ts, CERTIFICATE_VALIDITY_DAYS). */
+  maxValidityDays: 3650,
+  maxCaValidityYears: 30,
+  /** Leaves room for the suffixes added to IoT, API and stack names. */
+  namePrefixPattern: /^[A-Za-z][A-Za-z0-9-]{0,31}$/,
+  topicRootPattern: /^[A-Za-z0-9_-]{1,64}$/,
+  caArnPattern: /^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority\/[0-9a-f-]{36}$/,
+} as const;
+
+/** The secure defaults, in one place. */
+export const DEFAULTS = {
+  caType: CaType.ROOT,
+  caKeyAlgorithm: CaKeyAlgorithm.EC_PRIME256V1,
+  caUsageMode: CaUsageMode.GENERAL_PURPOSE,
+  /** A root CA outlives the devices it vouches for; alarm and rotate well before it ends. */
+  caValidityYears: 10,
+  /** How long a CRL is valid; AWS Private CA refreshes it well before. */
+  crlValidityDays: 7,
+  certificateValidityDays: {
+    [CaUsageMode.GENERAL_PURPOSE]: 365,
+    [CaUsageMode.SHORT_LIVED_CERTIFICATE]: 7,
+  },
+  /** The safer choice: a stolen CA-signed key alone cannot enrol an unknown device. */
+  enrollmentPolicy: EnrollmentPolicy.PREREGISTERED,
+  /** Tables, bucket and CA hold the fleet's identity: keep them unless told otherwise. */
+  removalPolicy: RemovalPolicy.RETAIN,
+  namePrefix: 'iot-cert-lifecycle',
+  topicRoot: 'devices',
+  logRetention: RetentionDays.ONE_YEAR,
+  /** Steady requests per second and burst for the whole API stage (IssueCertificate allows 25/s per account). */
+  apiThrottling: { rateLimit: 10, burstLimit: 20 },
+  /** Async invocations retry twice, then go to the dead-letter queue. */
+  jitrRetryAttempts: 2,
+  jitrMaxEventAgeHours: 6,
+  deadLetterRetentionDays: 14,
+} as const;
+
+/** A prop or context value that cannot work; the message names it and says what would. */
+export class InvalidConfigurationError extends Error {
+  public override readonly name = 'InvalidConfigurationError';
+}
+
+export function fail(message: string): never {
+  throw new InvalidConfigurationError(message);
+}
+
+export function checkCertificateValidityDays(validityDays: number, usageMode: CaUsageMode): void {
+  if (Token.isUnresolved(validityDays)) fail('certificateValidityDays must be a number known at synth time.');
+  if (!Number.isInteger(validityDays) || validityDays < 1 || validityDays > LIMITS.maxValidityDays) {
+    fail(`certificateValidityDays must be a whole number of days from 1 to ${LIMITS.maxValidityDays} (got ${validityDays}).`);
+  }
+  if (usageMode === CaUsageMode.SHORT_LIVED_CERTIFICATE && validityDays > LIMITS.shortLivedMaxValidityDays) {
+    fail(
+      `certificateValidityDays is ${validityDays}, but a CA in SHORT_LIVED_CERTIFICATE mode issues certificates valid for ` +
+        `${LIMITS.shortLivedMaxValidityDays} days at most: use ${LIMITS.shortLivedMaxValidityDays} or less, or the GENERAL_PURPOSE mode.`,
+    );
+  }
+}
+
+export function checkNamePrefix(namePrefix: string): void {
+  if (!LIMITS.namePrefixPattern.test(namePrefix)) {
+    fail(`namePrefix must start with a letter and hold 1 to 32 letters, digits and "-" (got "${namePrefix}").`);
+  }
+}
+
+export function checkTopicRoot(topicRoot: string): void {
+  if (!LIMITS.topicRootPattern.test(topicRoot)) {
+    fail(`topicRoot must be 1 to 64 letters, digits, "_" and "-" (got "${topicRoot}").`);
+  }
+}
+
+export function checkCaArn(caArn: string): void {
+  if (!Token.isUnresolved(caArn) && !LIMITS.caArnPattern.test(caArn)) {
+    fail(`The CA ARN must look like arn:aws:acm-pca:<region>:<account>:certificate-authority/<uuid> (got "${caArn}").`);
+  }
+}
+
+export function checkCaValidityYears(years: number): void {
+  if (!Number.isInteger(years) || years < 1 || years > LIMITS.maxCaValidityYears) {
+    fail(`caValidityYears must be a whole number of years from 1 to ${LIMITS.maxCaValidityYears} (got ${years}).`);
+  }
+}
+
+/** IoT topic rule names allow letters, digits and "_" only. */
+export function ruleNameFrom(namePrefix: string, suffix: string): string {
+  return `${namePrefix.replace(/-/g, '_')}_${suffix}`;
+}

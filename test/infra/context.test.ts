@@ -1,0 +1,90 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { App, RemovalPolicy } from 'aws-cdk-lib';
+import { CONTEXT_VALUES, stackPropsFromContext, type ContextName } from '../../infra/context';
+import { DeviceCertificateLifecycleStack } from '../../infra/device-certificate-lifecycle-stack';
+import { CaKeyAlgorithm, CaType, CaUsageMode, EnrollmentPolicy } from '../../infra/settings';
+import { EXISTING_CA_ARN } from './stacks';
+
+const from = (values: Partial<Record<ContextName, unknown>>, files: Record<string, string> = {}) =>
+  stackPropsFromContext(new App(), {
+    get: (name) => values[name],
+    readFile: (path) => {
+      const content = files[path];
+      if (content === undefined) throw new Error(`ENOENT: no such file, open '${path}'`);
+      return content;
+    },
+  });
+
+describe('context values', () => {
+  test('without any, the stack creates a CA and uses the construct defaults', () => {
+    const props = from({});
+    expect(props.existingCaArn).toBeUndefined();
+    expect(props.stackName).toBe('iot-cert-lifecycle');
+    expect(Object.values(props.lifecycle ?? {}).filter((value) => value !== undefined)).toEqual(['iot-cert-lifecycle']);
+  });
+
+  test('maps every value to its prop', () => {
+    const props = from(
+      {
+        caArn: EXISTING_CA_ARN,
+        caKeyAlgorithm: 'EC_secp384r1',
+        caUsageMode: 'SHORT_LIVED_CERTIFICATE',
+        validityDays: '5',
+        enrollmentPolicy: 'open',
+        removalPolicy: 'destroy',
+        namePrefix: 'fleet-a',
+        topicRoot: 'things',
+        apiRateLimit: '50',
+        alarmTopicArn: 'arn:aws:sns:eu-west-1:111122223333:alarms',
+      },
+    );
+    expect(props).toMatchObject({
+      stackName: 'fleet-a',
+      existingCaArn: EXISTING_CA_ARN,
+      alarmTopicArn: 'arn:aws:sns:eu-west-1:111122223333:alarms',
+      lifecycle: {
+        caKeyAlgorithm: CaKeyAlgorithm.EC_SECP384R1,
+        caUsageMode: CaUsageMode.SHORT_LIVED_CERTIFICATE,
+        certificateValidityDays: 5,
+        enrollmentPolicy: EnrollmentPolicy.OPEN,
+        removalPolicy: RemovalPolicy.DESTROY,
+        namePrefix: 'fleet-a',
+        topicRoot: 'things',
+        apiThrottling: { rateLimit: 50, burstLimit: 20 },
+      },
+    });
+  });
+
+  test('reads the signed subordinate certificate and chain from the files named', () => {
+    const props = from({ caType: 'SUBORDINATE', subordinateCaCertificateFile: 'sub.pem', subordinateCaChainFile: 'chain.pem' }, { 'sub.pem': 'SUB', 'chain.pem': 'CHAIN' });
+    expect(props.lifecycle).toMatchObject({ caType: CaType.SUBORDINATE, subordinateCaCertificate: { certificatePem: 'SUB', certificateChainPem: 'CHAIN' } });
+  });
+
+  test('every value is documented in docs/deploy.md', () => {
+    const docs = readFileSync(join(__dirname, '..', '..', 'docs', 'deploy.md'), 'utf8');
+    expect(Object.keys(CONTEXT_VALUES).filter((name) => !docs.includes(`\`${name}\``))).toEqual([]);
+  });
+
+  test.each([
+    [{ caUsageMode: 'SHORT' }, 'Context value caUsageMode must be one of GENERAL_PURPOSE, SHORT_LIVED_CERTIFICATE (got "SHORT").'],
+    [{ caKeyAlgorithm: 'P256' }, 'Context value caKeyAlgorithm must be one of EC_prime256v1, EC_secp384r1, RSA_2048, RSA_4096 (got "P256").'],
+    [{ caType: 'INTERMEDIATE' }, 'Context value caType must be one of ROOT, SUBORDINATE (got "INTERMEDIATE").'],
+    [{ removalPolicy: 'keep' }, 'Context value removalPolicy must be one of retain, destroy (got "keep").'],
+    [{ validityDays: 'a week' }, 'Context value validityDays must be a number (got "a week").'],
+    [{ caArn: 'my-ca' }, 'The CA ARN must look like arn:aws:acm-pca:<region>:<account>:certificate-authority/<uuid> (got "my-ca").'],
+    [{ namePrefix: '1fleet' }, 'namePrefix must start with a letter and hold 1 to 32 letters, digits and "-" (got "1fleet").'],
+    [{ subordinateCaCertificateFile: 'sub.pem' }, 'Give both subordinateCaCertificateFile and subordinateCaChainFile, or neither.'],
+    [{ subordinateCaCertificateFile: 'missing.pem', subordinateCaChainFile: 'missing.pem' }, "Context value subordinateCaCertificateFile names missing.pem, which cannot be read: ENOENT: no such file, open 'missing.pem'"],
+  ])('fails on %j', (values, message) => {
+    expect(() => from(values)).toThrow(message);
+  });
+
+  test('fails at synth when validityDays exceeds 7 in short-lived mode, naming the fix', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const props = stackPropsFromContext(app, { get: (name) => ({ caUsageMode: 'SHORT_LIVED_CERTIFICATE', validityDays: '30' })[name as string] });
+    expect(() => new DeviceCertificateLifecycleStack(app, 'Stack', props)).toThrow(
+      'certificateValidityDays is 30, but a CA in SHORT_LIVED_CERTIFICATE mode issues certificates valid for 7 days at most: use 7 or less, or the GENERAL_PURPOSE mode.',
+    );
+  });
+});
