@@ -19,7 +19,7 @@ import {
   deviceAcceptsNewCertificates,
   isLiveCertificateStatus,
 } from './state-machines';
-import { checkCsr, checkDeviceCertificate, inspectCertificate, splitPemChain, type CertificateFacts } from './x509';
+import { certificateIdOf, checkCsr, checkDeviceCertificate, inspectCertificate, splitPemChain, type CertificateFacts } from './x509';
 
 export type EnrollmentPolicy = 'open' | 'preregistered';
 
@@ -169,28 +169,42 @@ export class DeviceLifecycle {
 
   /* ---------------------------------------------- just-in-time registration */
 
-  public async registerOnFirstConnect(event: RegistrationEvent, actor = 'jitr'): Promise<RegistrationOutcome> {
+  /**
+   * Handles one delivery of the AWS IoT registration event. `delivery.deliveryId` names this delivery
+   * (the SQS message id, or the Lambda request id, which Lambda keeps across its own retries): a claim
+   * left by the same delivery is taken over at once instead of waiting for its lease to run out.
+   */
+  public async registerOnFirstConnect(event: RegistrationEvent, delivery: { readonly actor?: string; readonly deliveryId?: string } = {}): Promise<RegistrationOutcome> {
+    const actor = delivery.actor ?? 'jitr';
     const { certificateId } = event;
+    const ca = await this.deps.ca.getCaCertificates();
+    const ourCaCertificateIds = await Promise.all([ca.certificatePem, ...splitPemChain(ca.certificateChainPem)].map(certificateIdOf));
+    if (!ourCaCertificateIds.includes(event.caCertificateId)) {
+      // Another CA registered in the account: its certificates are not ours to activate or revoke.
+      return { outcome: 'IGNORED', certificateId, reason: `The event is for CA ${event.caCertificateId}, not this fleet's CA.` };
+    }
+
     const existing = await this.deps.store.getCertificate(certificateId);
     if (existing && existing.status !== 'PENDING_ACTIVATION') {
       return { outcome: 'ALREADY_PROCESSED', certificateId, status: existing.status };
     }
-    if (existing && existing.activationLeaseUntil !== undefined && Date.parse(existing.activationLeaseUntil) > this.deps.clock.now().getTime()) {
-      return { outcome: 'IN_PROGRESS', certificateId };
-    }
+    const leaseIsLive = existing?.activationLeaseUntil !== undefined && Date.parse(existing.activationLeaseUntil) > this.deps.clock.now().getTime();
+    const leaseIsOurs = delivery.deliveryId !== undefined && existing?.activationLeaseHolder === delivery.deliveryId;
+    if (leaseIsLive && !leaseIsOurs) return { outcome: 'IN_PROGRESS', certificateId };
 
     const registered = await this.deps.registry.describeCertificate(certificateId);
     const ourClaimSurvivedACrash = existing !== undefined && registered.status === 'ACTIVE';
     if (registered.status !== 'PENDING_ACTIVATION' && !ourClaimSurvivedACrash) {
       return { outcome: 'IGNORED', certificateId, reason: `AWS IoT shows the certificate ${registered.status}, not PENDING_ACTIVATION.` };
     }
+    if (registered.caCertificateId !== undefined && registered.caCertificateId !== event.caCertificateId) {
+      return { outcome: 'IGNORED', certificateId, reason: `AWS IoT links the certificate to CA ${registered.caCertificateId}, not to the event's CA.` };
+    }
 
-    const { certificatePem: caPem, certificateChainPem } = await this.deps.ca.getCaCertificates();
-    const trustedIssuers = [caPem, ...splitPemChain(certificateChainPem)];
     let deviceId: string;
     let facts: CertificateFacts;
     try {
-      ({ deviceId, facts } = await checkDeviceCertificate(registered.certificatePem, trustedIssuers, this.deps.clock.now()));
+      ({ deviceId, facts } = await checkDeviceCertificate(registered.certificatePem, [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)], this.deps.clock.now()));
     } catch (error) {
       if (error instanceof ValidationError) return this.rejectRegistration(registered.certificatePem, existing, error, actor);
       throw error;
@@ -200,35 +214,68 @@ export class DeviceLifecycle {
     const refusal = this.enrollmentRefusal(deviceId, device);
     if (refusal) return this.rejectRegistration(registered.certificatePem, existing, refusal, actor);
 
-    const claimed = await this.claimActivation(facts, deviceId, existing, actor);
+    const claimed = await this.claimActivation(facts, deviceId, existing, actor, delivery.deliveryId);
     if (!claimed) return { outcome: 'IN_PROGRESS', certificateId };
+    try {
+      return await this.activateClaimed(facts, deviceId, actor);
+    } catch (error) {
+      await this.releaseClaim(certificateId);
+      throw error;
+    }
+  }
 
+  /** The side effects of an activation, then the record; undone when the device stopped accepting certificates meanwhile. */
+  private async activateClaimed(facts: CertificateFacts, deviceId: string, actor: string): Promise<RegistrationOutcome> {
+    const { certificateId } = facts;
     const thingAttributes = (await this.deps.store.getDevice(deviceId))?.attributes ?? {};
     await this.deps.registry.ensureThing(deviceId, thingAttributes);
     await this.deps.registry.attachCertificate(deviceId, certificateId);
     await this.deps.registry.updateCertificateStatus(certificateId, 'ACTIVE');
 
-    await this.retryOnConflict(async () => {
-      const [currentDevice, currentCertificate] = await Promise.all([
-        this.requireDevice(deviceId),
-        this.deps.store.getCertificate(certificateId),
-      ]);
+    return this.retryOnConflict(async (): Promise<RegistrationOutcome> => {
+      const [currentDevice, currentCertificate] = await Promise.all([this.requireDevice(deviceId), this.deps.store.getCertificate(certificateId)]);
       if (!currentCertificate) throw new ConflictError(`Certificate ${certificateId} claim disappeared.`);
-      if (currentCertificate.status !== 'PENDING_ACTIVATION') return;
+      if (currentCertificate.status !== 'PENDING_ACTIVATION') return { outcome: 'ALREADY_PROCESSED', certificateId, status: currentCertificate.status };
+      if (!deviceAcceptsNewCertificates(currentDevice.status)) {
+        // Suspended or revoked while we activated: the certificate must not stay usable.
+        const reason = `Device ${deviceId} became ${currentDevice.status} while its certificate was being activated.`;
+        await this.revokeEverywhere(currentDevice, currentCertificate, 'PRIVILEGE_WITHDRAWN');
+        const key = `jitr:${certificateId}:withdraw`;
+        await this.deps.store.commit({
+          idempotencyKey: key,
+          device: { next: this.touched(currentDevice), expectedVersion: currentDevice.version },
+          certificates: [{ next: this.withStatus(currentCertificate, 'REVOKED', { activationLeaseUntil: undefined, activationLeaseHolder: undefined, revocationReason: 'PRIVILEGE_WITHDRAWN', statusReason: reason }), expectedVersion: currentCertificate.version }],
+          events: [this.event('CERTIFICATE_REVOKED', actor, key, { deviceId, certificateId, fromStatus: 'PENDING_ACTIVATION', toStatus: 'REVOKED', reason })],
+        });
+        return { outcome: 'REJECTED', certificateId, reason, code: 'ENROLLMENT_REFUSED' };
+      }
       const key = `jitr:${certificateId}:activate`;
       await this.deps.store.commit({
         idempotencyKey: key,
-        ...this.deviceActivatedBy(currentDevice, certificateId, actor, key),
-        certificates: [{ next: this.withStatus(currentCertificate, 'ACTIVE', { activationLeaseUntil: undefined }), expectedVersion: currentCertificate.version }],
+        ...this.deviceActivatedBy(currentDevice, certificateId),
+        certificates: [{ next: this.withStatus(currentCertificate, 'ACTIVE', { activationLeaseUntil: undefined, activationLeaseHolder: undefined }), expectedVersion: currentCertificate.version }],
         events: [
           this.event('CERTIFICATE_ACTIVATED', actor, key, { deviceId, certificateId, fromStatus: 'PENDING_ACTIVATION', toStatus: 'ACTIVE' }),
-          ...(currentDevice.status === 'REGISTERED'
-            ? [this.event('DEVICE_ACTIVATED', actor, key, { deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })]
-            : []),
+          ...(currentDevice.status === 'REGISTERED' ? [this.event('DEVICE_ACTIVATED', actor, key, { deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })] : []),
         ],
       });
+      return { outcome: 'ACTIVATED', deviceId, certificateId };
     });
-    return { outcome: 'ACTIVATED', deviceId, certificateId };
+  }
+
+  /** After a failure, ends our lease at once so the retry (or a duplicate) does not wait for it. Best effort. */
+  private async releaseClaim(certificateId: string): Promise<void> {
+    try {
+      const claim = await this.deps.store.getCertificate(certificateId);
+      if (!claim || claim.status !== 'PENDING_ACTIVATION') return;
+      await this.deps.store.commit({
+        idempotencyKey: `jitr:${certificateId}:release:${claim.version}`,
+        certificates: [{ next: { ...claim, activationLeaseUntil: this.now(), activationLeaseHolder: undefined, updatedAt: this.now(), version: claim.version + 1 }, expectedVersion: claim.version }],
+        events: [],
+      });
+    } catch {
+      // The lease then simply runs out.
+    }
   }
 
   private enrollmentRefusal(deviceId: string, device: Device | undefined): EnrollmentRefusedError | undefined {
@@ -244,14 +291,14 @@ export class DeviceLifecycle {
   }
 
   /** Records the certificate as PENDING_ACTIVATION with a lease; `false` when another delivery holds it. */
-  private async claimActivation(facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string): Promise<boolean> {
+  private async claimActivation(facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string, holder: string | undefined): Promise<boolean> {
     const leaseUntil = new Date(this.deps.clock.now().getTime() + this.settings.activationLeaseSeconds * 1000).toISOString();
     if (existing) {
       const key = `jitr:${facts.certificateId}:reclaim:${existing.version}`;
       try {
         const outcome = await this.deps.store.commit({
           idempotencyKey: key,
-          certificates: [{ next: { ...existing, activationLeaseUntil: leaseUntil, updatedAt: this.now(), version: existing.version + 1 }, expectedVersion: existing.version }],
+          certificates: [{ next: { ...existing, activationLeaseUntil: leaseUntil, activationLeaseHolder: holder, updatedAt: this.now(), version: existing.version + 1 }, expectedVersion: existing.version }],
           events: [],
         });
         return outcome === 'APPLIED';
@@ -273,7 +320,7 @@ export class DeviceLifecycle {
         const change: StoreChange = {
           idempotencyKey: key,
           device: { next: nextDevice, expectedVersion: device?.version },
-          certificates: [{ next: { ...this.newCertificateRecord(facts, deviceId, 'PENDING_ACTIVATION', 'JITR'), activationLeaseUntil: leaseUntil } }],
+          certificates: [{ next: { ...this.newCertificateRecord(facts, deviceId, 'PENDING_ACTIVATION', 'JITR'), activationLeaseUntil: leaseUntil, ...(holder ? { activationLeaseHolder: holder } : {}) } }],
           events: [
             ...(device ? [] : [this.event('DEVICE_CREATED', actor, key, { deviceId, toStatus: 'REGISTERED', reason: 'first connect with a certificate from the fleet CA' })]),
             this.event('CERTIFICATE_REGISTERED', actor, key, { deviceId, certificateId: facts.certificateId, toStatus: 'PENDING_ACTIVATION' }),
@@ -300,7 +347,7 @@ export class DeviceLifecycle {
     const key = `jitr:${facts.certificateId}:reject`;
     const deviceId = facts.commonName !== undefined && isValidDeviceId(facts.commonName) ? facts.commonName : undefined;
     const rejected: CertificateRecord = existing
-      ? this.withStatus(existing, 'REJECTED', { statusReason: reason.message, activationLeaseUntil: undefined })
+      ? this.withStatus(existing, 'REJECTED', { statusReason: reason.message, activationLeaseUntil: undefined, activationLeaseHolder: undefined })
       : { ...this.newCertificateRecord(facts, deviceId, 'REJECTED', 'JITR'), statusReason: reason.message };
     try {
       await this.deps.store.commit({
@@ -317,48 +364,100 @@ export class DeviceLifecycle {
 
   /* ------------------------------------------------------------ CSR signing */
 
+  /**
+   * Signs a CSR through the CA and makes the certificate usable: registered ACTIVE with AWS IoT,
+   * attached to the thing, recorded. The same request key answers the same certificate again; a
+   * failure after issuance revokes what was issued, so no usable certificate is left unrecorded.
+   */
   public async issueFromCsr(request: IssueFromCsrRequest): Promise<IssuedDeviceCertificate> {
     assertValidDeviceId(request.deviceId);
     const { csrPem } = await checkCsr(request.csrPem, request.deviceId);
+    const key = `issue:${request.deviceId}:${request.requestKey}`;
+    const earlier = await this.answerRecordedIssuance(key);
+    if (earlier) return earlier;
     const device = await this.requireDevice(request.deviceId);
     this.assertAcceptsNewCertificates(device);
 
     const issued = await this.deps.ca.issueCertificate({
       csrPem,
       validityDays: this.settings.validityDays,
-      idempotencyToken: sha256Hex(`issue:${request.deviceId}:${request.requestKey}`).slice(0, 36),
+      idempotencyToken: sha256Hex(key).slice(0, 36),
     });
     const facts = await inspectCertificate(issued.certificatePem);
-    const caCertificatePem = splitPemChain(issued.certificateChainPem)[0] ?? (await this.deps.ca.getCaCertificates()).certificatePem;
-    await this.deps.registry.ensureThing(device.thingName, device.attributes);
-    const { certificateId } = await this.deps.registry.registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem });
-    await this.deps.registry.attachCertificate(device.thingName, certificateId);
-
-    const key = `issue:${request.deviceId}:${request.requestKey}`;
+    let registeredId: string | undefined;
     try {
-      await this.retryOnConflict(async () => {
+      const caCertificatePem = splitPemChain(issued.certificateChainPem)[0] ?? (await this.deps.ca.getCaCertificates()).certificatePem;
+      await this.deps.registry.ensureThing(device.thingName, device.attributes);
+      registeredId = (await this.deps.registry.registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem })).certificateId;
+      const certificateId = registeredId;
+      const recorded = await this.deps.store.getCertificate(certificateId);
+      if (recorded && recorded.status !== 'ACTIVE') {
+        // The CA answered a certificate this request got before, which was revoked when that attempt failed.
+        throw new LifecycleError('CONFLICT', `The certificate issued for this request earlier is ${recorded.status}; send the request again with a new Idempotency-Key.`, {
+          details: { certificateId },
+        });
+      }
+      await this.deps.registry.attachCertificate(device.thingName, certificateId);
+      const outcome = await this.retryOnConflict(async () => {
         const current = await this.requireDevice(request.deviceId);
         this.assertAcceptsNewCertificates(current);
-        await this.deps.store.commit({
+        return this.deps.store.commit({
           idempotencyKey: key,
-          ...this.deviceActivatedBy(current, certificateId, request.actor, key),
+          outcome: { certificateId },
+          ...this.deviceActivatedBy(current, certificateId),
           certificates: [{ next: this.newCertificateRecord(facts, request.deviceId, 'ACTIVE', 'CSR') }],
           events: [
             this.event('CERTIFICATE_ISSUED', request.actor, key, { deviceId: request.deviceId, certificateId, toStatus: 'ACTIVE' }),
-            ...(current.status === 'REGISTERED'
-              ? [this.event('DEVICE_ACTIVATED', request.actor, key, { deviceId: request.deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })]
-              : []),
+            ...(current.status === 'REGISTERED' ? [this.event('DEVICE_ACTIVATED', request.actor, key, { deviceId: request.deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })] : []),
           ],
         });
       });
+      if (outcome === 'DUPLICATE') {
+        // A concurrent request with the same key recorded its certificate first: answer that one.
+        const theirs = await this.answerRecordedIssuance(key);
+        if (theirs && theirs.certificateId !== certificateId) await this.withdrawIssued(device, facts, certificateId, request.actor, 'a concurrent request with the same key won');
+        if (theirs) return theirs;
+      }
+      return { certificateId, certificatePem: issued.certificatePem, certificateChainPem: issued.certificateChainPem, notAfter: facts.notAfter.toISOString() };
     } catch (error) {
-      // The device was suspended or revoked while we issued: the new certificate must not stay usable.
-      await this.deps.registry.updateCertificateStatus(certificateId, 'REVOKED');
-      await this.deps.registry.detachCertificate(device.thingName, certificateId);
-      await this.deps.ca.revokeCertificate({ serialNumber: facts.serialNumber, reason: 'PRIVILEGE_WITHDRAWN', certificatePem: issued.certificatePem });
+      if (!(error instanceof LifecycleError && error.code === 'CONFLICT' && registeredId !== undefined && error.details.certificateId === registeredId)) {
+        await this.withdrawIssued(device, facts, registeredId, request.actor, `issuance failed: ${error instanceof Error ? error.message : String(error)}`);
+      }
       throw error;
     }
-    return { certificateId, certificatePem: issued.certificatePem, certificateChainPem: issued.certificateChainPem, notAfter: facts.notAfter.toISOString() };
+  }
+
+  /** The answer of an issuance committed before under `key`, rebuilt from the record. */
+  private async answerRecordedIssuance(key: string): Promise<IssuedDeviceCertificate | undefined> {
+    const change = await this.deps.store.getChange(key);
+    const certificateId = change?.outcome?.certificateId;
+    if (certificateId === undefined) return undefined;
+    const certificate = await this.deps.store.getCertificate(certificateId);
+    if (!certificate) return undefined;
+    const ca = await this.deps.ca.getCaCertificates();
+    return {
+      certificateId,
+      certificatePem: certificate.certificatePem,
+      certificateChainPem: [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)].join(''),
+      notAfter: certificate.notAfter,
+    };
+  }
+
+  /**
+   * Undoes an issuance that cannot be completed: revoked at the CA, REVOKED and detached in AWS IoT
+   * when it got there, and recorded as REVOKED. Best effort: a step that fails does not hide the cause.
+   */
+  private async withdrawIssued(device: Device, facts: CertificateFacts, registeredId: string | undefined, actor: string, reason: string): Promise<void> {
+    const attempts: Promise<unknown>[] = [this.deps.ca.revokeCertificate({ serialNumber: facts.serialNumber, reason: 'PRIVILEGE_WITHDRAWN', certificatePem: facts.certificatePem })];
+    if (registeredId !== undefined) {
+      attempts.push(this.deps.registry.updateCertificateStatus(registeredId, 'REVOKED').then(() => this.deps.registry.detachCertificate(device.thingName, registeredId)));
+    }
+    await Promise.allSettled(attempts);
+    const key = `withdraw:${facts.certificateId}`;
+    const record: CertificateRecord = { ...this.newCertificateRecord(facts, device.deviceId, 'REVOKED', 'CSR'), revocationReason: 'PRIVILEGE_WITHDRAWN', statusReason: reason.slice(0, 500) };
+    await this.deps.store
+      .commit({ idempotencyKey: key, certificates: [{ next: record }], events: [this.event('CERTIFICATE_REVOKED', actor, key, { deviceId: device.deviceId, certificateId: facts.certificateId, toStatus: 'REVOKED', reason: record.statusReason })] })
+      .catch(() => undefined);
   }
 
   private assertAcceptsNewCertificates(device: Device): void {
@@ -393,72 +492,84 @@ export class DeviceLifecycle {
     });
   }
 
-  public async revokeDevice(command: DeviceCommand & { readonly reason: RevocationReason }): Promise<Device> {
-    return this.changeDevice(command, 'REVOKED', 'DEVICE_REVOKED', async (device, certificates) => {
-      const live = certificates.filter((certificate) => isLiveCertificateStatus(certificate.status));
-      for (const certificate of live) await this.revokeEverywhere(device, certificate, command.reason);
-      return live.map((certificate) => ({
-        next: this.withStatus(certificate, 'REVOKED', { revocationReason: command.reason, activationLeaseUntil: undefined }),
-        type: 'CERTIFICATE_REVOKED' as const,
-      }));
-    }, command.reason);
-  }
-
-  public async suspendDevice(command: DeviceCommand): Promise<Device> {
-    return this.changeDevice(command, 'SUSPENDED', 'DEVICE_SUSPENDED', async (_device, certificates) => {
-      const active = certificates.filter((certificate) => certificate.status === 'ACTIVE');
-      for (const certificate of active) await this.deps.registry.updateCertificateStatus(certificate.certificateId, 'INACTIVE');
-      return active.map((certificate) => ({ next: this.withStatus(certificate, 'INACTIVE'), type: 'CERTIFICATE_SUSPENDED' as const }));
-    });
-  }
-
-  public async resumeDevice(command: DeviceCommand): Promise<Device> {
-    return this.changeDevice(command, 'ACTIVE', 'DEVICE_RESUMED', async (_device, certificates) => {
-      const now = this.deps.clock.now().getTime();
-      const resumable = certificates.filter((certificate) => certificate.status === 'INACTIVE' && Date.parse(certificate.notAfter) > now);
-      for (const certificate of resumable) await this.deps.registry.updateCertificateStatus(certificate.certificateId, 'ACTIVE');
-      return resumable.map((certificate) => ({ next: this.withStatus(certificate, 'ACTIVE'), type: 'CERTIFICATE_RESUMED' as const }));
-    });
-  }
-
   /**
-   * A device-level transition: checks it, lets `applySideEffects` act on AWS IoT and the CA for the
-   * device's certificates, then commits device, certificates and events as one change.
+   * Revokes every live certificate (each recorded as it is revoked, so a failure part-way leaves a true
+   * record and a retry finishes the job), then the device. A certificate issued meanwhile changes the
+   * device's version, so the final commit loses, re-reads and revokes that one too.
    */
-  private async changeDevice(
-    command: DeviceCommand,
-    to: DeviceStatus,
-    eventType: AuditEventType,
-    applySideEffects: (device: Device, certificates: CertificateRecord[]) => Promise<{ next: CertificateRecord; type: AuditEventType }[]>,
-    reason?: string,
-  ): Promise<Device> {
+  public async revokeDevice(command: DeviceCommand & { readonly reason: RevocationReason }): Promise<Device> {
     assertValidDeviceId(command.deviceId);
-    const key = `${eventType.toLowerCase()}:${command.deviceId}:${command.requestKey}`;
+    const key = `device_revoked:${command.deviceId}:${command.requestKey}`;
     return this.retryOnConflict(async () => {
-      const device = await this.requireDevice(command.deviceId);
-      assertDeviceTransition(device.status, to);
-      const certificates = await this.deps.store.getCertificates(device.certificateIds);
-      const versions = new Map(certificates.map((certificate) => [certificate.certificateId, certificate.version]));
-      const changed = await applySideEffects(device, certificates);
-      const next: Device = { ...this.touched(device), status: to };
+      let device = await this.requireDevice(command.deviceId);
+      assertDeviceTransition(device.status, 'REVOKED');
+      const live = (await this.deps.store.getCertificates(device.certificateIds)).filter((certificate) => isLiveCertificateStatus(certificate.status));
+      for (const certificate of live) {
+        await this.revokeCertificate({ deviceId: device.deviceId, certificateId: certificate.certificateId, reason: command.reason, actor: command.actor, requestKey: `${command.requestKey}:device` });
+      }
+      if (live.length > 0) device = await this.requireDevice(command.deviceId);
+      const next: Device = { ...this.touched(device), status: 'REVOKED' };
       await this.deps.store.commit({
         idempotencyKey: key,
         device: { next, expectedVersion: device.version },
-        certificates: changed.map(({ next: certificate }) => ({ next: certificate, expectedVersion: versions.get(certificate.certificateId) })),
-        events: [
-          this.event(eventType, command.actor, key, { deviceId: device.deviceId, fromStatus: device.status, toStatus: to, reason }),
-          ...changed.map(({ next: certificate, type }) =>
-            this.event(type, command.actor, key, {
-              deviceId: device.deviceId,
-              certificateId: certificate.certificateId,
-              fromStatus: certificates.find((c) => c.certificateId === certificate.certificateId)?.status,
-              toStatus: certificate.status,
-              reason,
-            }),
-          ),
-        ],
+        events: [this.event('DEVICE_REVOKED', command.actor, key, { deviceId: device.deviceId, fromStatus: device.status, toStatus: 'REVOKED', reason: command.reason })],
       });
       return next;
+    });
+  }
+
+  public async suspendDevice(command: DeviceCommand): Promise<Device> {
+    return this.switchDeviceCertificates(command, { to: 'SUSPENDED', eventType: 'DEVICE_SUSPENDED', certificatesFrom: 'ACTIVE', certificatesTo: 'INACTIVE', certificateEvent: 'CERTIFICATE_SUSPENDED' });
+  }
+
+  public async resumeDevice(command: DeviceCommand): Promise<Device> {
+    return this.switchDeviceCertificates(command, { to: 'ACTIVE', eventType: 'DEVICE_RESUMED', certificatesFrom: 'INACTIVE', certificatesTo: 'ACTIVE', certificateEvent: 'CERTIFICATE_RESUMED' });
+  }
+
+  /**
+   * Suspension and resumption: the device moves to `to` and its certificates in `certificatesFrom`
+   * (unexpired) move to `certificatesTo`, in AWS IoT first, then in one commit. When a registry call
+   * fails part-way, the certificates already switched are switched back, so AWS IoT and the record agree.
+   */
+  private async switchDeviceCertificates(
+    command: DeviceCommand,
+    plan: { to: DeviceStatus; eventType: AuditEventType; certificatesFrom: 'ACTIVE' | 'INACTIVE'; certificatesTo: 'ACTIVE' | 'INACTIVE'; certificateEvent: AuditEventType },
+  ): Promise<Device> {
+    assertValidDeviceId(command.deviceId);
+    const key = `${plan.eventType.toLowerCase()}:${command.deviceId}:${command.requestKey}`;
+    return this.retryOnConflict(async () => {
+      const device = await this.requireDevice(command.deviceId);
+      assertDeviceTransition(device.status, plan.to);
+      const now = this.deps.clock.now().getTime();
+      const affected = (await this.deps.store.getCertificates(device.certificateIds)).filter(
+        (certificate) => certificate.status === plan.certificatesFrom && Date.parse(certificate.notAfter) > now,
+      );
+      const switched: CertificateRecord[] = [];
+      try {
+        for (const certificate of affected) {
+          await this.deps.registry.updateCertificateStatus(certificate.certificateId, plan.certificatesTo);
+          switched.push(certificate);
+        }
+        const next: Device = { ...this.touched(device), status: plan.to };
+        await this.deps.store.commit({
+          idempotencyKey: key,
+          device: { next, expectedVersion: device.version },
+          certificates: affected.map((certificate) => ({ next: this.withStatus(certificate, plan.certificatesTo), expectedVersion: certificate.version })),
+          events: [
+            this.event(plan.eventType, command.actor, key, { deviceId: device.deviceId, fromStatus: device.status, toStatus: plan.to }),
+            ...affected.map((certificate) =>
+              this.event(plan.certificateEvent, command.actor, key, { deviceId: device.deviceId, certificateId: certificate.certificateId, fromStatus: certificate.status, toStatus: plan.certificatesTo }),
+            ),
+          ],
+        });
+        return next;
+      } catch (error) {
+        // Losing a race is not undone: the retry re-reads and either re-applies or finds the state already reached.
+        if (!(error instanceof ConflictError)) {
+          await Promise.allSettled(switched.map((certificate) => this.deps.registry.updateCertificateStatus(certificate.certificateId, plan.certificatesFrom)));
+        }
+        throw error;
+      }
     });
   }
 
@@ -471,7 +582,7 @@ export class DeviceLifecycle {
 
   /* ---------------------------------------------------------------- helpers */
 
-  private deviceActivatedBy(device: Device, certificateId: string, _actor: string, _key: string): Pick<StoreChange, 'device'> {
+  private deviceActivatedBy(device: Device, certificateId: string): Pick<StoreChange, 'device'> {
     if (device.status === 'REGISTERED') assertDeviceTransition('REGISTERED', 'ACTIVE');
     const next: Device = {
       ...this.touched(device),

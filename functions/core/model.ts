@@ -57,6 +57,8 @@ export interface CertificateRecord {
   readonly revocationReason?: RevocationReason;
   /** While PENDING_ACTIVATION: until when the JITR invocation that claimed it owns the activation. */
   readonly activationLeaseUntil?: string;
+  /** The delivery (SQS message or Lambda request) holding the lease; it may take its own claim over at once. */
+  readonly activationLeaseHolder?: string;
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly version: number;

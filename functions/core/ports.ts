@@ -88,9 +88,18 @@ export interface DeviceRegistry {
  */
 export interface StoreChange {
   readonly idempotencyKey: string;
+  /** What the change produced (e.g. the issued certificate id), kept with its marker so a retry can answer it again. */
+  readonly outcome?: Readonly<Record<string, string>>;
   readonly device?: { readonly next: Device; readonly expectedVersion?: number };
   readonly certificates?: readonly { readonly next: CertificateRecord; readonly expectedVersion?: number }[];
   readonly events: readonly AuditEvent[];
+}
+
+/** A change written before, found by its idempotency key. */
+export interface RecordedChange {
+  readonly idempotencyKey: string;
+  readonly committedAt: string;
+  readonly outcome?: Readonly<Record<string, string>>;
 }
 
 /** `APPLIED`: written now. `DUPLICATE`: a change with this idempotency key was written before; nothing was written now. */
@@ -122,7 +131,12 @@ export interface DeviceStore {
   findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>>;
   /** Throws `ConflictError` when any record is not at its expected version. */
   commit(change: StoreChange): Promise<CommitOutcome>;
+  /** The change committed under `idempotencyKey`, if any (kept for `CHANGE_RETENTION_DAYS`). */
+  getChange(idempotencyKey: string): Promise<RecordedChange | undefined>;
 }
+
+/** How long the store remembers a change's idempotency key: far longer than any redelivery or client retry. */
+export const CHANGE_RETENTION_DAYS = 30;
 
 export interface Clock {
   now(): Date;

@@ -81,5 +81,8 @@ function privateCa(config: { CA_ARN: string; CA_SIGNING_ALGORITHM: string; CA_TE
     certificateAuthorityArn: config.CA_ARN,
     signingAlgorithm: config.CA_SIGNING_ALGORITHM as ConstructorParameters<typeof PrivateCaCertificateAuthority>[0]['signingAlgorithm'],
     templateArn: config.CA_TEMPLATE_ARN,
+    // Well inside the API function's 29 s timeout (and API Gateway's 29 s integration limit), so a slow issuance
+    // ends in our UPSTREAM_FAILURE answer and its compensation, not in a killed invocation.
+    maxWaitMs: 15_000,
   });
 }

@@ -1,4 +1,5 @@
-import type { Context } from 'aws-lambda';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { z } from 'zod';
 import type { DeviceLifecycle, RegistrationOutcome } from '../core/lifecycle';
@@ -19,30 +20,69 @@ export const registrationEventSchema = z.object({
   certificateRegistrationTimestamp: z.union([z.string(), z.number()]).transform(String),
 });
 
+export type JitrResult = RegistrationOutcome | { readonly outcome: 'MALFORMED_EVENT'; readonly problems: readonly string[] };
+
+/** Thrown for an SQS record whose certificate another delivery is activating: the queue redelivers it later. */
+export class RegistrationInProgressError extends Error {
+  public constructor(certificateId: string) {
+    super(`Certificate ${certificateId} is being activated by another delivery; this one is retried after the visibility timeout.`);
+    this.name = 'RegistrationInProgressError';
+  }
+}
+
+const isSqsEvent = (event: unknown): event is SQSEvent =>
+  typeof event === 'object' && event !== null && Array.isArray((event as SQSEvent).Records) && (event as SQSEvent).Records.every((record) => record?.eventSource === 'aws:sqs');
+
 /**
- * Just-in-time registration. A malformed event is logged and dropped (retrying cannot fix it);
- * any other failure is thrown so Lambda retries the asynchronous invocation and, in the end,
- * hands it to the on-failure destination. The lifecycle makes duplicates and retries harmless.
+ * Just-in-time registration. In AWS the topic rule puts each registration event on a queue and this
+ * function takes batches from it (`{ batchItemFailures }` names the records to redeliver); invoked
+ * directly (the local mode), it takes one event. A malformed event is logged and dropped, since
+ * retrying cannot fix it; any other failure is retried. The lifecycle makes duplicates harmless.
  */
-export function createJitrHandler(dependencies: JitrDependencies): (event: unknown, context?: Context) => Promise<RegistrationOutcome | { outcome: 'MALFORMED_EVENT'; problems: string[] }> {
+export interface JitrHandler {
+  (event: SQSEvent, context?: Context): Promise<SQSBatchResponse>;
+  (event: unknown, context?: Context): Promise<JitrResult>;
+}
+
+export function createJitrHandler(dependencies: JitrDependencies): JitrHandler {
   const logger = dependencies.logger ?? new Logger({ serviceName: 'jitr' });
-  return async (event, context) => {
-    if (context) logger.addContext(context);
+
+  const processOne = async (event: unknown, deliveryId: string | undefined): Promise<JitrResult> => {
     const parsed = registrationEventSchema.safeParse(event);
     if (!parsed.success) {
       const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'event'}: ${issue.message}`);
       logger.error('malformed registration event dropped', { problems });
       return { outcome: 'MALFORMED_EVENT', problems };
     }
-    const outcome = await dependencies.lifecycle.registerOnFirstConnect(parsed.data);
+    const outcome = await dependencies.lifecycle.registerOnFirstConnect(parsed.data, { deliveryId });
     logger.info('registration event processed', { ...outcome });
     return outcome;
   };
+
+  const processRecord = async (record: SQSRecord): Promise<void> => {
+    let body: unknown;
+    try {
+      body = JSON.parse(record.body);
+    } catch {
+      logger.error('registration event that is not JSON dropped', { messageId: record.messageId });
+      return;
+    }
+    const outcome = await processOne(body, record.messageId);
+    if (outcome.outcome === 'IN_PROGRESS') throw new RegistrationInProgressError(outcome.certificateId);
+  };
+
+  return (async (event: unknown, context?: Context): Promise<JitrResult | SQSBatchResponse> => {
+    if (context) logger.addContext(context);
+    if (isSqsEvent(event)) {
+      return processPartialResponse(event, processRecord, new BatchProcessor(EventType.SQS), { ...(context ? { context } : {}), throwOnFullBatchFailure: false });
+    }
+    return processOne(event, context?.awsRequestId);
+  }) as JitrHandler;
 }
 
-let awsHandler: ReturnType<typeof createJitrHandler> | undefined;
+let awsHandler: JitrHandler | undefined;
 
-export const handler = async (event: unknown, context: Context) => {
+export const handler = async (event: SQSEvent, context: Context): Promise<SQSBatchResponse> => {
   awsHandler ??= createJitrHandler(jitrDependencies());
   return awsHandler(event, context);
 };

@@ -95,6 +95,13 @@ describe('DynamoDbDeviceStore on DynamoDB Local', () => {
     expect(await countEvents(id)).toBe(1);
   });
 
+  test('remembers what a change produced under its idempotency key', async () => {
+    const id = 'store-outcome-1';
+    await table.store.commit({ idempotencyKey: 'k-outcome-1', outcome: { certificateId: 'abc' }, device: { next: device(id) }, events: [event(id, 'k-outcome-1')] });
+    expect(await table.store.getChange('k-outcome-1')).toMatchObject({ idempotencyKey: 'k-outcome-1', outcome: { certificateId: 'abc' } });
+    expect(await table.store.getChange('k-never')).toBeUndefined();
+  });
+
   test('rejects a write on a stale version with CONFLICT and writes none of the change', async () => {
     const id = 'store-stale-1';
     await table.store.commit({ idempotencyKey: 'k-stale-1', device: { next: device(id) }, events: [event(id, 'k-stale-1')] });
@@ -144,6 +151,10 @@ describe('DynamoDbDeviceStore on DynamoDB Local', () => {
 
     await expect(table.store.listDevices({ status: 'ACTIVE', limit: 1, nextToken: page.nextToken })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
     await expect(table.store.listDevices({ status: 'REVOKED', limit: 1, nextToken: 'not-a-token' })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+    const forged = (key: unknown) => Buffer.from(JSON.stringify({ scope: 'status:REVOKED', key })).toString('base64url');
+    for (const key of [{ foo: 'bar' }, null, [], { PK: 1 }]) {
+      await expect(table.store.listDevices({ status: 'REVOKED', limit: 1, nextToken: forged(key) })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+    }
   });
 
   test('finds live certificates expiring in a window across months, soonest first, and leaves out revoked ones', async () => {

@@ -7,11 +7,22 @@ import { systemClock } from '../../functions/core/ports';
 import { IotDeviceRegistry } from '../../functions/adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../../functions/adapters/aws/private-ca-certificate-authority';
 import { idempotencyTableDefinition } from '../../functions/adapters/aws/idempotency-table';
-import { createApiHandler } from '../../functions/handlers/api';
+import { createApiHandler, createRoutes } from '../../functions/handlers/api';
 import { createJitrHandler } from '../../functions/handlers/jitr';
 import { localDynamoDbClient } from '../../local/dynamodb-local';
 import { createTestTable, dynamoDbEndpoint, type TestTable } from './dynamodb';
 import { CA_ARN, createFakeAws, type FakeAws } from './fake-aws';
+
+/** What API Gateway sends: the matched resource template and the decoded path parameters (the route table of the API). */
+function asApiGatewayRoute(path: string): { resource: string; pathParameters: Record<string, string> | null } {
+  const templates = [...new Set(createRoutes({ lifecycle: {} as DeviceLifecycle, clock: systemClock }).map((route) => route.resource))];
+  for (const template of templates) {
+    const names: string[] = [];
+    const match = new RegExp(`^${template.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'))}$`).exec(path);
+    if (match) return { resource: template, pathParameters: names.length ? Object.fromEntries(names.map((name, i) => [name, decodeURIComponent(match[i + 1] as string)])) : null };
+  }
+  return { resource: '/{proxy+}', pathParameters: { proxy: path.slice(1) } };
+}
 
 /** What Lambda passes; Powertools idempotency reads the remaining time from it. */
 const lambdaContext = { getRemainingTimeInMillis: () => 30_000, functionName: 'device-api', awsRequestId: 'test' } as unknown as Context;
@@ -53,15 +64,16 @@ export async function createApiHarness(settings: Partial<LifecycleSettings> = {}
     api,
     jitr,
     call: async (method, path, options = {}) => {
+      const { resource, pathParameters } = asApiGatewayRoute(path);
       const event = {
         httpMethod: method,
         path,
-        resource: path,
+        resource,
         headers: { 'Content-Type': 'application/json', ...options.headers },
         multiValueHeaders: {},
         queryStringParameters: options.query ?? null,
         multiValueQueryStringParameters: null,
-        pathParameters: null,
+        pathParameters,
         stageVariables: null,
         body: options.rawBody ?? (options.body === undefined ? null : JSON.stringify(options.body)),
         isBase64Encoded: false,

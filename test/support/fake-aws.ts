@@ -27,6 +27,7 @@ interface LooseStub {
   on(command: unknown): { callsFake(fake: (input: any) => unknown): unknown; resolves(output: unknown): unknown };
   restore(): void;
   commandCalls(command: unknown): { args: [{ input: any }] }[];
+  calls(): unknown[];
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 

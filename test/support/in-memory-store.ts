@@ -1,6 +1,6 @@
 import { ConflictError } from '../../functions/core/errors';
 import type { AuditEvent, CertificateRecord, Device, DeviceView, Page } from '../../functions/core/model';
-import type { CommitOutcome, DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, StoreChange } from '../../functions/core/ports';
+import type { CommitOutcome, DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, RecordedChange, StoreChange } from '../../functions/core/ports';
 import { isLiveCertificateStatus } from '../../functions/core/state-machines';
 
 /**
@@ -11,7 +11,7 @@ export class InMemoryDeviceStore implements DeviceStore {
   public readonly devices = new Map<string, Device>();
   public readonly certificates = new Map<string, CertificateRecord>();
   public readonly events: AuditEvent[] = [];
-  private readonly changeKeys = new Set<string>();
+  private readonly changes = new Map<string, RecordedChange>();
 
   public async getDevice(deviceId: string) {
     return this.devices.get(deviceId);
@@ -41,14 +41,17 @@ export class InMemoryDeviceStore implements DeviceStore {
       .slice(0, query.limit);
     return { items };
   }
+  public async getChange(idempotencyKey: string) {
+    return this.changes.get(idempotencyKey);
+  }
   public async commit(change: StoreChange): Promise<CommitOutcome> {
-    if (this.changeKeys.has(change.idempotencyKey)) return 'DUPLICATE';
+    if (this.changes.has(change.idempotencyKey)) return 'DUPLICATE';
     const check = (current: { version: number } | undefined, expected: number | undefined, what: string) => {
       if (expected === undefined ? current !== undefined : current?.version !== expected) throw new ConflictError(`${what} changed`);
     };
     if (change.device) check(this.devices.get(change.device.next.deviceId), change.device.expectedVersion, 'device');
     for (const c of change.certificates ?? []) check(this.certificates.get(c.next.certificateId), c.expectedVersion, 'certificate');
-    this.changeKeys.add(change.idempotencyKey);
+    this.changes.set(change.idempotencyKey, { idempotencyKey: change.idempotencyKey, committedAt: new Date().toISOString(), ...(change.outcome ? { outcome: change.outcome } : {}) });
     if (change.device) this.devices.set(change.device.next.deviceId, change.device.next);
     for (const c of change.certificates ?? []) this.certificates.set(c.next.certificateId, c.next);
     this.events.push(...change.events);

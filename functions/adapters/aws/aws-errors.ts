@@ -6,7 +6,6 @@ const THROTTLING_NAMES = new Set([
   'TooManyRequestsException',
   'ProvisionedThroughputExceededException',
   'RequestLimitExceeded',
-  'LimitExceededException',
   'ServiceUnavailableException',
   'ServiceUnavailable',
   'InternalFailureException',

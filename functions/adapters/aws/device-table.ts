@@ -11,12 +11,15 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  * | certificate     | CERTIFICATE#<certId>   | CERTIFICATE               | -                            | EXPIRY#<yyyy-mm> / <notAfter>#<certId>  (live certificates only) |
  * | audit event     | DEVICE#<deviceId> (or CERTIFICATE#<certId> when no device) | EVENT#<at>#<eventId> | - | -               |
  * | change marker   | CHANGE#<idempotencyKey>| CHANGE                    | -                            | -                                       |
+ *
+ * Change markers carry `expiresAt` (epoch seconds): DynamoDB's TTL removes them after CHANGE_RETENTION_DAYS.
  */
 export const DEVICE_TABLE_SCHEMA = {
   partitionKey: 'PK',
   sortKey: 'SK',
   byStatusIndex: { indexName: 'ByStatus', partitionKey: 'GSI1PK', sortKey: 'GSI1SK' },
   byExpiryIndex: { indexName: 'ByExpiry', partitionKey: 'GSI2PK', sortKey: 'GSI2SK' },
+  timeToLiveAttribute: 'expiresAt',
 } as const;
 
 /** The table as `CreateTable` wants it (the local mode and the tests; the CDK stack declares the same keys). */

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { ConflictError, ValidationError } from '../../core/errors';
 import type { AuditEvent, CertificateRecord, Device, DeviceView, Page } from '../../core/model';
 import { isLiveCertificateStatus } from '../../core/state-machines';
-import type { CommitOutcome, DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, StoreChange } from '../../core/ports';
+import { CHANGE_RETENTION_DAYS, type CommitOutcome, type DeviceStore, type ExpiringCertificatesQuery, type ListDevicesQuery, type RecordedChange, type StoreChange } from '../../core/ports';
 import { retryingClientConfig, toUpstreamError } from './aws-errors';
 import { DEVICE_TABLE_SCHEMA } from './device-table';
 
@@ -117,7 +117,9 @@ export class DynamoDbDeviceStore implements DeviceStore {
     const { indexName, partitionKey, sortKey } = DEVICE_TABLE_SCHEMA.byExpiryIndex;
     const scope = `expiry:${query.notBefore.toISOString()}:${query.before.toISOString()}`;
     const token = decodeToken(query.nextToken, scope);
+    if (!Number.isInteger(query.limit) || query.limit < 1) throw new ValidationError('INVALID_REQUEST', 'limit must be a positive whole number.');
     const buckets = monthBuckets(query.notBefore, query.before);
+    if (buckets.length > MAX_EXPIRY_BUCKETS) throw new ValidationError('INVALID_REQUEST', `The expiry window may span at most ${MAX_EXPIRY_BUCKETS} months.`);
     const items: CertificateRecord[] = [];
     let bucketIndex = token?.bucket ?? 0;
     let startKey = token?.key;
@@ -153,7 +155,14 @@ export class DynamoDbDeviceStore implements DeviceStore {
       {
         Put: {
           TableName: this.tableName,
-          Item: { ...changeKey(change.idempotencyKey), itemType: 'Change', idempotencyKey: change.idempotencyKey, committedAt: change.events[0]?.at ?? new Date().toISOString() },
+          Item: {
+            ...changeKey(change.idempotencyKey),
+            itemType: 'Change',
+            idempotencyKey: change.idempotencyKey,
+            committedAt: new Date().toISOString(),
+            expiresAt: Math.floor(Date.now() / 1000) + CHANGE_RETENTION_DAYS * 86_400,
+            ...(change.outcome ? { outcome: change.outcome } : {}),
+          },
           ConditionExpression: 'attribute_not_exists(PK)',
         },
       },
@@ -183,10 +192,25 @@ export class DynamoDbDeviceStore implements DeviceStore {
       if (reasons[0]?.Code === 'ConditionalCheckFailed') return 'DUPLICATE';
       const failed = reasons.flatMap((reason, index) => (reason.Code && reason.Code !== 'None' ? [`${labels[index] ?? index}: ${reason.Code}`] : []));
       if (reasons.some((reason) => reason.Code === 'ConditionalCheckFailed' || reason.Code === 'TransactionConflict')) {
-        throw new ConflictError(`Another change to the same records won (${failed.join(', ')}); read them again.`, { cause: error });
+        // Which records lost stays in the cause (for logs); callers get a plain message.
+        throw new ConflictError('Another change to the same device or certificate was written first; read it again and retry.', {
+          cause: new Error(`transaction cancelled: ${failed.join(', ')}`, { cause: error }),
+        });
       }
       throw toUpstreamError(error, 'DynamoDB', 'TransactWriteItems');
     }
+  }
+
+  public async getChange(idempotencyKey: string): Promise<RecordedChange | undefined> {
+    const { Item } = await this.send('GetItem', () =>
+      this.client.send(new GetCommand({ TableName: this.tableName, Key: changeKey(idempotencyKey), ConsistentRead: true })),
+    );
+    if (!Item) return undefined;
+    return {
+      idempotencyKey: String(Item.idempotencyKey),
+      committedAt: String(Item.committedAt),
+      ...(Item.outcome ? { outcome: Item.outcome as Record<string, string> } : {}),
+    };
   }
 
   private versionedPut(item: Record<string, unknown>, expectedVersion: number | undefined) {
@@ -258,6 +282,11 @@ function monthBuckets(from: Date, to: Date): string[] {
   return buckets;
 }
 
+/** The attributes a page token's key may name: the table's and its indexes' keys. */
+const KEY_ATTRIBUTES: ReadonlySet<string> = new Set(['PK', 'SK', 'GSI1PK', 'GSI1SK', 'GSI2PK', 'GSI2SK']);
+/** An expiry window longer than this many months is refused (certificates live at most years). */
+const MAX_EXPIRY_BUCKETS = 240;
+
 interface PageToken {
   readonly scope: string;
   readonly bucket?: number;
@@ -276,7 +305,11 @@ function decodeToken(nextToken: string | undefined, scope: string): PageToken | 
     token = undefined;
   }
   const candidate = token as PageToken | undefined;
-  if (!candidate || typeof candidate !== 'object' || candidate.scope !== scope || (candidate.key !== undefined && typeof candidate.key !== 'object')) {
+  const keyIsValid = (key: unknown) =>
+    key === undefined ||
+    (typeof key === 'object' && key !== null && !Array.isArray(key) && Object.keys(key).length > 0 && Object.entries(key).every(([name, value]) => KEY_ATTRIBUTES.has(name) && typeof value === 'string' && value.length <= 2048));
+  const bucketIsValid = (bucket: unknown) => bucket === undefined || (Number.isInteger(bucket) && (bucket as number) >= 0 && (bucket as number) <= MAX_EXPIRY_BUCKETS);
+  if (!candidate || typeof candidate !== 'object' || candidate.scope !== scope || !keyIsValid(candidate.key) || !bucketIsValid(candidate.bucket)) {
     throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
   }
   return candidate;

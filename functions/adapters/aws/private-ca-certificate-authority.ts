@@ -72,6 +72,9 @@ export interface PrivateCaCertificateAuthorityOptions {
 
 const SERVICE = 'AWS Private CA';
 
+/** How long a fetched CA certificate and chain are reused. */
+export const CA_CERTIFICATE_CACHE_MS = 5 * 60_000;
+
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -99,7 +102,7 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
   private readonly templateArn: string;
   private readonly maxWaitMs: number;
   private readonly sleep: (ms: number) => Promise<void>;
-  private caCertificates?: Promise<CaCertificates>;
+  private caCertificates?: { readonly answer: Promise<CaCertificates>; readonly fetchedAt: number };
 
   public constructor(private readonly options: PrivateCaCertificateAuthorityOptions) {
     this.client = options.client ?? new ACMPCAClient(retryingClientConfig);
@@ -134,13 +137,21 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
     }
   }
 
-  /** Asked on every JITR event, and the CA certificate changes only when the CA is renewed: fetched once per instance. */
+  /**
+   * Asked on every JITR event; the CA certificate changes only when the CA is renewed. Kept for
+   * `CA_CERTIFICATE_CACHE_MS`, so a renewed CA certificate is seen within minutes (a stale one would make
+   * JITR reject, and revoke, certificates the renewed CA signed).
+   */
   public async getCaCertificates(): Promise<CaCertificates> {
-    this.caCertificates ??= this.fetchCaCertificates().catch((error: unknown) => {
-      this.caCertificates = undefined;
-      throw error;
-    });
-    return this.caCertificates;
+    const now = Date.now();
+    if (!this.caCertificates || now - this.caCertificates.fetchedAt > CA_CERTIFICATE_CACHE_MS) {
+      const answer = this.fetchCaCertificates().catch((error: unknown) => {
+        this.caCertificates = undefined;
+        throw error;
+      });
+      this.caCertificates = { answer, fetchedAt: now };
+    }
+    return this.caCertificates.answer;
   }
 
   private async fetchCaCertificates(): Promise<CaCertificates> {

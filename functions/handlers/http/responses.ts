@@ -38,12 +38,21 @@ export interface ErrorBody {
  * Client errors carry their message and details; anything unexpected becomes a
  * generic 500 that leaks nothing (the full error goes to the log only).
  */
+const UPSTREAM_MESSAGES = {
+  UPSTREAM_THROTTLED: 'A service this API depends on is busy; retry in a few seconds with the same Idempotency-Key.',
+  UPSTREAM_FAILURE: 'A service this API depends on failed; retry later with the same Idempotency-Key.',
+} as const;
+
 export function errorResponse(error: unknown): APIGatewayProxyResult {
+  if (error instanceof UpstreamError) {
+    // Which AWS call failed, and how, is for our logs only.
+    const code = error.code as keyof typeof UPSTREAM_MESSAGES;
+    return jsonResponse(HTTP_STATUS_OF[code], { error: { code, message: UPSTREAM_MESSAGES[code] } }, error.retryable ? { 'Retry-After': '2' } : undefined);
+  }
   if (isLifecycleError(error) && error.code !== 'CONFIGURATION_ERROR') {
     const hasDetails = Object.keys(error.details).length > 0;
     const body: ErrorBody = { error: { code: error.code, message: error.message, ...(hasDetails ? { details: error.details } : {}) } };
-    const retryAfter = error instanceof UpstreamError && error.retryable ? { 'Retry-After': '2' } : undefined;
-    return jsonResponse(HTTP_STATUS_OF[error.code], body, retryAfter);
+    return jsonResponse(HTTP_STATUS_OF[error.code], body);
   }
   return jsonResponse(500, { error: { code: 'INTERNAL_ERROR', message: 'The request failed on our side; it is safe to retry with the same Idempotency-Key.' } });
 }

@@ -77,6 +77,31 @@ describe('JITR handler (real core, DynamoDB Local, AWS IoT and Private CA behind
     expect((await harness.call('GET', '/devices/jitr-4')).status).toBe(404);
   });
 
+  test('ignores an event for another CA registered in the account: AWS IoT untouched, store unchanged', async () => {
+    const foreign = await makeForeignCa();
+    const event = { ...(await firstConnect(await foreign.issue('jitr-5'))), caCertificateId: 'b'.repeat(64) };
+    const before = await harness.table.documentClient.send(new ScanCommand({ TableName: harness.table.tableName }));
+    const iotCalls = harness.aws.iot.calls().length;
+
+    const outcome = await harness.jitr(event);
+
+    expect(outcome).toMatchObject({ outcome: 'IGNORED' });
+    expect(harness.aws.iot.calls().length).toBe(iotCalls);
+    expect(harness.aws.registry.findCertificate(event.certificateId)?.status).toBe('PENDING_ACTIVATION');
+    expect((await harness.table.documentClient.send(new ScanCommand({ TableName: harness.table.tableName }))).Items).toEqual(before.Items);
+  });
+
+  test('takes events from the queue in batches and names for redelivery only the records that failed', async () => {
+    const good = await firstConnect(await mint('jitr-6'));
+    const sqsRecord = (messageId: string, body: string) => ({ messageId, body, eventSource: 'aws:sqs', receiptHandle: 'r', attributes: {}, messageAttributes: {}, md5OfBody: '', eventSourceARN: 'arn:aws:sqs:eu-west-1:123456789012:jitr', awsRegion: 'eu-west-1' });
+    const unknownCertificate = { ...good, certificateId: 'c'.repeat(64) };
+
+    const response = await harness.jitr({ Records: [sqsRecord('m-1', JSON.stringify(good)), sqsRecord('m-2', JSON.stringify(unknownCertificate)), sqsRecord('m-3', 'not json')] } as never);
+
+    expect(response).toEqual({ batchItemFailures: [{ itemIdentifier: 'm-2' }] });
+    expect(harness.aws.registry.findCertificate(good.certificateId)?.status).toBe('ACTIVE');
+  });
+
   test.each([
     ['an empty event', {}],
     ['a certificate id that is not a fingerprint', { certificateId: 'abc', caCertificateId: 'f'.repeat(64), timestamp: 1, certificateStatus: 'PENDING_ACTIVATION', awsAccountId: '1', certificateRegistrationTimestamp: '1' }],

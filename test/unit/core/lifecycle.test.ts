@@ -57,19 +57,79 @@ describe('just-in-time registration', () => {
     }
   });
 
-  test('a redelivery after the claiming invocation crashed takes over once the lease ends', async () => {
+  test('a redelivery after the claiming invocation hung takes over once the lease ends', async () => {
     const fixture = await createLifecycleFixture({ activationLeaseSeconds: 60 });
     const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-4'));
-    const attach = jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('Lambda timed out'));
+    const attach = jest.spyOn(fixture.registry, 'attachCertificate').mockImplementationOnce(() => new Promise<void>(() => undefined));
 
-    await expect(fixture.lifecycle.registerOnFirstConnect(event)).rejects.toThrow('Lambda timed out');
-    expect(await fixture.lifecycle.registerOnFirstConnect(event)).toEqual({ outcome: 'IN_PROGRESS', certificateId: event.certificateId });
+    void fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' })).toEqual({ outcome: 'IN_PROGRESS', certificateId: event.certificateId });
     fixture.clock.advance(61_000);
-    const retried = await fixture.lifecycle.registerOnFirstConnect(event);
+    const retried = await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' });
 
     expect(retried.outcome).toBe('ACTIVATED');
     expect(attach).toHaveBeenCalledTimes(2);
     expect(fixture.store.certificates.get(event.certificateId)?.status).toBe('ACTIVE');
+  });
+
+  test('a delivery that failed releases its claim, so the next delivery activates at once', async () => {
+    const fixture = await createLifecycleFixture({ activationLeaseSeconds: 600 });
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-4b'));
+    jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('AttachThingPrincipal failed'));
+
+    await expect(fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' })).rejects.toThrow('AttachThingPrincipal failed');
+
+    expect(await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' })).toMatchObject({ outcome: 'ACTIVATED' });
+  });
+
+  test('ignores an event for another CA registered in the account: nothing read, written or revoked', async () => {
+    const fixture = await createLifecycleFixture();
+    const foreign = await makeForeignCa();
+    const event = { ...(await fixture.firstConnect(await foreign.issue('other-team-1'))), caCertificateId: 'a'.repeat(64) };
+    const describe = jest.spyOn(fixture.registry, 'describeCertificate');
+
+    const outcome = await fixture.lifecycle.registerOnFirstConnect(event);
+
+    expect(outcome).toMatchObject({ outcome: 'IGNORED', reason: expect.stringContaining("not this fleet's CA") });
+    expect(describe).not.toHaveBeenCalled();
+    expect(fixture.registry.findCertificate(event.certificateId)?.status).toBe('PENDING_ACTIVATION');
+    expect(fixture.store.certificates.size + fixture.store.events.length).toBe(0);
+  });
+
+  test('revokes, instead of activating, a certificate whose device is suspended while it is being activated', async () => {
+    const fixture = await createLifecycleFixture();
+    await registeredByJitr(fixture, 'sensor-16');
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-16'));
+    const ensureThing = fixture.registry.ensureThing.bind(fixture.registry);
+    jest.spyOn(fixture.registry, 'ensureThing').mockImplementationOnce(async (name, attributes) => {
+      await fixture.lifecycle.suspendDevice({ deviceId: 'sensor-16', actor: 'ops', requestKey: 'suspend-during-jitr' });
+      await ensureThing(name, attributes);
+    });
+
+    const outcome = await fixture.lifecycle.registerOnFirstConnect(event);
+
+    expect(outcome).toMatchObject({ outcome: 'REJECTED', code: 'ENROLLMENT_REFUSED' });
+    expect(fixture.registry.findCertificate(event.certificateId)?.status).toBe('REVOKED');
+    expect(fixture.store.certificates.get(event.certificateId)).toMatchObject({ status: 'REVOKED', revocationReason: 'PRIVILEGE_WITHDRAWN' });
+    expect(await fixture.ca.isRevoked(fixture.store.certificates.get(event.certificateId)?.serialNumber as string)).toBe(true);
+    expect(fixture.store.devices.get('sensor-16')?.status).toBe('SUSPENDED');
+  });
+
+  test('the retry of a delivery that could not release its claim takes it over at once; another delivery waits', async () => {
+    const fixture = await createLifecycleFixture({ activationLeaseSeconds: 600 });
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-17'));
+    jest.spyOn(fixture.registry, 'updateCertificateStatus').mockRejectedValueOnce(new Error('IoT unavailable'));
+    const commit = fixture.store.commit.bind(fixture.store);
+    jest.spyOn(fixture.store, 'commit').mockImplementation(async (change) => {
+      if (change.idempotencyKey.includes(':release:')) throw new Error('table unreachable');
+      return commit(change);
+    });
+
+    await expect(fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' })).rejects.toThrow('IoT unavailable');
+
+    expect(await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' })).toEqual({ outcome: 'IN_PROGRESS', certificateId: event.certificateId });
+    expect(await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' })).toMatchObject({ outcome: 'ACTIVATED' });
   });
 
   test('rejects a certificate from another CA: REVOKED in the registry, REJECTED with its reason in the store', async () => {
@@ -132,6 +192,38 @@ describe('signing CSRs', () => {
     const days = (Date.parse(issued.notAfter) - fixture.clock.now().getTime()) / 86_400_000;
     expect(Math.round(days)).toBe(30);
     expect((await fixture.lifecycle.getDevice('factory-1')).device.status).toBe('ACTIVE');
+  });
+
+  test('answers the same certificate to a retry with the same request key, without issuing again', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-2', attributes: {}, ...actor });
+    const { csrPem } = await makeCsr('factory-2');
+    const first = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-2', csrPem, ...actor });
+    const issue = jest.spyOn(fixture.ca, 'issueCertificate');
+
+    const again = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-2', csrPem, ...actor });
+
+    expect(again).toEqual(first);
+    expect(issue).not.toHaveBeenCalled();
+    expect(fixture.registry.findThing('factory-2')?.principals).toEqual([first.certificateId]);
+  });
+
+  test('revokes what it issued when a later step fails, records it, and refuses to hand it out on a retry', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-3', attributes: {}, ...actor });
+    const { csrPem } = await makeCsr('factory-3');
+    jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('AttachThingPrincipal failed'));
+
+    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'factory-3', csrPem, ...actor })).rejects.toThrow('AttachThingPrincipal failed');
+    const [registered] = fixture.registry.snapshot().certificates;
+    expect(registered?.status).toBe('REVOKED');
+    const record = fixture.store.certificates.get(registered?.certificateId as string);
+    expect(record).toMatchObject({ status: 'REVOKED', statusReason: expect.stringContaining('AttachThingPrincipal failed') });
+    expect(await fixture.ca.isRevoked(record?.serialNumber as string)).toBe(true);
+
+    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'factory-3', csrPem, ...actor })).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('new Idempotency-Key') });
+    const fresh = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-3', csrPem, actor: actor.actor, requestKey: 'request-2' });
+    expect(fixture.registry.findCertificate(fresh.certificateId)?.status).toBe('ACTIVE');
   });
 
   test('fails with DEVICE_NOT_FOUND for a device that does not exist, and issues nothing', async () => {
@@ -222,6 +314,39 @@ describe('revocation and suspension', () => {
       expect(fixture.registry.findCertificate(id)?.status).toBe('REVOKED');
       expect(fixture.store.certificates.get(id)?.status).toBe('REVOKED');
     }
+  });
+
+  test('switches back the certificates it already suspended when AWS IoT fails part-way, and records nothing', async () => {
+    const fixture = await createLifecycleFixture();
+    const first = await registeredByJitr(fixture, 'sensor-18');
+    const second = (await fixture.lifecycle.issueFromCsr({ deviceId: 'sensor-18', csrPem: (await makeCsr('sensor-18')).csrPem, ...actor })).certificateId;
+    const update = fixture.registry.updateCertificateStatus.bind(fixture.registry);
+    jest.spyOn(fixture.registry, 'updateCertificateStatus').mockImplementation(async (id, status) => {
+      if (id === second && status === 'INACTIVE') throw new Error('UpdateCertificate failed');
+      return update(id, status);
+    });
+
+    await expect(fixture.lifecycle.suspendDevice({ deviceId: 'sensor-18', actor: 'ops', requestKey: 'suspend-1' })).rejects.toThrow('UpdateCertificate failed');
+
+    expect([first, second].map((id) => fixture.registry.findCertificate(id)?.status)).toEqual(['ACTIVE', 'ACTIVE']);
+    expect(fixture.store.devices.get('sensor-18')?.status).toBe('ACTIVE');
+    expect(fixture.store.events.some((e) => e.type === 'DEVICE_SUSPENDED')).toBe(false);
+  });
+
+  test('a device revocation that failed part-way records what it revoked, and a retry finishes it', async () => {
+    const fixture = await createLifecycleFixture();
+    const first = await registeredByJitr(fixture, 'sensor-19');
+    const second = (await fixture.lifecycle.issueFromCsr({ deviceId: 'sensor-19', csrPem: (await makeCsr('sensor-19')).csrPem, ...actor })).certificateId;
+    jest.spyOn(fixture.ca, 'revokeCertificate').mockResolvedValueOnce(undefined).mockRejectedValueOnce(new Error('RevokeCertificate throttled'));
+
+    await expect(fixture.lifecycle.revokeDevice({ deviceId: 'sensor-19', reason: 'KEY_COMPROMISE', actor: 'ops', requestKey: 'r-1' })).rejects.toThrow('throttled');
+    expect(fixture.store.certificates.get(first)?.status).toBe('REVOKED');
+    expect(fixture.store.devices.get('sensor-19')?.status).toBe('ACTIVE');
+
+    const device = await fixture.lifecycle.revokeDevice({ deviceId: 'sensor-19', reason: 'KEY_COMPROMISE', actor: 'ops', requestKey: 'r-2' });
+    expect(device.status).toBe('REVOKED');
+    expect(fixture.store.certificates.get(second)?.status).toBe('REVOKED');
+    expect(fixture.registry.findCertificate(second)?.status).toBe('REVOKED');
   });
 
   test('fails with INVALID_TRANSITION to resume a device that is not suspended, and changes nothing', async () => {
