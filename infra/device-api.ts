@@ -1,4 +1,4 @@
-import { type RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Duration, type RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -32,6 +32,64 @@ export const DEVICE_API_ROUTES = [
 type BodyModel = 'CreateDevice' | 'SignCsr' | 'Revoke';
 
 /**
+ * How long API Gateway waits for the API function: its REST API maximum (29 s). The function gets the same
+ * timeout; its slowest step, waiting for AWS Private CA to issue, gives up after maxWaitMs = 15 000 ms
+ * (functions/handlers/dependencies.ts) and answers UPSTREAM_FAILURE well before API Gateway would answer 504.
+ */
+export const API_INTEGRATION_TIMEOUT = Duration.seconds(29);
+
+/** What API Gateway's own error answers say, in the handler's shape `{ error: { code, message } }`. */
+export interface GatewayErrorResponse {
+  readonly type: apigateway.ResponseType;
+  readonly code: string;
+  /** A fixed message; @default - API Gateway's own message (`$context.error.message`) */
+  readonly message?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/**
+ * API Gateway's answers that never reach the function: the specific ones, then DEFAULT_4XX and DEFAULT_5XX for
+ * every other type. The codes are the handler's (functions/core/errors.ts) plus UNAUTHORIZED, FORBIDDEN and
+ * INTERNAL_ERROR, which only these answers (and the 500 fallback) use.
+ */
+export const GATEWAY_ERROR_RESPONSES: readonly GatewayErrorResponse[] = [
+  { type: apigateway.ResponseType.BAD_REQUEST_BODY, code: 'INVALID_REQUEST' },
+  { type: apigateway.ResponseType.BAD_REQUEST_PARAMETERS, code: 'INVALID_REQUEST' },
+  {
+    type: apigateway.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+    code: 'UNAUTHORIZED',
+    // API Gateway answers an unknown method or path the same way, signed or not.
+    message: 'Sign the request with AWS Signature Version 4 (service execute-api), and check its method and path: an unknown route is answered this way too.',
+  },
+  { type: apigateway.ResponseType.INVALID_SIGNATURE, code: 'UNAUTHORIZED' },
+  { type: apigateway.ResponseType.EXPIRED_TOKEN, code: 'UNAUTHORIZED' },
+  { type: apigateway.ResponseType.UNAUTHORIZED, code: 'UNAUTHORIZED' },
+  { type: apigateway.ResponseType.ACCESS_DENIED, code: 'FORBIDDEN' },
+  { type: apigateway.ResponseType.WAF_FILTERED, code: 'FORBIDDEN', message: 'The request was blocked by the web ACL in front of this API.' },
+  {
+    type: apigateway.ResponseType.THROTTLED,
+    code: 'UPSTREAM_THROTTLED',
+    message: 'Too many requests to this API: retry in a few seconds, with the same Idempotency-Key.',
+    headers: { 'Retry-After': '2' },
+  },
+  { type: apigateway.ResponseType.REQUEST_TOO_LARGE, code: 'PAYLOAD_TOO_LARGE', message: 'The request is larger than this API accepts.' },
+  {
+    type: apigateway.ResponseType.INTEGRATION_TIMEOUT,
+    code: 'UPSTREAM_FAILURE',
+    message: 'The request did not finish in time; retry later with the same Idempotency-Key.',
+  },
+  { type: apigateway.ResponseType.INTEGRATION_FAILURE, code: 'UPSTREAM_FAILURE', message: 'The request failed on our side; retry later with the same Idempotency-Key.' },
+  { type: apigateway.ResponseType.DEFAULT_4XX, code: 'INVALID_REQUEST' },
+  { type: apigateway.ResponseType.DEFAULT_5XX, code: 'INTERNAL_ERROR', message: 'The request failed on our side; it is safe to retry with the same Idempotency-Key.' },
+];
+
+/** The response template of a gateway error: valid JSON whatever API Gateway's message holds (`messageString` is JSON-quoted). */
+export function gatewayErrorTemplate(response: Pick<GatewayErrorResponse, 'code' | 'message'>): string {
+  const message = response.message === undefined ? '$context.error.messageString' : JSON.stringify(response.message);
+  return `{"error":{"code":${JSON.stringify(response.code)},"message":${message}}}`;
+}
+
+/**
  * The device REST API: AWS_IAM (SigV4) authorization on every method, request validation
  * (path and query parameters, and JSON bodies against models that mirror the handler's own
  * checks), JSON access logs, stage throttling and X-Ray tracing; every route is proxied to
@@ -63,17 +121,18 @@ export class DeviceApi extends Construct {
       defaultMethodOptions: { authorizationType: apigateway.AuthorizationType.IAM },
     });
 
-    // API Gateway's own validation refusals in the shape the handler uses: { error: { code, message } }.
-    for (const type of [apigateway.ResponseType.BAD_REQUEST_BODY, apigateway.ResponseType.BAD_REQUEST_PARAMETERS]) {
-      this.restApi.addGatewayResponse(type.responseType, {
-        type,
-        templates: { 'application/json': '{"error":{"code":"INVALID_REQUEST","message":$context.error.messageString}}' },
+    // API Gateway's own answers (auth, throttling, validation, timeouts) in the shape the handler uses: { error: { code, message } }.
+    for (const response of GATEWAY_ERROR_RESPONSES) {
+      this.restApi.addGatewayResponse(response.type.responseType, {
+        type: response.type,
+        responseHeaders: { 'Content-Type': "'application/json'", 'Cache-Control': "'no-store'", ...Object.fromEntries(Object.entries(response.headers ?? {}).map(([name, value]) => [name, `'${value}'`])) },
+        templates: { 'application/json': gatewayErrorTemplate(response) },
       });
     }
 
     const validator = this.restApi.addRequestValidator('Validator', { validateRequestBody: true, validateRequestParameters: true });
     const models = this.models();
-    const integration = new apigateway.LambdaIntegration(props.handler, { proxy: true, allowTestInvoke: false });
+    const integration = new apigateway.LambdaIntegration(props.handler, { proxy: true, allowTestInvoke: false, timeout: API_INTEGRATION_TIMEOUT });
     for (const route of DEVICE_API_ROUTES) {
       const resource = this.restApi.root.resourceForPath(route.path);
       // true = required (API Gateway refuses the request without it), false = optional.

@@ -55,6 +55,11 @@ export class DeviceCertificateLifecycleStack extends Stack {
     new CfnOutput(this, 'IdempotencyTableName', { value: lifecycle.idempotencyTable.tableName });
     new CfnOutput(this, 'ThingGroupName', { value: lifecycle.thingGroup.ref, description: 'Devices join this group; the fleet policy is attached to it' });
     new CfnOutput(this, 'FleetPolicyName', { value: lifecycle.fleetPolicy.ref });
+    new CfnOutput(this, 'RegistrationQueueUrl', { value: lifecycle.registrationQueue.queueUrl, description: 'Registration events waiting for the JITR function' });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: lifecycle.deadLetterQueue.queueUrl, description: 'Registration events that could not be processed' });
+    new CfnOutput(this, 'DeadLetterQueueArn', {
+      value: lifecycle.deadLetterQueue.queueArn,
+      description: 'Redrive it to the registration queue with: aws sqs start-message-move-task --source-arn <this ARN>',
+    });
   }
 }

@@ -5,19 +5,21 @@ import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as iot from 'aws-cdk-lib/aws-iot';
-import { SqsDestination } from 'aws-cdk-lib/aws-lambda-destinations';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { DEVICE_TABLE_SCHEMA } from '../functions/adapters/aws/device-table';
+import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
 import { IDEMPOTENCY_TABLE_SCHEMA } from '../functions/adapters/aws/idempotency-table';
 import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
 import { NewCertificateAuthority, type CaSubject, type SubordinateCaCertificate } from './certificate-authority';
-import { DeviceApi } from './device-api';
+import { API_INTEGRATION_TIMEOUT, DeviceApi } from './device-api';
 import { IotCaRegistration } from './iot-ca-registration';
 import { HANDLER_ENTRIES, LifecycleFunction, privateCaTemplateArn, roleWritingTo, type CertificateAuthorityBinding, type FleetBinding } from './lifecycle-function';
+import { REGISTRY_MODES } from '../functions/handlers/config';
 import {
   CaKeyAlgorithm,
   CaType,
@@ -209,8 +211,9 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
 /**
  * The certificate lifecycle of an IoT fleet on AWS: an AWS Private CA (new or existing) registered
  * with AWS IoT for just-in-time registration; the rule and function that onboard a device on its first
- * connect; the device REST API (sign CSRs, revoke, suspend, resume, read, list); the DynamoDB tables;
- * the fleet IoT policy attached to the fleet's thing group; a dead-letter queue and alarms.
+ * connect, with the queue between them that paces onboarding bursts; the device REST API (sign CSRs,
+ * revoke, suspend, resume, read, list); the DynamoDB tables; the fleet IoT policy attached to the fleet's
+ * thing group; a dead-letter queue and alarms.
  */
 export class DeviceCertificateLifecycle extends Construct {
   public readonly settings: ResolvedSettings;
@@ -228,7 +231,15 @@ export class DeviceCertificateLifecycle extends Construct {
   public readonly jitrFunction: LifecycleFunction;
   public readonly apiFunction: LifecycleFunction;
   public readonly api: DeviceApi;
-  /** Registration events that failed: the rule's error action and the JITR function's on-failure destination. */
+  /**
+   * Where the registration rule delivers AWS IoT registration events; the JITR function consumes it at a
+   * bounded concurrency, so an onboarding burst waits in the queue instead of being throttled away.
+   */
+  public readonly registrationQueue: sqs.Queue;
+  /**
+   * Registration events that could not be processed: those the JITR function failed on `maxReceiveCount`
+   * times (the registration queue's redrive), and those the rule could not deliver (its error action).
+   */
   public readonly deadLetterQueue: sqs.Queue;
   public readonly alarms: readonly cloudwatch.Alarm[];
 
@@ -266,6 +277,8 @@ export class DeviceCertificateLifecycle extends Construct {
       ...tableDefaults(settings.removalPolicy),
       partitionKey: { name: DEVICE_TABLE_SCHEMA.partitionKey, type: dynamodb.AttributeType.STRING },
       sortKey: { name: DEVICE_TABLE_SCHEMA.sortKey, type: dynamodb.AttributeType.STRING },
+      // Change markers carry an expiry (epoch seconds) and age out; devices, certificates and audit events never do.
+      timeToLiveAttribute: DEVICE_TABLE_SCHEMA.timeToLiveAttribute,
     });
     for (const index of [DEVICE_TABLE_SCHEMA.byStatusIndex, DEVICE_TABLE_SCHEMA.byExpiryIndex]) {
       this.deviceTable.addGlobalSecondaryIndex({
@@ -293,7 +306,7 @@ export class DeviceCertificateLifecycle extends Construct {
     this.attachPolicyToThingGroup(settings);
     const fleet: FleetBinding = { thingGroupName: this.thingGroup.ref, thingGroupArn: this.thingGroup.attrArn };
 
-    // --- dead letters ------------------------------------------------------------------------------
+    // --- the registration queue and its dead letters ------------------------------------------------
     this.deadLetterQueue = new sqs.Queue(this, 'RegistrationDeadLetterQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
@@ -301,52 +314,65 @@ export class DeviceCertificateLifecycle extends Construct {
     });
     Validations.of(this.deadLetterQueue).acknowledge({
       id: 'AwsSolutions-SQS3',
-      reason: 'This queue is itself the dead-letter queue: the registration rule error action and the JITR function on-failure destination.',
+      reason: 'This queue is itself the dead-letter queue: the registration queue redrives into it, and the registration rule error action sends to it.',
+    });
+    const jitrTimeout = Duration.seconds(DEFAULTS.jitrTimeoutSeconds);
+    this.registrationQueue = new sqs.Queue(this, 'RegistrationQueue', {
+      // SQS-managed keys: AWS IoT can send to the queue without KMS permissions on its role.
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      visibilityTimeout: Duration.seconds(jitrTimeout.toSeconds() * DEFAULTS.registrationQueue.visibilityTimeoutFactor),
+      retentionPeriod: Duration.days(DEFAULTS.registrationQueue.retentionDays),
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: DEFAULTS.registrationQueue.maxReceiveCount },
     });
 
     // --- functions ---------------------------------------------------------------------------------
     const issuance = { enrollmentPolicy: settings.enrollmentPolicy, certificateValidityDays: settings.certificateValidityDays };
     this.jitrFunction = new LifecycleFunction(this, 'JitrFunction', {
       entry: HANDLER_ENTRIES.jitr,
-      description: 'Just-in-time registration: onboards a device on its first connect',
+      description: 'Just-in-time registration: onboards a device on its first connect (from the registration queue)',
+      timeout: jitrTimeout,
       logRetention: settings.logRetention,
       removalPolicy: settings.removalPolicy,
-      extra: {
-        onFailure: new SqsDestination(this.deadLetterQueue),
-        retryAttempts: DEFAULTS.jitrRetryAttempts,
-        maxEventAge: Duration.hours(DEFAULTS.jitrMaxEventAgeHours),
-      },
     })
       .useDeviceTable(this.deviceTable)
+      // RevokeCertificate and DetachThingPrincipal: compensation, undoing an onboarding that must not stand
+      // (e.g. the device was suspended or revoked while its certificate was being activated).
       .useCertificateAuthority(ca, ['acm-pca:GetCertificateAuthorityCertificate', 'acm-pca:RevokeCertificate'])
       .useFleet(fleet, ['iot:DescribeCertificate', 'iot:UpdateCertificate', 'iot:CreateThing', 'iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:DetachThingPrincipal'])
       .useIssuancePolicy(issuance);
+    // Failed records are reported one by one (batchItemFailures) and come back after the visibility timeout;
+    // maxConcurrency holds the pollers back instead of letting Lambda throttle (which would burn receive counts).
+    this.jitrFunction.addEventSource(
+      new SqsEventSource(this.registrationQueue, {
+        batchSize: DEFAULTS.registrationQueue.batchSize,
+        reportBatchItemFailures: true,
+        maxConcurrency: DEFAULTS.registrationQueue.maxConcurrency,
+      }),
+    );
 
     this.apiFunction = new LifecycleFunction(this, 'ApiFunction', {
       entry: HANDLER_ENTRIES.api,
       description: 'Device certificate lifecycle REST API',
-      // API Gateway gives up after 29 s; IssueCertificate then GetCertificate fit well within.
-      timeout: Duration.seconds(29),
+      // As long as API Gateway waits (API_INTEGRATION_TIMEOUT, 29 s). Signing a CSR waits for AWS Private CA
+      // (IssueCertificate, then GetCertificate until ready) at most maxWaitMs = 15 000 ms (the Private CA adapter
+      // in functions/handlers/dependencies.ts), which leaves about 14 s for DynamoDB and AWS IoT.
+      timeout: API_INTEGRATION_TIMEOUT,
       logRetention: settings.logRetention,
       removalPolicy: settings.removalPolicy,
     })
       .useDeviceTable(this.deviceTable)
       .useIdempotencyTable(this.idempotencyTable)
       .useCertificateAuthority(ca, ['acm-pca:IssueCertificate', 'acm-pca:GetCertificate', 'acm-pca:RevokeCertificate', 'acm-pca:GetCertificateAuthorityCertificate'])
-      .useFleet(fleet, [
-        'iot:DescribeCertificate',
-        'iot:RegisterCertificate',
-        'iot:RegisterCertificateWithoutCA',
-        'iot:UpdateCertificate',
-        'iot:CreateThing',
-        'iot:AddThingToThingGroup',
-        'iot:AttachThingPrincipal',
-        'iot:DetachThingPrincipal',
-        'iot:AttachPolicy',
-        'iot:DetachPolicy',
-      ])
+      // Exactly what the IoT registry adapter calls in the modes functions/handlers/dependencies.ts wires it with.
+      .useFleet(fleet, iotRegistryIamActions(API_REGISTRY_MODES))
       .useIssuancePolicy(issuance);
-    for (const fn of [this.jitrFunction, this.apiFunction]) acknowledgeFunctionWildcards(fn, this.deviceTable);
+    acknowledgeFunctionWildcards(this.jitrFunction, this.deviceTable, 'xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing) have no resource type, so IAM only accepts "*".');
+    acknowledgeFunctionWildcards(
+      this.apiFunction,
+      this.deviceTable,
+      'iot:RegisterCertificate has no resource type in the Service Authorization Reference, so IAM only accepts "*"; neither do xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing).',
+    );
 
     // --- AWS IoT registration of the CA, and the JITR rule on its registration events ---------------
     if (caIsActive) {
@@ -402,37 +428,36 @@ export class DeviceCertificateLifecycle extends Construct {
   }
 
   private registrationRuleFor(caCertificateId: string, settings: ResolvedSettings): iot.CfnTopicRule {
-    const ruleRole = new iam.Role(this, 'RegistrationRuleRole', {
-      description: 'Lets the JITR topic rule send events it could not deliver to the dead-letter queue',
-      assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
-    });
-    this.deadLetterQueue.grantSendMessages(ruleRole);
-    const rule = new iot.CfnTopicRule(this, 'RegistrationRule', {
+    // One role per action, each allowed sqs:SendMessage to its one queue and nothing else.
+    const sendRole = (id: string, description: string, queue: sqs.IQueue) => {
+      const role = new iam.Role(this, id, {
+        description,
+        assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
+      });
+      role.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
+      return role;
+    };
+    const queueRole = sendRole('RegistrationRuleRole', 'Lets the JITR topic rule send registration events to the registration queue', this.registrationQueue);
+    const errorRole = sendRole('RegistrationRuleErrorRole', 'Lets the JITR topic rule send events it could not deliver to the dead-letter queue', this.deadLetterQueue);
+    return new iot.CfnTopicRule(this, 'RegistrationRule', {
       ruleName: ruleNameFrom(settings.namePrefix, 'jitr'),
       topicRulePayload: {
-        description: 'Delivers AWS IoT certificate registration events of the device CA to the JITR function',
+        description: 'Queues AWS IoT certificate registration events of the device CA for the JITR function',
         sql: `SELECT * FROM '$aws/events/certificates/registered/${caCertificateId}'`,
         awsIotSqlVersion: '2016-03-23',
         ruleDisabled: false,
-        actions: [{ lambda: { functionArn: this.jitrFunction.functionArn } }],
-        errorAction: { sqs: { queueUrl: this.deadLetterQueue.queueUrl, roleArn: ruleRole.roleArn, useBase64: false } },
+        actions: [{ sqs: { queueUrl: this.registrationQueue.queueUrl, roleArn: queueRole.roleArn, useBase64: false } }],
+        errorAction: { sqs: { queueUrl: this.deadLetterQueue.queueUrl, roleArn: errorRole.roleArn, useBase64: false } },
       },
     });
-    // CfnTopicRule does not grant itself the invoke permission.
-    this.jitrFunction.addPermission('InvokeFromRegistrationRule', {
-      principal: new iam.ServicePrincipal('iot.amazonaws.com'),
-      sourceArn: rule.attrArn,
-      sourceAccount: Aws.ACCOUNT_ID,
-    });
-    return rule;
   }
 
   private createAlarms(topic: sns.ITopic | undefined): cloudwatch.Alarm[] {
     const fiveMinutes = Duration.minutes(5);
-    const alarm = (id: string, metric: cloudwatch.IMetric, description: string) => {
+    const alarm = (id: string, metric: cloudwatch.IMetric, description: string, threshold = 1) => {
       const created = new cloudwatch.Alarm(this, id, {
         metric,
-        threshold: 1,
+        threshold,
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
@@ -441,13 +466,20 @@ export class DeviceCertificateLifecycle extends Construct {
       if (topic) created.addAlarmAction(new SnsAction(topic));
       return created;
     };
+    const oldestMessageAlarmSeconds = DEFAULTS.registrationQueue.oldestMessageAlarmMinutes * 60;
     return [
       alarm(
         'DeadLetterQueueNotEmptyAlarm',
         this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: cloudwatch.Stats.MAXIMUM }),
-        'A registration event could not be processed: a device may be stuck in PENDING_ACTIVATION. Inspect the dead-letter queue.',
+        'A registration event could not be processed: a device may be stuck in PENDING_ACTIVATION. Inspect the dead-letter queue, then redrive it (docs/deploy.md).',
       ),
-      alarm('JitrErrorsAlarm', this.jitrFunction.metricErrors({ period: fiveMinutes, statistic: cloudwatch.Stats.SUM }), 'The JITR function failed; Lambda retries, then dead-letters.'),
+      alarm(
+        'RegistrationQueueBacklogAlarm',
+        this.registrationQueue.metricApproximateAgeOfOldestMessage({ period: Duration.minutes(1), statistic: cloudwatch.Stats.MAXIMUM }),
+        `A registration event has waited ${DEFAULTS.registrationQueue.oldestMessageAlarmMinutes} minutes or more: onboarding is not keeping up or the JITR function keeps failing.`,
+        oldestMessageAlarmSeconds,
+      ),
+      alarm('JitrErrorsAlarm', this.jitrFunction.metricErrors({ period: fiveMinutes, statistic: cloudwatch.Stats.SUM }), 'The JITR function crashed or timed out; its batch comes back through the registration queue.'),
       alarm('ApiFunctionErrorsAlarm', this.apiFunction.metricErrors({ period: fiveMinutes, statistic: cloudwatch.Stats.SUM }), 'The device API function crashed.'),
       alarm('ApiServerErrorsAlarm', this.api.restApi.metricServerError({ period: fiveMinutes, statistic: cloudwatch.Stats.SUM }), 'The device API answered 5XX.'),
     ];
@@ -465,15 +497,24 @@ export function tableDefaults(removalPolicy: RemovalPolicy): Pick<dynamodb.Table
   };
 }
 
-/** The IAM5 findings of the JITR and API function roles, each with the reason it cannot be narrower. */
-function acknowledgeFunctionWildcards(fn: LifecycleFunction, deviceTable: dynamodb.Table): void {
+/**
+ * The modes the API function's IoT registry adapter runs in (functions/handlers/dependencies.ts): the fleet
+ * policy is attached to the thing group and certificates are registered with the CA, so the API role gets
+ * neither AttachPolicy/DetachPolicy (which on cert/* would let it attach any IoT policy of the account)
+ * nor RegisterCertificateWithoutCA.
+ */
+/** The modes the API function's registry runs in (set in functions/handlers/config.ts); its role is granted for exactly these. */
+export const API_REGISTRY_MODES = REGISTRY_MODES;
+
+/** The IAM5 findings of a function role, each with the reason it cannot be narrower. */
+function acknowledgeFunctionWildcards(fn: LifecycleFunction, deviceTable: dynamodb.Table, starReason: string): void {
   const stack = Stack.of(fn);
   const iotArn = 'arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>';
   const reasons: Record<string, string> = {
-    'Resource::*':
-      'iot:RegisterCertificate, iot:RegisterCertificateWithoutCA, iot:AttachThingPrincipal and iot:DetachThingPrincipal have no resource type ' +
-      'in the Service Authorization Reference, so IAM only accepts "*"; so do xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing).',
-    [`Resource::${iotArn}:cert/*`]: 'Device certificate ids (SHA-256 fingerprints) are only known at run time; the grant is limited to certificates of this account and region.',
+    'Resource::*': starReason,
+    [`Resource::${iotArn}:cert/*`]:
+      'Device certificate ids (SHA-256 fingerprints) are only known at run time; the grant is limited to certificates of this account and region ' +
+      '(DescribeCertificate, UpdateCertificate, and AttachThingPrincipal/DetachThingPrincipal, which IAM authorizes against the certificate).',
     [`Resource::${iotArn}:thing/*`]: 'Thing names are device ids, only known at run time; the grant is limited to things of this account and region.',
     [`Resource::<${stack.getLogicalId(deviceTable.node.defaultChild as dynamodb.CfnTable)}.Arn>/index/*`]:
       'The indexes of the device table (ByStatus, ByExpiry), which the store queries to list devices by status and certificates by expiry.',

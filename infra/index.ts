@@ -1,12 +1,13 @@
 /** What an app embedding the construct imports. */
-export { DeviceCertificateLifecycle, resolveSettings, tableDefaults } from './device-certificate-lifecycle';
+export { API_REGISTRY_MODES, DeviceCertificateLifecycle, resolveSettings, tableDefaults } from './device-certificate-lifecycle';
 export type { ApiThrottling, DeviceCertificateLifecycleProps, ResolvedSettings } from './device-certificate-lifecycle';
 export { DeviceCertificateLifecycleStack } from './device-certificate-lifecycle-stack';
 export type { DeviceCertificateLifecycleStackProps } from './device-certificate-lifecycle-stack';
 export { NewCertificateAuthority } from './certificate-authority';
 export type { CaSubject, SubordinateCaCertificate } from './certificate-authority';
 export { IotCaRegistration } from './iot-ca-registration';
-export { DeviceApi, DEVICE_API_ROUTES } from './device-api';
+export { API_INTEGRATION_TIMEOUT, DeviceApi, DEVICE_API_ROUTES, GATEWAY_ERROR_RESPONSES } from './device-api';
+export type { GatewayErrorResponse } from './device-api';
 export { LifecycleFunction, HANDLER_ENTRIES } from './lifecycle-function';
 export { CONTEXT_VALUES, stackPropsFromContext } from './context';
 export { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, InvalidConfigurationError, LIMITS } from './settings';

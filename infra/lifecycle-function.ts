@@ -3,7 +3,7 @@ import { Arn, ArnFormat, Duration, type RemovalPolicy, Stack, Validations } from
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type ILogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import type { EnvironmentVariable } from '../functions/handlers/config';
@@ -29,18 +29,34 @@ export interface CertificateAuthorityBinding {
 /** The AWS Private CA actions a function may need; IssueCertificate is only allowed with the device template. */
 export type CaAction = 'acm-pca:IssueCertificate' | 'acm-pca:GetCertificate' | 'acm-pca:RevokeCertificate' | 'acm-pca:GetCertificateAuthorityCertificate';
 
+/**
+ * The AWS IoT registry actions a function may be granted, each with the resources IAM authorizes it
+ * against (Service Authorization Reference, "Actions, resources, and condition keys for AWS IoT"):
+ * - DescribeCertificate, UpdateCertificate: `cert` (ids are SHA-256 fingerprints, known at run time: `cert/*`);
+ * - AttachThingPrincipal, DetachThingPrincipal: `cert` only, the principal (the reference lists no `thing`
+ *   resource type for them, only the `iot:thingArn` condition key);
+ * - CreateThing: `thing` (names are device ids, known at run time: `thing/*`);
+ * - AddThingToThingGroup: `thing` and `thinggroup` (the fleet's one group);
+ * - AttachPolicy, DetachPolicy: their target, `cert` or `thinggroup`;
+ * - RegisterCertificate, RegisterCertificateWithoutCA: no resource type, so IAM only accepts "*".
+ */
+const IOT_ACTION_RESOURCES = {
+  'iot:DescribeCertificate': ['certificates'],
+  'iot:UpdateCertificate': ['certificates'],
+  'iot:AttachThingPrincipal': ['certificates'],
+  'iot:DetachThingPrincipal': ['certificates'],
+  'iot:CreateThing': ['things'],
+  'iot:AddThingToThingGroup': ['things', 'thingGroup'],
+  'iot:AttachPolicy': ['certificates', 'thingGroup'],
+  'iot:DetachPolicy': ['certificates', 'thingGroup'],
+  'iot:RegisterCertificate': ['*'],
+  'iot:RegisterCertificateWithoutCA': ['*'],
+} as const satisfies Record<string, readonly ('certificates' | 'things' | 'thingGroup' | '*')[]>;
+
 /** The AWS IoT registry actions a function may need. */
-export type IotAction =
-  | 'iot:DescribeCertificate'
-  | 'iot:UpdateCertificate'
-  | 'iot:RegisterCertificate'
-  | 'iot:RegisterCertificateWithoutCA'
-  | 'iot:CreateThing'
-  | 'iot:AddThingToThingGroup'
-  | 'iot:AttachThingPrincipal'
-  | 'iot:DetachThingPrincipal'
-  | 'iot:AttachPolicy'
-  | 'iot:DetachPolicy';
+export type IotAction = keyof typeof IOT_ACTION_RESOURCES;
+
+const isIotAction = (action: string): action is IotAction => Object.hasOwn(IOT_ACTION_RESOURCES, action);
 
 export interface FleetBinding {
   readonly thingGroupName: string;
@@ -57,8 +73,6 @@ export interface LifecycleFunctionProps {
   readonly timeout?: Duration;
   /** @default 512 */
   readonly memorySize?: number;
-  /** Extra NodejsFunction props (async invocation settings and the like). */
-  readonly extra?: Partial<NodejsFunctionProps>;
 }
 
 /**
@@ -102,7 +116,6 @@ export class LifecycleFunction extends NodejsFunction {
         mainFields: ['module', 'main'],
         forceDockerBundling: false,
       },
-      ...props.extra,
     });
     this.executionRole = role;
     Validations.of(this).acknowledge({
@@ -149,12 +162,15 @@ export class LifecycleFunction extends NodejsFunction {
   }
 
   /**
-   * THING_GROUP_NAME, with the AWS IoT registry `actions`, each on the narrowest resource
-   * IAM allows for it (see {@link iotStatements}).
+   * THING_GROUP_NAME, with the AWS IoT registry `actions` (e.g. `iotRegistryIamActions(...)` of the adapter),
+   * each on the narrowest resource IAM allows for it (see {@link iotStatements}). Fails on an action it does
+   * not know how to scope, rather than granting it on "*".
    */
-  public useFleet(fleet: FleetBinding, actions: readonly IotAction[]): this {
+  public useFleet(fleet: FleetBinding, actions: readonly string[]): this {
+    const unknown = actions.filter((action) => !isIotAction(action));
+    if (unknown.length > 0) throw new Error(`${this.node.path}: no resource scoping is defined for ${unknown.join(', ')} (infra/lifecycle-function.ts IOT_ACTION_RESOURCES).`);
     this.setVariable('THING_GROUP_NAME', fleet.thingGroupName);
-    for (const statement of iotStatements(Stack.of(this), fleet, actions)) this.addToRolePolicy(statement);
+    for (const statement of iotStatements(Stack.of(this), fleet, actions.filter(isIotAction))) this.addToRolePolicy(statement);
     return this;
   }
 
@@ -189,31 +205,21 @@ export function roleWritingTo(scope: Construct, id: string, logGroup: ILogGroup)
 }
 
 /**
- * IAM statements for AWS IoT registry actions, grouped by the resource each action is
- * authorized against (Service Authorization Reference, "Actions defined by AWS IoT"):
- * - certificates: `cert/*` (certificate ids are only known at run time);
- * - things: `thing/*` (thing names are device ids, known at run time), and the one thing group;
- * - AttachPolicy/DetachPolicy are authorized against their target (certificate or thing group).
- * Actions for which AWS IoT defines no resource type can only be granted on `*`; see below.
+ * IAM statements for AWS IoT registry actions: one statement per set of resources, each action on the
+ * resources {@link IOT_ACTION_RESOURCES} gives it.
  */
 export function iotStatements(stack: Stack, fleet: FleetBinding, actions: readonly IotAction[]): iam.PolicyStatement[] {
   const arn = (resource: string) => Arn.format({ service: 'iot', resource, resourceName: '*', arnFormat: ArnFormat.SLASH_RESOURCE_NAME }, stack);
-  const certificates = arn('cert');
-  const things = arn('thing');
-  const wanted = new Set(actions);
-  const pick = (...candidates: IotAction[]) => candidates.filter((action) => wanted.has(action));
-  const statements: iam.PolicyStatement[] = [];
-  const add = (picked: IotAction[], resources: string[]) => {
-    if (picked.length > 0) statements.push(new iam.PolicyStatement({ actions: picked, resources }));
-  };
-  add(pick('iot:DescribeCertificate', 'iot:UpdateCertificate'), [certificates]);
-  add(pick('iot:CreateThing'), [things]);
-  add(pick('iot:AddThingToThingGroup'), [things, fleet.thingGroupArn]);
-  add(pick('iot:AttachPolicy', 'iot:DetachPolicy'), [certificates, fleet.thingGroupArn]);
-  // RegisterCertificate, RegisterCertificateWithoutCA, AttachThingPrincipal and DetachThingPrincipal
-  // have no resource type in the Service Authorization Reference: IAM only accepts "*" for them.
-  add(pick('iot:RegisterCertificate', 'iot:RegisterCertificateWithoutCA', 'iot:AttachThingPrincipal', 'iot:DetachThingPrincipal'), ['*']);
-  return statements;
+  const resourceOf = { certificates: arn('cert'), things: arn('thing'), thingGroup: fleet.thingGroupArn, '*': '*' } as const;
+  const byResources = new Map<string, { actions: IotAction[]; resources: string[] }>();
+  for (const action of new Set(actions)) {
+    const kinds = IOT_ACTION_RESOURCES[action];
+    const key = kinds.join(',');
+    const group = byResources.get(key) ?? { actions: [], resources: kinds.map((kind) => resourceOf[kind]) };
+    group.actions.push(action);
+    byResources.set(key, group);
+  }
+  return [...byResources.values()].map(({ actions: grouped, resources }) => new iam.PolicyStatement({ actions: grouped, resources }));
 }
 
 /** The ARN of an AWS Private CA template, e.g. `EndEntityClientAuthCertificate/V1`. */

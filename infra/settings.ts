@@ -82,9 +82,25 @@ export const DEFAULTS = {
   logRetention: RetentionDays.ONE_YEAR,
   /** Steady requests per second and burst for the whole API stage (IssueCertificate allows 25/s per account). */
   apiThrottling: { rateLimit: 10, burstLimit: 20 },
-  /** Async invocations retry twice, then go to the dead-letter queue. */
-  jitrRetryAttempts: 2,
-  jitrMaxEventAgeHours: 6,
+  /** How long one JITR invocation (a batch of up to `registrationQueue.batchSize` events) may run. */
+  jitrTimeoutSeconds: 30,
+  /**
+   * The queue between the registration rule and the JITR function: it absorbs onboarding bursts, and the
+   * event source mapping paces them (DescribeCertificate allows 10 TPS per account by default).
+   */
+  registrationQueue: {
+    /** Lambda's guidance for SQS event sources: a visibility timeout of at least six times the function timeout. */
+    visibilityTimeoutFactor: 6,
+    /** Deliveries of one event before it goes to the dead-letter queue (about 10 x 3 minutes of retries). */
+    maxReceiveCount: 10,
+    batchSize: 10,
+    /** Concurrent JITR invocations the queue feeds; 2 is the lowest value SQS event sources accept. */
+    maxConcurrency: 2,
+    retentionDays: 4,
+    /** The oldest waiting event alarms past this age: the queue is not keeping up, or the function keeps failing. */
+    oldestMessageAlarmMinutes: 15,
+  },
+  /** Longer than the registration queue's retention: SQS keeps a message's first enqueue time when it dead-letters it. */
   deadLetterRetentionDays: 14,
 } as const;
 

@@ -52,3 +52,10 @@ export function readConfig<K extends EnvironmentVariable>(names: readonly K[], e
   }
   return result.data as unknown as Pick<FunctionConfig, K>;
 }
+
+/**
+ * How the functions use AWS IoT: the fleet policy is attached to the thing group (never per certificate, which
+ * would hit the 15 TPS AttachPolicy quota) and certificates are registered with the CA registered for JITR.
+ * The CDK construct grants exactly the IoT actions these modes need.
+ */
+export const REGISTRY_MODES = { policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' } as const;

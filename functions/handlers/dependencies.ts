@@ -9,7 +9,7 @@ import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
 import { IotDeviceRegistry } from '../adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../adapters/aws/private-ca-certificate-authority';
-import { readConfig } from './config';
+import { readConfig, REGISTRY_MODES } from './config';
 import type { ApiDependencies } from './api';
 import type { JitrDependencies } from './jitr';
 
@@ -70,8 +70,7 @@ function iotRegistry(thingGroupName: string): IotDeviceRegistry {
     client: new IoTClient(retryingClientConfig),
     thingGroupName,
     policyName: '',
-    policyAttachment: 'THING_GROUP',
-    certificateRegistration: 'WITH_CA',
+    ...REGISTRY_MODES,
   });
 }
 

@@ -30,6 +30,19 @@ export class RegistrationInProgressError extends Error {
   }
 }
 
+/**
+ * A message the topic rule's error action wrote carries the event base64-encoded in `base64OriginalPayload`;
+ * unwrapping it lets such messages be moved back to the queue (`aws sqs start-message-move-task`) as they are.
+ */
+function unwrapRuleError(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || typeof (body as { base64OriginalPayload?: unknown }).base64OriginalPayload !== 'string') return body;
+  try {
+    return JSON.parse(Buffer.from((body as { base64OriginalPayload: string }).base64OriginalPayload, 'base64').toString('utf8'));
+  } catch {
+    return body;
+  }
+}
+
 const isSqsEvent = (event: unknown): event is SQSEvent =>
   typeof event === 'object' && event !== null && Array.isArray((event as SQSEvent).Records) && (event as SQSEvent).Records.every((record) => record?.eventSource === 'aws:sqs');
 
@@ -67,7 +80,7 @@ export function createJitrHandler(dependencies: JitrDependencies): JitrHandler {
       logger.error('registration event that is not JSON dropped', { messageId: record.messageId });
       return;
     }
-    const outcome = await processOne(body, record.messageId);
+    const outcome = await processOne(unwrapRuleError(body), record.messageId);
     if (outcome.outcome === 'IN_PROGRESS') throw new RegistrationInProgressError(outcome.certificateId);
   };
 

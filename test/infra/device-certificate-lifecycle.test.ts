@@ -1,11 +1,13 @@
-import { Aws, Stack } from 'aws-cdk-lib';
+import { App, Aws, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { DEVICE_TABLE_SCHEMA } from '../../functions/adapters/aws/device-table';
-import { IOT_REGISTRY_IAM_ACTIONS } from '../../functions/adapters/aws/iot-device-registry';
+import { iotRegistryIamActions } from '../../functions/adapters/aws/iot-device-registry';
 import { PRIVATE_CA_IAM_ACTIONS } from '../../functions/adapters/aws/private-ca-certificate-authority';
 import { ENVIRONMENT } from '../../functions/handlers/config';
 import { fleetPolicyDocument } from '../../functions/policy/fleet-policy';
-import { DEVICE_API_ROUTES } from '../../infra/device-api';
+import { DEVICE_API_ROUTES, GATEWAY_ERROR_RESPONSES } from '../../infra/device-api';
+import { HANDLER_ENTRIES, LifecycleFunction } from '../../infra/lifecycle-function';
 import { actionsOf, buildStack, functionLogicalId, iamStatements, resourcesOf, statementsOfFunction, type SynthesizedStack } from './stacks';
 
 /**
@@ -21,7 +23,14 @@ beforeAll(() => {
 
 const resolve = (value: unknown) => Stack.of(built.stack).resolve(value);
 const caArn = () => ({ 'Fn::GetAtt': [Object.keys(template.findResources('AWS::ACMPCA::CertificateAuthority'))[0], 'Arn'] });
-const queueArn = () => ({ 'Fn::GetAtt': [Object.keys(template.findResources('AWS::SQS::Queue'))[0], 'Arn'] });
+const queueLogicalId = (prefix: 'LifecycleRegistrationQueue' | 'LifecycleRegistrationDeadLetterQueue') => {
+  const id = Object.keys(template.findResources('AWS::SQS::Queue')).find((logicalId) => logicalId.startsWith(prefix));
+  if (!id) throw new Error(`no queue ${prefix}`);
+  return id;
+};
+const registrationQueue = () => queueLogicalId('LifecycleRegistrationQueue');
+const deadLetterQueue = () => queueLogicalId('LifecycleRegistrationDeadLetterQueue');
+const iotArn = (resource: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iot:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, `:${resource}/*`]] });
 
 /** Actions that AWS only authorizes on "*", each with the reason; any other "*" fails the test. */
 const STAR_RESOURCE_ALLOW_LIST: Readonly<Record<string, string>> = {
@@ -29,8 +38,6 @@ const STAR_RESOURCE_ALLOW_LIST: Readonly<Record<string, string>> = {
   'iot:RegisterCACertificate': 'no resource type in the Service Authorization Reference',
   'iot:RegisterCertificate': 'no resource type in the Service Authorization Reference',
   'iot:RegisterCertificateWithoutCA': 'no resource type in the Service Authorization Reference',
-  'iot:AttachThingPrincipal': 'no resource type in the Service Authorization Reference',
-  'iot:DetachThingPrincipal': 'no resource type in the Service Authorization Reference',
   'xray:PutTraceSegments': 'X-Ray has no resource-level permissions',
   'xray:PutTelemetryRecords': 'X-Ray has no resource-level permissions',
 };
@@ -139,6 +146,17 @@ describe('tables', () => {
     });
   });
 
+  test('device table lets change markers age out through the TTL attribute of device-table.ts', () => {
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      KeySchema: [
+        { AttributeName: DEVICE_TABLE_SCHEMA.partitionKey, KeyType: 'HASH' },
+        { AttributeName: DEVICE_TABLE_SCHEMA.sortKey, KeyType: 'RANGE' },
+      ],
+      TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true },
+    });
+    expect(DEVICE_TABLE_SCHEMA.timeToLiveAttribute).toBe('expiresAt');
+  });
+
   test('idempotency table has the id key and the expiration TTL', () => {
     template.hasResourceProperties('AWS::DynamoDB::Table', {
       KeySchema: [{ AttributeName: 'id', KeyType: 'HASH' }],
@@ -190,13 +208,19 @@ describe('functions', () => {
     expect(fn?.Properties.Environment.Variables).not.toHaveProperty('IDEMPOTENCY_TABLE_NAME');
   });
 
-  test('the JITR function retries twice, then sends the event to the dead-letter queue', () => {
-    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+  test('the JITR function is fed by the registration queue: batches of 10, failed records reported one by one, 2 at a time', () => {
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: { Ref: functionLogicalId(template, 'LifecycleJitrFunction') },
-      MaximumRetryAttempts: 2,
-      MaximumEventAgeInSeconds: 6 * 3600,
-      DestinationConfig: { OnFailure: { Destination: queueArn() } },
+      EventSourceArn: { 'Fn::GetAtt': [registrationQueue(), 'Arn'] },
+      BatchSize: 10,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      ScalingConfig: { MaximumConcurrency: 2 },
     });
+  });
+
+  test('no function is invoked asynchronously any more: no retry settings or on-failure destination', () => {
+    template.resourceCountIs('AWS::Lambda::EventInvokeConfig', 0);
   });
 
   test('the JITR role holds exactly the IoT, Private CA and table actions it needs', () => {
@@ -208,6 +232,13 @@ describe('functions', () => {
     expect(actions).toEqual(expect.arrayContaining(['dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:UpdateItem']));
   });
 
+  test('the JITR role may consume the registration queue only', () => {
+    const statements = statementsOfFunction(template, 'LifecycleJitrFunction').filter((statement) => actionsOf(statement).some((action) => action.startsWith('sqs:')));
+    expect(statements).toHaveLength(1);
+    expect(actionsOf(statements[0]!).sort()).toEqual(['sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage']);
+    expect(statements[0]?.Resource).toEqual({ 'Fn::GetAtt': [registrationQueue(), 'Arn'] });
+  });
+
   test('the API role may issue certificates only with the device template, on this CA only', () => {
     expect(statementsOfFunction(template, 'LifecycleApiFunction')).toContainEqual({
       Effect: 'Allow',
@@ -217,32 +248,40 @@ describe('functions', () => {
     });
   });
 
-  test('the API role holds the IoT actions of the API, AttachPolicy only on certificates and the thing group', () => {
-    const statements = statementsOfFunction(template, 'LifecycleApiFunction');
-    expect(statements.flatMap(actionsOf).filter((action) => action.startsWith('iot:')).sort()).toEqual(
-      [
-        'iot:AddThingToThingGroup',
-        'iot:AttachPolicy',
-        'iot:AttachThingPrincipal',
-        'iot:CreateThing',
-        'iot:DescribeCertificate',
-        'iot:DetachPolicy',
-        'iot:DetachThingPrincipal',
-        'iot:RegisterCertificate',
-        'iot:RegisterCertificateWithoutCA',
-        'iot:UpdateCertificate',
-      ].sort(),
-    );
-    const attach = statements.find((statement) => actionsOf(statement).includes('iot:AttachPolicy'));
-    expect(resolve(attach?.Resource)).toEqual([
-      { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iot:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':cert/*']] },
-      { 'Fn::GetAtt': [Object.keys(template.findResources('AWS::IoT::ThingGroup'))[0], 'Arn'] },
-    ]);
+  test('the API role holds exactly the IoT actions the registry adapter calls in THING_GROUP and WITH_CA mode, no more, no less', () => {
+    const granted = statementsOfFunction(template, 'LifecycleApiFunction')
+      .flatMap(actionsOf)
+      .filter((action) => action.startsWith('iot:'));
+    // The modes functions/handlers/dependencies.ts wires the API function's registry with (function-wiring.test.ts checks them).
+    expect([...new Set(granted)].sort()).toEqual([...iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' })].sort());
+    expect(granted).toHaveLength(new Set(granted).size);
   });
 
-  test('the API role covers every action the AWS adapters declare they call', () => {
-    const actions = statementsOfFunction(template, 'LifecycleApiFunction').flatMap(actionsOf);
-    expect(actions).toEqual(expect.arrayContaining([...IOT_REGISTRY_IAM_ACTIONS, ...PRIVATE_CA_IAM_ACTIONS]));
+  test('the API role may neither attach or detach IoT policies nor register certificates without the CA', () => {
+    const granted = statementsOfFunction(template, 'LifecycleApiFunction').flatMap(actionsOf);
+    for (const action of ['iot:AttachPolicy', 'iot:DetachPolicy', 'iot:RegisterCertificateWithoutCA', 'iot:*']) expect(granted).not.toContain(action);
+  });
+
+  test('the API role holds exactly the Private CA actions the Private CA adapter calls', () => {
+    const granted = statementsOfFunction(template, 'LifecycleApiFunction')
+      .flatMap(actionsOf)
+      .filter((action) => action.startsWith('acm-pca:'));
+    expect(granted.sort()).toEqual([...PRIVATE_CA_IAM_ACTIONS].sort());
+  });
+
+  test.each(['LifecycleJitrFunction', 'LifecycleApiFunction'])('%s may attach and detach thing principals on certificates of this account and region only', (fn) => {
+    const statements = statementsOfFunction(template, fn).filter((statement) => actionsOf(statement).some((action) => /^iot:(Attach|Detach)ThingPrincipal$/.test(action)));
+    expect(statements).toHaveLength(1);
+    expect(actionsOf(statements[0]!)).toEqual(expect.arrayContaining(['iot:AttachThingPrincipal', 'iot:DetachThingPrincipal']));
+    expect(resolve(statements[0]?.Resource)).toEqual(iotArn('cert'));
+  });
+
+  test('rejects an IoT action it does not know how to scope, rather than granting it on "*"', () => {
+    const stack = new Stack(new App({ context: { 'aws:cdk:bundling-stacks': [] } }), 'Bare');
+    const fn = new LifecycleFunction(stack, 'Fn', { entry: HANDLER_ENTRIES.jitr, description: 'test', logRetention: RetentionDays.ONE_DAY, removalPolicy: RemovalPolicy.DESTROY });
+    expect(() => fn.useFleet({ thingGroupName: 'group', thingGroupArn: 'arn:aws:iot:eu-west-1:111122223333:thinggroup/group' }, ['iot:CreateThing', 'iot:DeleteThing'])).toThrow(
+      'Bare/Fn: no resource scoping is defined for iot:DeleteThing (infra/lifecycle-function.ts IOT_ACTION_RESOURCES).',
+    );
   });
 
   test('no IAM statement allows "*" as resource except for actions AWS only authorizes on "*"', () => {
@@ -268,34 +307,63 @@ describe('just-in-time registration rule', () => {
         Sql: { 'Fn::Join': ['', ["SELECT * FROM '$aws/events/certificates/registered/", { 'Fn::GetAtt': [registration, 'CaCertificateId'] }, "'"]] },
         AwsIotSqlVersion: '2016-03-23',
         RuleDisabled: false,
-        Actions: [{ Lambda: { FunctionArn: { 'Fn::GetAtt': [functionLogicalId(template, 'LifecycleJitrFunction'), 'Arn'] } } }],
-        ErrorAction: { Sqs: { QueueUrl: { Ref: Object.keys(template.findResources('AWS::SQS::Queue'))[0] }, RoleArn: Match.anyValue(), UseBase64: false } },
+        Actions: [{ Sqs: { QueueUrl: { Ref: registrationQueue() }, RoleArn: Match.anyValue(), UseBase64: false } }],
+        ErrorAction: { Sqs: { QueueUrl: { Ref: deadLetterQueue() }, RoleArn: Match.anyValue(), UseBase64: false } },
       },
     });
   });
 
-  test('lets AWS IoT invoke the JITR function from that rule only', () => {
-    const [rule] = Object.keys(template.findResources('AWS::IoT::TopicRule'));
-    template.hasResourceProperties('AWS::Lambda::Permission', {
-      Action: 'lambda:InvokeFunction',
-      Principal: 'iot.amazonaws.com',
-      FunctionName: { 'Fn::GetAtt': [functionLogicalId(template, 'LifecycleJitrFunction'), 'Arn'] },
-      SourceArn: { 'Fn::GetAtt': [rule, 'Arn'] },
-      SourceAccount: { Ref: 'AWS::AccountId' },
+  test('no Lambda permission lets AWS IoT invoke a function: the rule only sends to the queue', () => {
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission')).map((permission) => permission.Properties.Principal);
+    expect(permissions).not.toContain('iot.amazonaws.com');
+  });
+
+  test.each([
+    ['Actions', 'registration queue'],
+    ['ErrorAction', 'dead-letter queue'],
+  ] as const)('the rule %s role may only sqs:SendMessage to the %s, and only AWS IoT of this account may assume it', (where, queue) => {
+    const [rule] = Object.values(template.findResources('AWS::IoT::TopicRule'));
+    const payload = rule?.Properties.TopicRulePayload;
+    const sqsAction = (where === 'Actions' ? payload.Actions[0] : payload.ErrorAction).Sqs as { QueueUrl: { Ref: string }; RoleArn: { 'Fn::GetAtt': [string, string] } };
+    const roleId = sqsAction.RoleArn['Fn::GetAtt'][0];
+    expect(sqsAction.QueueUrl.Ref).toBe(queue === 'registration queue' ? registrationQueue() : deadLetterQueue());
+    const statements = iamStatements(template)
+      .filter(({ logicalId }) => {
+        const policy = template.findResources('AWS::IAM::Policy')[logicalId];
+        return (policy?.Properties.Roles as { Ref: string }[] | undefined)?.some((role) => role.Ref === roleId);
+      })
+      .map(({ statement }) => statement);
+    expect(statements).toEqual([{ Effect: 'Allow', Action: 'sqs:SendMessage', Resource: { 'Fn::GetAtt': [sqsAction.QueueUrl.Ref, 'Arn'] } }]);
+    expect(template.findResources('AWS::IAM::Role')[roleId]?.Properties.AssumeRolePolicyDocument.Statement).toEqual([
+      { Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'iot.amazonaws.com' }, Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } } },
+    ]);
+  });
+});
+
+describe('registration queue and dead-letter queue', () => {
+  test('the registration queue redrives into the dead-letter queue after 10 receives', () => {
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [deadLetterQueue(), 'Arn'] }, maxReceiveCount: 10 },
     });
   });
 
-  test('lets the rule role (assumable by AWS IoT of this account only) send to the dead-letter queue', () => {
-    template.hasResourceProperties('AWS::IAM::Role', {
-      AssumeRolePolicyDocument: {
-        Statement: [{ Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'iot.amazonaws.com' }, Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } } }],
-      },
-    });
+  test('the registration queue hides a message for at least six times the JITR function timeout', () => {
+    const queue = template.findResources('AWS::SQS::Queue')[registrationQueue()];
+    const jitr = template.findResources('AWS::Lambda::Function')[functionLogicalId(template, 'LifecycleJitrFunction')];
+    expect(queue?.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(6 * (jitr?.Properties.Timeout as number));
   });
 
-  test('the dead-letter queue is encrypted and refuses requests without TLS', () => {
-    template.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, MessageRetentionPeriod: 14 * 24 * 3600 });
+  test('the dead-letter queue keeps messages longer than the registration queue', () => {
+    const queues = template.findResources('AWS::SQS::Queue');
+    expect(queues[deadLetterQueue()]?.Properties.MessageRetentionPeriod).toBe(14 * 24 * 3600);
+    expect(queues[deadLetterQueue()]?.Properties.MessageRetentionPeriod).toBeGreaterThan(queues[registrationQueue()]?.Properties.MessageRetentionPeriod as number);
+  });
+
+  test.each(['LifecycleRegistrationQueue', 'LifecycleRegistrationDeadLetterQueue'] as const)('%s is encrypted and refuses requests without TLS', (prefix) => {
+    const id = queueLogicalId(prefix);
+    expect(template.findResources('AWS::SQS::Queue')[id]?.Properties.SqsManagedSseEnabled).toBe(true);
     template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      Queues: [{ Ref: id }],
       PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
     });
   });
@@ -352,6 +420,43 @@ describe('device API', () => {
     template.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'SignCsr', Schema: Match.objectLike({ required: ['csr'], additionalProperties: false }) });
   });
 
+  test.each([
+    ['MISSING_AUTHENTICATION_TOKEN', 'UNAUTHORIZED'],
+    ['INVALID_SIGNATURE', 'UNAUTHORIZED'],
+    ['EXPIRED_TOKEN', 'UNAUTHORIZED'],
+    ['ACCESS_DENIED', 'FORBIDDEN'],
+    ['THROTTLED', 'UPSTREAM_THROTTLED'],
+    ['INTEGRATION_TIMEOUT', 'UPSTREAM_FAILURE'],
+    ['REQUEST_TOO_LARGE', 'PAYLOAD_TOO_LARGE'],
+    ['BAD_REQUEST_BODY', 'INVALID_REQUEST'],
+    ['DEFAULT_4XX', 'INVALID_REQUEST'],
+    ['DEFAULT_5XX', 'INTERNAL_ERROR'],
+  ])('answers API Gateway %s in the error shape of the handler, with code %s', (responseType, code) => {
+    const responses = Object.values(template.findResources('AWS::ApiGateway::GatewayResponse')).filter((response) => response.Properties.ResponseType === responseType);
+    expect(responses).toHaveLength(1);
+    const body = responses[0]?.Properties.ResponseTemplates['application/json'] as string;
+    // What API Gateway sends once it substitutes its message (a JSON-quoted string) must be valid JSON of our shape.
+    const sent = JSON.parse(body.replace('$context.error.messageString', JSON.stringify('Some "quoted" message')));
+    expect(sent).toEqual({ error: { code, message: expect.any(String) } });
+    expect(responses[0]?.Properties.ResponseParameters).toMatchObject({ 'gatewayresponse.header.Content-Type': "'application/json'" });
+  });
+
+  test('tells a throttled caller when to retry', () => {
+    template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', { ResponseType: 'THROTTLED', ResponseParameters: Match.objectLike({ 'gatewayresponse.header.Retry-After': "'2'" }) });
+  });
+
+  test('declares each gateway response once', () => {
+    const types = GATEWAY_ERROR_RESPONSES.map((response) => response.type.responseType);
+    expect(new Set(types).size).toBe(types.length);
+    template.resourceCountIs('AWS::ApiGateway::GatewayResponse', types.length);
+  });
+
+  test('API Gateway waits 29 s for the API function, which has the same timeout', () => {
+    for (const method of Object.values(template.findResources('AWS::ApiGateway::Method'))) expect(method.Properties.Integration.TimeoutInMillis).toBe(29_000);
+    const api = template.findResources('AWS::Lambda::Function')[functionLogicalId(template, 'LifecycleApiFunction')];
+    expect(api?.Properties.Timeout).toBe(29);
+  });
+
   test('the stage logs access in JSON, traces with X-Ray, logs errors and is throttled', () => {
     template.hasResourceProperties('AWS::ApiGateway::Stage', {
       StageName: 'v1',
@@ -363,12 +468,20 @@ describe('device API', () => {
 });
 
 describe('alarms and outputs', () => {
-  test('alarms when the dead-letter queue holds a message and when functions fail', () => {
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+  test('alarms when the dead-letter queue holds a message, when registration events wait too long and when functions fail', () => {
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 5);
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'ApproximateNumberOfMessagesVisible',
       Namespace: 'AWS/SQS',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [deadLetterQueue(), 'QueueName'] } }],
       Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ApproximateAgeOfOldestMessage',
+      Namespace: 'AWS/SQS',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [registrationQueue(), 'QueueName'] } }],
+      Threshold: 15 * 60,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
     });
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
@@ -378,9 +491,11 @@ describe('alarms and outputs', () => {
     });
   });
 
-  test('outputs the API URL, the endpoint lookup, the CA, its IoT id, the table and the thing group', () => {
+  test('outputs the API URL, the endpoint lookup, the CA, its IoT id, the table, the thing group and the queues', () => {
     const outputs = template.findOutputs('*');
-    expect(Object.keys(outputs)).toEqual(expect.arrayContaining(['ApiUrl', 'IotDataEndpoint', 'CaArn', 'CaCertificateId', 'DeviceTableName', 'ThingGroupName']));
+    expect(Object.keys(outputs)).toEqual(
+      expect.arrayContaining(['ApiUrl', 'IotDataEndpoint', 'CaArn', 'CaCertificateId', 'DeviceTableName', 'ThingGroupName', 'RegistrationQueueUrl', 'DeadLetterQueueUrl', 'DeadLetterQueueArn']),
+    );
     expect(outputs.IotDataEndpoint?.Value).toBe('aws iot describe-endpoint --endpoint-type iot:Data-ATS');
   });
 });

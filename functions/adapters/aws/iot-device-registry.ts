@@ -17,7 +17,7 @@ import type { DeviceRegistry, RegisterCertificateRequest, RegistryCertificate, R
 import { certificateIdOf } from '../../core/x509';
 import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
 
-/** The AWS IoT actions this adapter can call: what the CDK stack grants a function that uses it. */
+/** Every AWS IoT action this adapter can call in any mode; {@link iotRegistryIamActions} narrows it to one mode. */
 export const IOT_REGISTRY_IAM_ACTIONS = [
   'iot:DescribeCertificate',
   'iot:RegisterCertificate',
@@ -30,6 +30,24 @@ export const IOT_REGISTRY_IAM_ACTIONS = [
   'iot:AttachPolicy',
   'iot:DetachPolicy',
 ] as const;
+
+/**
+ * The AWS IoT actions the adapter can call when configured with these modes: what the CDK stack grants a
+ * function that uses it, and nothing more (`AttachPolicy` on certificates, for instance, would let a
+ * function attach any IoT policy of the account, so it is granted only in `CERTIFICATE` mode).
+ */
+export function iotRegistryIamActions(options: Pick<IotDeviceRegistryOptions, 'policyAttachment' | 'certificateRegistration'>): readonly string[] {
+  return [
+    'iot:DescribeCertificate',
+    options.certificateRegistration === 'WITH_CA' ? 'iot:RegisterCertificate' : 'iot:RegisterCertificateWithoutCA',
+    'iot:UpdateCertificate',
+    'iot:CreateThing',
+    ...(options.policyAttachment === 'THING_GROUP' ? ['iot:AddThingToThingGroup'] : []),
+    'iot:AttachThingPrincipal',
+    'iot:DetachThingPrincipal',
+    ...(options.policyAttachment === 'CERTIFICATE' ? ['iot:AttachPolicy', 'iot:DetachPolicy'] : []),
+  ];
+}
 
 export interface IotDeviceRegistryOptions {
   /**

@@ -179,7 +179,7 @@ export function buildOpenApiDocument() {
             error: {
               type: 'object',
               required: ['code', 'message'],
-              properties: { code: { type: 'string', enum: [...ERROR_CODES, 'INTERNAL_ERROR', 'ROUTE_NOT_FOUND', 'METHOD_NOT_ALLOWED', 'UNAUTHORIZED'] }, message: { type: 'string' }, details: { type: 'object' } },
+              properties: { code: { type: 'string', enum: [...ERROR_CODES, 'INTERNAL_ERROR', 'ROUTE_NOT_FOUND', 'METHOD_NOT_ALLOWED', 'UNAUTHORIZED', 'FORBIDDEN'] }, message: { type: 'string' }, details: { type: 'object' } },
             },
           },
         },

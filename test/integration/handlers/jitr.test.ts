@@ -102,6 +102,15 @@ describe('JITR handler (real core, DynamoDB Local, AWS IoT and Private CA behind
     expect(harness.aws.registry.findCertificate(good.certificateId)?.status).toBe('ACTIVE');
   });
 
+  test("processes an event the rule's error action wrapped, once it is moved back to the queue", async () => {
+    const event = await firstConnect(await mint('jitr-7'));
+    const wrapped = { ruleName: 'jitr', topic: '$aws/events/certificates/registered/x', failures: [], base64OriginalPayload: Buffer.from(JSON.stringify(event)).toString('base64') };
+    const record = { messageId: 'm-9', body: JSON.stringify(wrapped), eventSource: 'aws:sqs', receiptHandle: 'r', attributes: {}, messageAttributes: {}, md5OfBody: '', eventSourceARN: 'arn:aws:sqs:eu-west-1:123456789012:jitr', awsRegion: 'eu-west-1' };
+
+    expect(await harness.jitr({ Records: [record] } as never)).toEqual({ batchItemFailures: [] });
+    expect(harness.aws.registry.findCertificate(event.certificateId)?.status).toBe('ACTIVE');
+  });
+
   test.each([
     ['an empty event', {}],
     ['a certificate id that is not a fingerprint', { certificateId: 'abc', caCertificateId: 'f'.repeat(64), timestamp: 1, certificateStatus: 'PENDING_ACTIVATION', awsAccountId: '1', certificateRegistrationTimestamp: '1' }],

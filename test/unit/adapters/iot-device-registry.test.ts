@@ -38,7 +38,7 @@ import {
 } from '@aws-sdk/client-iot';
 import { mockClient, type AwsCommand } from 'aws-sdk-client-mock';
 import { X509Certificate } from 'node:crypto';
-import { IOT_REGISTRY_IAM_ACTIONS, IotDeviceRegistry, type IotDeviceRegistryOptions } from '../../../functions/adapters/aws/iot-device-registry';
+import { IOT_REGISTRY_IAM_ACTIONS, IotDeviceRegistry, iotRegistryIamActions, type IotDeviceRegistryOptions } from '../../../functions/adapters/aws/iot-device-registry';
 import { SoftwareCertificateAuthority } from '../../../functions/adapters/local/software-ca';
 import type { RegistryCertificateStatus } from '../../../functions/core/ports';
 import { makeCsr } from '../../support/pki';
@@ -620,5 +620,72 @@ describe('IOT_REGISTRY_IAM_ACTIONS', () => {
         'iot:UpdateCertificate',
       ].sort(),
     );
+  });
+});
+
+describe('iotRegistryIamActions', () => {
+  type Modes = Pick<IotDeviceRegistryOptions, 'policyAttachment' | 'certificateRegistration'>;
+
+  /** Runs every method of the adapter in these modes against a stub that accepts everything, and answers the AWS IoT actions it needed. */
+  const actionsCalledIn = async (modes: Modes): Promise<string[]> => {
+    describesAs('ACTIVE');
+    iot.on(RegisterCertificateCommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+    iot.on(RegisterCertificateWithoutCACommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+    for (const command of [UpdateCertificateCommand, CreateThingCommand, AddThingToThingGroupCommand, AttachThingPrincipalCommand, DetachThingPrincipalCommand, AttachPolicyCommand, DetachPolicyCommand]) {
+      iot.on(command as new (input: object) => AwsCommand<object, CommandOutput>).resolves({});
+    }
+    const adapter = registry(modes);
+    await adapter.describeCertificate(issued.certificateId);
+    await adapter.registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem: issued.caCertificatePem });
+    await adapter.updateCertificateStatus(issued.certificateId, 'ACTIVE');
+    await adapter.ensureThing(THING, {});
+    await adapter.attachCertificate(THING, issued.certificateId);
+    await adapter.detachCertificate(THING, issued.certificateId);
+    return [...new Set(iot.calls().map((call) => `iot:${(call.args[0] as object).constructor.name.replace(/Command$/, '')}`))].sort();
+  };
+
+  test.each<Modes & { readonly expected: readonly string[] }>([
+    {
+      policyAttachment: 'THING_GROUP',
+      certificateRegistration: 'WITH_CA',
+      expected: ['iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachThingPrincipal', 'iot:RegisterCertificate', 'iot:UpdateCertificate'],
+    },
+    {
+      policyAttachment: 'THING_GROUP',
+      certificateRegistration: 'WITHOUT_CA',
+      expected: ['iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachThingPrincipal', 'iot:RegisterCertificateWithoutCA', 'iot:UpdateCertificate'],
+    },
+    {
+      policyAttachment: 'CERTIFICATE',
+      certificateRegistration: 'WITH_CA',
+      expected: ['iot:AttachPolicy', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachPolicy', 'iot:DetachThingPrincipal', 'iot:RegisterCertificate', 'iot:UpdateCertificate'],
+    },
+    {
+      policyAttachment: 'CERTIFICATE',
+      certificateRegistration: 'WITHOUT_CA',
+      expected: ['iot:AttachPolicy', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachPolicy', 'iot:DetachThingPrincipal', 'iot:RegisterCertificateWithoutCA', 'iot:UpdateCertificate'],
+    },
+  ])('answers exactly the actions the adapter calls in $policyAttachment and $certificateRegistration mode', async ({ policyAttachment, certificateRegistration, expected }) => {
+    // Act
+    const called = await actionsCalledIn({ policyAttachment, certificateRegistration });
+
+    // Assess
+    expect([...iotRegistryIamActions({ policyAttachment, certificateRegistration })].sort()).toEqual(expected);
+    expect(called).toEqual(expected);
+  });
+
+  it('never grants AttachPolicy, DetachPolicy or RegisterCertificateWithoutCA to a THING_GROUP, WITH_CA function', () => {
+    expect(iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' })).not.toEqual(
+      expect.arrayContaining([expect.stringMatching(/^iot:(AttachPolicy|DetachPolicy|RegisterCertificateWithoutCA)$/)]),
+    );
+  });
+
+  it('is, over all modes, exactly IOT_REGISTRY_IAM_ACTIONS', () => {
+    const union = new Set(
+      (['THING_GROUP', 'CERTIFICATE'] as const).flatMap((policyAttachment) =>
+        (['WITH_CA', 'WITHOUT_CA'] as const).flatMap((certificateRegistration) => iotRegistryIamActions({ policyAttachment, certificateRegistration })),
+      ),
+    );
+    expect([...union].sort()).toEqual([...IOT_REGISTRY_IAM_ACTIONS].sort());
   });
 });
