@@ -9,7 +9,7 @@ import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
 import { IotDeviceRegistry } from '../adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../adapters/aws/private-ca-certificate-authority';
-import { readConfig, REGISTRY_MODES } from './config';
+import { readConfig, REGISTRY_MODES, type FunctionConfig } from './config';
 import type { ApiDependencies } from './api';
 import type { JitrDependencies } from './jitr';
 
@@ -20,47 +20,32 @@ import type { JitrDependencies } from './jitr';
 
 const documentClient = () => DynamoDBDocumentClient.from(new DynamoDBClient(retryingClientConfig), { marshallOptions: { removeUndefinedValues: true } });
 
+const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS'] as const;
+
+/** The core on DynamoDB, AWS IoT and AWS Private CA: what both functions run. */
+function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>): DeviceLifecycle {
+  return new DeviceLifecycle(
+    {
+      store: new DynamoDbDeviceStore({ tableName: config.DEVICE_TABLE_NAME, documentClient: documentClient() }),
+      registry: iotRegistry(config.THING_GROUP_NAME),
+      ca: privateCa(config),
+      clock: systemClock,
+      ids: randomIds,
+    },
+    { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
+  );
+}
+
 export function jitrDependencies(): JitrDependencies {
-  const config = readConfig(['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS']);
-  return {
-    lifecycle: new DeviceLifecycle(
-      {
-        store: new DynamoDbDeviceStore({ tableName: config.DEVICE_TABLE_NAME, documentClient: documentClient() }),
-        registry: iotRegistry(config.THING_GROUP_NAME),
-        ca: privateCa(config),
-        clock: systemClock,
-        ids: randomIds,
-      },
-      { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
-    ),
-  };
+  return { lifecycle: awsLifecycle(readConfig(LIFECYCLE_VARIABLES)) };
 }
 
 export function apiDependencies(): ApiDependencies {
-  const config = readConfig([
-    'DEVICE_TABLE_NAME',
-    'IDEMPOTENCY_TABLE_NAME',
-    'CA_ARN',
-    'CA_SIGNING_ALGORITHM',
-    'CA_TEMPLATE_ARN',
-    'THING_GROUP_NAME',
-    'ENROLLMENT_POLICY',
-    'CERTIFICATE_VALIDITY_DAYS',
-  ]);
-  const client = new DynamoDBClient(retryingClientConfig);
+  const config = readConfig([...LIFECYCLE_VARIABLES, 'IDEMPOTENCY_TABLE_NAME']);
   return {
-    lifecycle: new DeviceLifecycle(
-      {
-        store: new DynamoDbDeviceStore({ tableName: config.DEVICE_TABLE_NAME, documentClient: documentClient() }),
-        registry: iotRegistry(config.THING_GROUP_NAME),
-        ca: privateCa(config),
-        clock: systemClock,
-        ids: randomIds,
-      },
-      { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
-    ),
+    lifecycle: awsLifecycle(config),
     clock: systemClock,
-    idempotencyStore: new DynamoDBPersistenceLayer({ tableName: config.IDEMPOTENCY_TABLE_NAME, awsSdkV3Client: client }),
+    idempotencyStore: new DynamoDBPersistenceLayer({ tableName: config.IDEMPOTENCY_TABLE_NAME, awsSdkV3Client: new DynamoDBClient(retryingClientConfig) }),
   };
 }
 
