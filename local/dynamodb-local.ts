@@ -2,7 +2,7 @@ import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { CreateTableCommand, DescribeTableCommand, DynamoDBClient, ListTablesCommand, ResourceInUseException } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient, ListTablesCommand, ResourceInUseException, type CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { deviceTableDefinition } from '../functions/adapters/aws/device-table';
 
@@ -22,6 +22,12 @@ export interface StartDynamoDbLocalOptions {
   /** A folder for the database files; in memory when omitted. */
   readonly dataDirectory?: string;
   readonly startTimeoutMs?: number;
+  /**
+   * Runs Java in its own process group, so a Ctrl-C in the terminal (sent to the whole foreground
+   * group) reaches only the parent, which stops DynamoDB Local itself once it no longer needs it.
+   * It is still killed when the parent exits. @default false
+   */
+  readonly ownProcessGroup?: boolean;
 }
 
 export async function freeLoopbackPort(): Promise<number> {
@@ -57,10 +63,13 @@ function dynamoDbLocalJar(): { cwd: string; jar: string; libraryPath: string } {
 export async function startDynamoDbLocal(options: StartDynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
   const port = options.port && options.port > 0 ? options.port : await freeLoopbackPort();
   const { cwd, jar, libraryPath } = dynamoDbLocalJar();
-  const args = [`-Djava.library.path=${libraryPath}`, '-jar', jar, '-port', String(port), '-sharedDb'];
+  // No telemetry: the local mode and the tests must not reach the internet.
+  const args = [`-Djava.library.path=${libraryPath}`, '-jar', jar, '-port', String(port), '-sharedDb', '-disableTelemetry'];
   if (options.dataDirectory) args.push('-dbPath', options.dataDirectory);
   else args.push('-inMemory');
-  const child: ChildProcess = spawnProcess('java', args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawnProcess('java', args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: options.ownProcessGroup ?? false });
+  const killOnExit = () => child.kill('SIGKILL');
+  if (options.ownProcessGroup) process.once('exit', killOnExit);
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -93,6 +102,7 @@ export async function startDynamoDbLocal(options: StartDynamoDbLocalOptions = {}
     endpoint,
     port,
     stop: async () => {
+      process.off('exit', killOnExit);
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
@@ -104,8 +114,14 @@ export async function startDynamoDbLocal(options: StartDynamoDbLocalOptions = {}
 
 /** Creates the device table if it is not there yet and waits until it is ACTIVE. */
 export async function ensureDeviceTable(client: DynamoDBClient, tableName: string): Promise<void> {
+  await ensureTable(client, deviceTableDefinition(tableName));
+}
+
+/** Creates a table from its definition if it is not there yet (an existing one is kept as is) and waits until it is ACTIVE. */
+export async function ensureTable(client: DynamoDBClient, definition: CreateTableCommandInput): Promise<void> {
+  const tableName = definition.TableName as string;
   try {
-    await client.send(new CreateTableCommand(deviceTableDefinition(tableName)));
+    await client.send(new CreateTableCommand(definition));
   } catch (error) {
     if (!(error instanceof ResourceInUseException)) throw error;
   }

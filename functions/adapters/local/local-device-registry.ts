@@ -1,6 +1,7 @@
-import { LifecycleError, NotFoundError } from '../../core/errors';
+import { LifecycleError, NotFoundError, ValidationError } from '../../core/errors';
 import type { DeviceRegistry, RegisterCertificateRequest, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
 import { certificateIdOf } from '../../core/x509';
+import type { IotPolicyDocument } from '../../policy/fleet-policy';
 
 export interface LocalRegistryCertificate {
   readonly certificateId: string;
@@ -17,11 +18,38 @@ export interface LocalThing {
   readonly principals: string[];
 }
 
+/** A CA registered with AWS IoT (RegisterCACertificate): its id is the SHA-256 of its DER, like a device certificate's. */
+export interface LocalCaCertificate {
+  readonly caCertificateId: string;
+  readonly certificatePem: string;
+  status: 'ACTIVE' | 'INACTIVE';
+  /** `ENABLE`: an unknown certificate it signed is registered PENDING_ACTIVATION on first connect (JITR). */
+  autoRegistrationStatus: 'ENABLE' | 'DISABLE';
+  readonly createdAt: string;
+}
+
+export interface LocalPolicy {
+  readonly policyName: string;
+  document: IotPolicyDocument;
+}
+
+/** An AttachPolicy whose target is a thing group: the policy applies to every thing in the group. */
+export interface LocalThingGroupPolicyAttachment {
+  readonly policyName: string;
+  readonly thingGroupName: string;
+}
+
 /** Everything the registry holds, as plain JSON: what the local mode persists between runs. */
 export interface LocalRegistrySnapshot {
   readonly certificates: LocalRegistryCertificate[];
   readonly things: LocalThing[];
+  readonly caCertificates?: LocalCaCertificate[];
+  readonly policies?: LocalPolicy[];
+  readonly thingGroupPolicies?: LocalThingGroupPolicyAttachment[];
 }
+
+/** Told of every change of a certificate's status, e.g. so the broker can drop connections of a revoked certificate. */
+export type CertificateStatusListener = (certificateId: string, status: RegistryCertificateStatus) => void;
 
 export interface LocalDeviceRegistryOptions {
   /** The fleet's thing group: `ensureThing` adds every thing to it, so the group's policy applies. */
@@ -40,17 +68,96 @@ export interface LocalDeviceRegistryOptions {
 export class LocalDeviceRegistry implements DeviceRegistry {
   private readonly certificates = new Map<string, LocalRegistryCertificate>();
   private readonly things = new Map<string, LocalThing>();
+  private readonly caCertificates = new Map<string, LocalCaCertificate>();
+  private readonly policies = new Map<string, LocalPolicy>();
+  private readonly thingGroupPolicies: LocalThingGroupPolicyAttachment[] = [];
+  private readonly statusListeners = new Set<CertificateStatusListener>();
   private readonly now: () => Date;
 
   public constructor(private readonly options: LocalDeviceRegistryOptions) {
     this.now = options.now ?? (() => new Date());
-    for (const certificate of options.snapshot?.certificates ?? []) this.certificates.set(certificate.certificateId, { ...certificate });
-    for (const thing of options.snapshot?.things ?? []) this.things.set(thing.thingName, { ...thing, thingGroups: [...thing.thingGroups], principals: [...thing.principals] });
+    const snapshot = options.snapshot;
+    for (const certificate of snapshot?.certificates ?? []) this.certificates.set(certificate.certificateId, { ...certificate });
+    for (const thing of snapshot?.things ?? []) this.things.set(thing.thingName, { ...thing, attributes: { ...thing.attributes }, thingGroups: [...thing.thingGroups], principals: [...thing.principals] });
+    for (const ca of snapshot?.caCertificates ?? []) this.caCertificates.set(ca.caCertificateId, { ...ca });
+    for (const policy of snapshot?.policies ?? []) this.policies.set(policy.policyName, { ...policy });
+    for (const attachment of snapshot?.thingGroupPolicies ?? []) this.thingGroupPolicies.push({ ...attachment });
   }
 
   public snapshot(): LocalRegistrySnapshot {
-    return { certificates: [...this.certificates.values()].map((c) => ({ ...c })), things: [...this.things.values()].map((t) => ({ ...t, thingGroups: [...t.thingGroups], principals: [...t.principals] })) };
+    return {
+      certificates: [...this.certificates.values()].map((c) => ({ ...c })),
+      things: [...this.things.values()].map((t) => ({ ...t, attributes: { ...t.attributes }, thingGroups: [...t.thingGroups], principals: [...t.principals] })),
+      caCertificates: [...this.caCertificates.values()].map((ca) => ({ ...ca })),
+      policies: [...this.policies.values()].map((policy) => ({ ...policy })),
+      thingGroupPolicies: this.thingGroupPolicies.map((attachment) => ({ ...attachment })),
+    };
   }
+
+  /* ------------------------------------------------------------ CA certificates */
+
+  /**
+   * RegisterCACertificate: registers (or updates) a CA as ACTIVE. With `autoRegistration`, an unknown
+   * certificate it signed is registered PENDING_ACTIVATION on its first connect.
+   */
+  public async registerCaCertificate(certificatePem: string, options: { readonly autoRegistration: boolean }): Promise<LocalCaCertificate> {
+    const caCertificateId = await certificateIdOf(certificatePem);
+    const autoRegistrationStatus = options.autoRegistration ? 'ENABLE' : 'DISABLE';
+    const existing = this.caCertificates.get(caCertificateId);
+    if (existing && existing.status === 'ACTIVE' && existing.autoRegistrationStatus === autoRegistrationStatus) return { ...existing };
+    const record: LocalCaCertificate = existing
+      ? Object.assign(existing, { status: 'ACTIVE' as const, autoRegistrationStatus })
+      : { caCertificateId, certificatePem, status: 'ACTIVE', autoRegistrationStatus, createdAt: this.now().toISOString() };
+    this.caCertificates.set(caCertificateId, record);
+    await this.changed();
+    return { ...record };
+  }
+
+  public findCaCertificate(caCertificateId: string): LocalCaCertificate | undefined {
+    const ca = this.caCertificates.get(caCertificateId);
+    return ca && { ...ca };
+  }
+
+  /** The registered CAs that are ACTIVE: the ones a TLS endpoint trusts for client certificates. */
+  public activeCaCertificates(): LocalCaCertificate[] {
+    return [...this.caCertificates.values()].filter((ca) => ca.status === 'ACTIVE').map((ca) => ({ ...ca }));
+  }
+
+  /* ------------------------------------------------------------------- policies */
+
+  /** CreatePolicy, or a new default version of an existing one. */
+  public async putPolicy(policyName: string, document: IotPolicyDocument): Promise<void> {
+    const existing = this.policies.get(policyName);
+    if (existing && JSON.stringify(existing.document) === JSON.stringify(document)) return;
+    this.policies.set(policyName, { policyName, document });
+    await this.changed();
+  }
+
+  /** AttachPolicy with a thing group as the target. */
+  public async attachPolicyToThingGroup(policyName: string, thingGroupName: string): Promise<void> {
+    if (!this.policies.has(policyName)) throw new ValidationError('INVALID_REQUEST', `Policy ${policyName} does not exist.`);
+    if (this.thingGroupPolicies.some((a) => a.policyName === policyName && a.thingGroupName === thingGroupName)) return;
+    this.thingGroupPolicies.push({ policyName, thingGroupName });
+    await this.changed();
+  }
+
+  /** The policies that apply to a thing through its thing groups (what AWS IoT evaluates for a connection associated with it). */
+  public policiesOfThing(thingName: string): IotPolicyDocument[] {
+    const thing = this.things.get(thingName);
+    if (!thing) return [];
+    const names = new Set(this.thingGroupPolicies.filter((a) => thing.thingGroups.includes(a.thingGroupName)).map((a) => a.policyName));
+    return [...names].flatMap((name) => this.policies.get(name)?.document ?? []);
+  }
+
+  /* ------------------------------------------------------------ status listeners */
+
+  /** Registers a listener for certificate status changes; answers a function that removes it. */
+  public onCertificateStatusChange(listener: CertificateStatusListener): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  /* ------------------------------------------------------------------- registry */
 
   /** What AWS IoT does on a first connect with an unknown certificate from a CA registered for auto-registration. */
   public async registerPendingActivation(certificatePem: string, caCertificateId: string): Promise<LocalRegistryCertificate> {
@@ -60,6 +167,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     const record: LocalRegistryCertificate = { certificateId, certificatePem, status: 'PENDING_ACTIVATION', caCertificateId, createdAt: this.now().toISOString() };
     this.certificates.set(certificateId, record);
     await this.changed();
+    this.notifyStatus(certificateId, record.status);
     return record;
   }
 
@@ -85,8 +193,12 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   public async registerCertificate(request: RegisterCertificateRequest): Promise<{ certificateId: string }> {
     const certificateId = await certificateIdOf(request.certificatePem);
     if (!this.certificates.has(certificateId)) {
-      this.certificates.set(certificateId, { certificateId, certificatePem: request.certificatePem, status: 'ACTIVE', createdAt: this.now().toISOString() });
+      // Like RegisterCertificate with the CA's PEM: linked to the CA when that CA is registered.
+      const caCertificateId = await certificateIdOf(request.caCertificatePem).catch(() => undefined);
+      const linked = caCertificateId !== undefined && this.caCertificates.has(caCertificateId) ? { caCertificateId } : {};
+      this.certificates.set(certificateId, { certificateId, certificatePem: request.certificatePem, status: 'ACTIVE', ...linked, createdAt: this.now().toISOString() });
       await this.changed();
+      this.notifyStatus(certificateId, 'ACTIVE');
     }
     return { certificateId };
   }
@@ -99,6 +211,8 @@ export class LocalDeviceRegistry implements DeviceRegistry {
       throw new LifecycleError('INVALID_TRANSITION', `Certificate ${certificateId} is REVOKED in the registry and cannot become ${status}.`);
     }
     certificate.status = status;
+    // Listeners hear of it at once (a revoked certificate must not keep its connections while the change is saved).
+    this.notifyStatus(certificateId, status);
     await this.changed();
   }
 
@@ -133,5 +247,15 @@ export class LocalDeviceRegistry implements DeviceRegistry {
 
   private async changed(): Promise<void> {
     await this.options.onChange?.(this.snapshot());
+  }
+
+  private notifyStatus(certificateId: string, status: RegistryCertificateStatus): void {
+    for (const listener of this.statusListeners) {
+      try {
+        listener(certificateId, status);
+      } catch {
+        // A listener's failure must not undo or block a registry change.
+      }
+    }
   }
 }

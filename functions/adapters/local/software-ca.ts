@@ -161,7 +161,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     return (await this.revocations.entries()).some((entry) => entry.serialNumber === serialNumber.toLowerCase());
   }
 
-  /** A fresh CRL (PEM) listing every revocation. */
+  /** A fresh CRL (PEM, `-----BEGIN X509 CRL-----`) listing every revocation. */
   public async generateCrlPem(): Promise<string> {
     const now = this.now();
     const crl = await x509.X509CrlGenerator.create(
@@ -180,7 +180,8 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
       },
       provider,
     );
-    return crl.toString('pem');
+    // RFC 7468 labels a CRL "X509 CRL" (what openssl reads); @peculiar/x509's own PEM says "CRL".
+    return x509.PemConverter.encode(crl.rawData, 'X509 CRL');
   }
 
   private async sign(subject: string, publicKey: x509.PublicKey | CryptoKey, validityDays: number, usage: 'client' | 'server', dnsNames: readonly string[] = []): Promise<x509.X509Certificate> {

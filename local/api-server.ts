@@ -1,0 +1,204 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { lambdaContext } from './lambda-context';
+
+/** The caller the handler sees (API Gateway's `requestContext.identity.userArn`): whoever holds the local token. */
+export const LOCAL_API_CALLER = 'local-api-token';
+/** API Gateway's own payload limit is 10 MB; the handler refuses anything over 64 KiB itself. */
+const MAX_REQUEST_BYTES = 1024 * 1024;
+
+export interface RouteTemplate {
+  readonly method: string;
+  /** An API Gateway resource template such as `/devices/{deviceId}`. */
+  readonly resource: string;
+}
+
+export interface ApiServerOptions {
+  readonly host: string;
+  /** 0: any free port. */
+  readonly port: number;
+  readonly token: string;
+  /** The Lambda handler, called with API Gateway (REST, proxy integration) events. */
+  readonly handler: (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+  /** The function's timeout, for the context's remaining time. @default 29000 (API Gateway's own limit) */
+  readonly timeoutMs?: number;
+  /** The API's resources, so events carry `resource` and `pathParameters` as API Gateway fills them. */
+  readonly routes: readonly RouteTemplate[];
+  readonly log: (message: string) => void;
+}
+
+export interface ApiServer {
+  readonly port: number;
+  readonly url: string;
+  /** Stops accepting and waits for the requests in flight. */
+  stop(): Promise<void>;
+}
+
+const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest();
+
+/** Constant-time check of `Authorization: Bearer <token>`. */
+export function isAuthorized(authorization: string | undefined, token: string): boolean {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
+  return match !== null && timingSafeEqual(sha256(match[1] as string), sha256(token));
+}
+
+/** The resource template and path parameters API Gateway would match `path` with. */
+export function matchResource(routes: readonly RouteTemplate[], method: string, path: string): { resource: string; pathParameters: Record<string, string> | null } {
+  let fallback: { resource: string; pathParameters: Record<string, string> | null } | undefined;
+  for (const route of routes) {
+    const names: string[] = [];
+    const pattern = new RegExp(`^${route.resource.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'))}/?$`);
+    const match = pattern.exec(path);
+    if (!match) continue;
+    const pathParameters = names.length === 0 ? null : Object.fromEntries(names.map((name, index) => [name, match[index + 1] as string]));
+    if (route.method === method) return { resource: route.resource, pathParameters };
+    fallback ??= { resource: route.resource, pathParameters };
+  }
+  return fallback ?? { resource: path, pathParameters: null };
+}
+
+/** An API Gateway REST API proxy event for one HTTP request. */
+export function toApiGatewayEvent(request: { method: string; url: string; headers: IncomingMessage['headers']; body: string }, routes: readonly RouteTemplate[]): APIGatewayProxyEvent {
+  const url = new URL(request.url, 'http://localhost');
+  const headers: Record<string, string> = {};
+  const multiValueHeaders: Record<string, string[]> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined) continue;
+    const values = Array.isArray(value) ? value : [value];
+    headers[name] = values.join(',');
+    multiValueHeaders[name] = values;
+  }
+  const query: Record<string, string> = {};
+  const multiQuery: Record<string, string[]> = {};
+  for (const [name, value] of url.searchParams) {
+    query[name] = value; // API Gateway keeps the last value
+    (multiQuery[name] ??= []).push(value);
+  }
+  const hasQuery = Object.keys(query).length > 0;
+  const path = url.pathname; // still percent-encoded: the handler decodes path parameters itself
+  const { resource, pathParameters } = matchResource(routes, request.method, path);
+  const requestId = randomUUID();
+  const now = new Date();
+  return {
+    httpMethod: request.method,
+    path,
+    resource,
+    headers,
+    multiValueHeaders,
+    queryStringParameters: hasQuery ? query : null,
+    multiValueQueryStringParameters: hasQuery ? multiQuery : null,
+    pathParameters: pathParameters && Object.fromEntries(Object.entries(pathParameters).map(([name, value]) => [name, safeDecode(value)])),
+    stageVariables: null,
+    body: request.body === '' ? null : request.body,
+    isBase64Encoded: false,
+    requestContext: {
+      accountId: '000000000000',
+      apiId: 'local',
+      authorizer: null,
+      protocol: 'HTTP/1.1',
+      httpMethod: request.method,
+      path,
+      stage: 'local',
+      requestId,
+      requestTimeEpoch: now.getTime(),
+      resourceId: 'local',
+      resourcePath: resource,
+      identity: {
+        accessKey: null,
+        accountId: null,
+        apiKey: null,
+        apiKeyId: null,
+        caller: LOCAL_API_CALLER,
+        clientCert: null,
+        cognitoAuthenticationProvider: null,
+        cognitoAuthenticationType: null,
+        cognitoIdentityId: null,
+        cognitoIdentityPoolId: null,
+        principalOrgId: null,
+        sourceIp: '127.0.0.1',
+        user: LOCAL_API_CALLER,
+        userAgent: headers['user-agent'] ?? null,
+        userArn: LOCAL_API_CALLER,
+      },
+    },
+  };
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function sendJson(response: ServerResponse, statusCode: number, body: unknown, headers: Record<string, string> = {}): void {
+  response.writeHead(statusCode, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
+  response.end(JSON.stringify(body));
+}
+
+async function readBody(request: IncomingMessage): Promise<string | 'TOO_LARGE'> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) return 'TOO_LARGE';
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The device API on `node:http`: each request becomes the API Gateway event the same Lambda handler
+ * receives in AWS, and its result becomes the response. Instead of SigV4 (IAM), the local mode asks
+ * for the bearer token it generated (`.local/api-token`).
+ */
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const server: Server = createServer((request, response) => {
+    const started = Date.now();
+    const method = request.method ?? 'GET';
+    void (async () => {
+      if (!isAuthorized(request.headers.authorization, options.token)) {
+        sendJson(response, 401, { error: { code: 'UNAUTHORIZED', message: 'Send the local API token as "Authorization: Bearer <token>" (the token is in .local/api-token).' } }, { 'WWW-Authenticate': 'Bearer realm="iotcert-local"' });
+        options.log(`[api] ${method} ${request.url ?? ''} → 401 (no or wrong token)`);
+        return;
+      }
+      const body = await readBody(request);
+      if (body === 'TOO_LARGE') {
+        sendJson(response, 413, { error: { code: 'PAYLOAD_TOO_LARGE', message: `The request body is larger than ${MAX_REQUEST_BYTES} bytes.` } }, { Connection: 'close' });
+        return;
+      }
+      const event = toApiGatewayEvent({ method, url: request.url ?? '/', headers: request.headers, body }, options.routes);
+      const result = await options.handler(event, lambdaContext('iotcert-local-api', event.requestContext.requestId, options.timeoutMs ?? 29_000));
+      const headers: Record<string, string | string[]> = { ...(result.headers as Record<string, string> | undefined) };
+      for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) headers[name] = values.map(String);
+      response.writeHead(result.statusCode, headers);
+      response.end(result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body);
+      options.log(`[api] ${method} ${event.path} → ${result.statusCode} (${Date.now() - started} ms)`);
+    })().catch((error: unknown) => {
+      options.log(`[api] ${method} ${request.url ?? ''} failed: ${(error as Error).message}`);
+      if (!response.headersSent) sendJson(response, 500, { error: { code: 'INTERNAL_ERROR', message: 'The request failed on our side.' } });
+      else response.destroy();
+    });
+  });
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : options.port;
+  return {
+    port,
+    url: `http://${options.host}:${port}`,
+    stop: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
+    },
+  };
+}

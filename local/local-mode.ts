@@ -1,0 +1,316 @@
+import 'reflect-metadata';
+import { appendFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { randomUUID, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { DeviceLifecycle, randomIds, type RegistrationEvent } from '../functions/core/lifecycle';
+import { systemClock } from '../functions/core/ports';
+import { DynamoDbDeviceStore } from '../functions/adapters/aws/dynamodb-device-store';
+import { idempotencyTableDefinition } from '../functions/adapters/aws/idempotency-table';
+import { deviceTableDefinition } from '../functions/adapters/aws/device-table';
+import { PRIVATE_FILE_MODE } from '../functions/adapters/local/atomic-file';
+import { JsonLinesRevocationList } from '../functions/adapters/local/json-lines-revocation-list';
+import { LocalDeviceRegistry } from '../functions/adapters/local/local-device-registry';
+import { RegistrySnapshotFile } from '../functions/adapters/local/registry-snapshot-file';
+import { SoftwareCertificateAuthority } from '../functions/adapters/local/software-ca';
+import { createApiHandler, createRoutes } from '../functions/handlers/api';
+import { createJitrHandler } from '../functions/handlers/jitr';
+import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
+import { AsyncInvoker } from './async-invoker';
+import { lambdaContext } from './lambda-context';
+import { startApiServer, type ApiServer } from './api-server';
+import {
+  deviceTableName,
+  idempotencyTableName,
+  LOCAL_ACCOUNT_ID,
+  LOCAL_POLICY_NAME,
+  LOCAL_REGION,
+  LOCAL_THING_GROUP,
+  LOOPBACK,
+  SETTINGS,
+  type LocalModeConfig,
+} from './config';
+import { startCrlServer, type CrlServer } from './crl-server';
+import { dataFiles, ensureDataDir, loadOrCreateApiToken, readCaMaterial, writeCaMaterial, writeEndpoints, type DataFiles, type LocalEndpoints } from './data-dir';
+import { ensureTable, localDocumentClient, localDynamoDbClient, startDynamoDbLocal, type DynamoDbLocal } from './dynamodb-local';
+import { CertificateGate, registrationTopic, short } from './iot-core/certificate-gate';
+import { startMqttEndpoint, type MqttEndpoint } from './iot-core/mqtt-endpoint';
+import { PolicyAuthorizer } from './iot-core/policy-authorizer';
+import { TopicRules } from './iot-core/topic-rules';
+
+export const CA_COMMON_NAME = 'iotcert local device CA';
+/** The MQTT server's certificate is issued afresh at every start, for these names. */
+const SERVER_HOSTNAMES = ['localhost', LOOPBACK] as const;
+const SERVER_CERTIFICATE_DAYS = 30;
+/** How long a shutdown waits for JITR deliveries in flight; what is left is delivered again at the next start. */
+const DRAIN_TIMEOUT_MS = 30_000;
+/** The JITR function's timeout in the stack. */
+const JITR_TIMEOUT_MS = 30_000;
+
+export interface LocalMode {
+  readonly config: LocalModeConfig;
+  readonly files: DataFiles;
+  readonly endpoints: LocalEndpoints;
+  /** How long the start took, in milliseconds. */
+  readonly startupMs: number;
+  /** Stops accepting, drains JITR deliveries, flushes the registry, stops DynamoDB Local. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly log?: (message: string) => void;
+}
+
+type JitrResult = Awaited<ReturnType<ReturnType<typeof createJitrHandler>>>;
+
+/**
+ * Brings up the whole lifecycle on 127.0.0.1: DynamoDB Local with the stack's tables, the software CA
+ * and its CRL, the local IoT registry (CA registered with auto-registration, fleet policy on the
+ * fleet's thing group), the MQTT-over-TLS endpoint and the device API. The handlers and the core are
+ * the ones Lambda runs; this file only wires them to local stand-ins of the AWS services.
+ */
+export async function startLocalMode(config: LocalModeConfig, options: StartOptions = {}): Promise<LocalMode> {
+  const started = Date.now();
+  const log = options.log ?? ((message: string) => console.log(message));
+  const files = dataFiles(config.dataDir);
+  const parts: Parts = {};
+  const stopAll = () => stopParts(parts, log);
+
+  try {
+    await ensureDataDir(files);
+    const warn = (message: string) => log(`[local] warning: ${message}`);
+
+    // DynamoDB Local takes seconds to boot: start it first, and prepare everything else meanwhile.
+    parts.dynamoStarting = startDynamoDb(config, files);
+    parts.dynamoStarting.catch(() => undefined); // awaited below; a failure must not go unhandled meanwhile
+
+    const token = await loadOrCreateApiToken(files, warn);
+    parts.revocations = await JsonLinesRevocationList.open(files.revocations);
+    const revocations = parts.revocations;
+    if (revocations.skippedLines.length > 0) warn(`${files.revocations}: skipped unreadable line(s) ${revocations.skippedLines.join(', ')}`);
+
+    let ca: SoftwareCertificateAuthority | undefined;
+    const crl = await listenOrExplain('crlPort', () =>
+      startCrlServer({
+        host: LOOPBACK,
+        port: config.crlPort,
+        crlPem: () => requireCa(ca).generateCrlPem(),
+        caPem: async () => (await requireCa(ca).getCaCertificates()).certificatePem,
+        log,
+      }),
+    );
+    parts.crl = crl;
+    const crlUrl = `${crl.url}/crl`;
+
+    const material = await readCaMaterial(files, warn);
+    if (material) {
+      ca = await SoftwareCertificateAuthority.load(material, { revocations, crlUrl });
+    } else {
+      const created = await SoftwareCertificateAuthority.create(CA_COMMON_NAME, { revocations, crlUrl });
+      await writeCaMaterial(files, created.material);
+      ca = created.ca;
+      log(`[local] created a new CA: key ${files.caKey} (mode 600), certificate ${files.caCertificate}`);
+    }
+    const caPem = (await ca.getCaCertificates()).certificatePem;
+
+    const registryFile = new RegistrySnapshotFile(files.registry);
+    parts.registryFile = registryFile;
+    const registry = new LocalDeviceRegistry({ thingGroupName: LOCAL_THING_GROUP, snapshot: await registryFile.load(), onChange: registryFile.save });
+    const registeredCa = await registry.registerCaCertificate(caPem, { autoRegistration: true });
+    await registry.putPolicy(LOCAL_POLICY_NAME, fleetPolicyDocument({ region: LOCAL_REGION, accountId: LOCAL_ACCOUNT_ID }));
+    await registry.attachPolicyToThingGroup(LOCAL_POLICY_NAME, LOCAL_THING_GROUP);
+
+    const dynamo = await parts.dynamoStarting;
+    parts.dynamo = dynamo;
+    const dynamoClient = localDynamoDbClient(dynamo.endpoint);
+    const documentClient = localDocumentClient(dynamo.endpoint);
+    parts.clients = [dynamoClient, documentClient];
+    await ensureTable(dynamoClient, deviceTableDefinition(deviceTableName(config)));
+    await ensureTable(dynamoClient, idempotencyTableDefinition(idempotencyTableName(config)));
+
+    // The same wiring as functions/handlers/dependencies.ts, with local stand-ins for AWS IoT and Private CA.
+    const logLevel = config.verbose ? 'INFO' : 'WARN';
+    const lifecycle = new DeviceLifecycle(
+      { store: new DynamoDbDeviceStore({ tableName: deviceTableName(config), documentClient }), registry, ca, clock: systemClock, ids: randomIds },
+      { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays },
+    );
+    const jitrHandler = createJitrHandler({ lifecycle, logger: new Logger({ serviceName: 'jitr', logLevel }) });
+    const apiHandler = createApiHandler({
+      lifecycle,
+      clock: systemClock,
+      idempotencyStore: new DynamoDBPersistenceLayer({ tableName: idempotencyTableName(config), awsSdkV3Client: dynamoClient }),
+      logger: new Logger({ serviceName: 'device-api', logLevel }),
+    });
+
+    // The registration topic rule: its action invokes the JITR function asynchronously.
+    const jitr = new AsyncInvoker<RegistrationEvent, JitrResult>({
+      handler: (event) => jitrHandler(event, lambdaContext('iotcert-local-jitr', randomUUID(), JITR_TIMEOUT_MS)),
+      concurrency: config.jitrConcurrency,
+      keyOf: (event) => event.certificateId,
+      onResult: (event, result) => log(`[jitr] certificate ${short(event.certificateId)}: ${describeOutcome(result)}`),
+      onRetry: (event, error, attempt, delayMs) => log(`[jitr] certificate ${short(event.certificateId)}: attempt ${attempt} failed (${(error as Error).message}); retry in ${delayMs} ms`),
+      onFailure: async (event, error, attempts) => {
+        log(`[jitr] certificate ${short(event.certificateId)}: failed after ${attempts} attempts (${(error as Error).message}); recorded in ${files.jitrFailures}; its next connect tries again`);
+        const line = JSON.stringify({ at: new Date().toISOString(), attempts, error: (error as Error).message, event });
+        await appendFile(files.jitrFailures, `${line}\n`, { mode: PRIVATE_FILE_MODE });
+      },
+    });
+    parts.jitr = jitr;
+    const rules = new TopicRules([
+      { name: 'jitr-registration', topicFilter: '$aws/events/certificates/registered/+', action: (payload) => void jitr.invoke(payload as RegistrationEvent) },
+    ]);
+
+    const server = await serverCredentials(ca);
+    const gate = new CertificateGate(registry, { accountId: LOCAL_ACCOUNT_ID });
+    parts.mqtt = await listenOrExplain('mqttPort', () =>
+      startMqttEndpoint({
+        host: LOOPBACK,
+        port: config.mqttPort,
+        serverKeyPem: server.keyPem,
+        serverCertificatePem: server.certificatePem,
+        trustedCaPems: registry.activeCaCertificates().map((registered) => registered.certificatePem),
+        registry,
+        gate,
+        authorizer: new PolicyAuthorizer(registry, { region: LOCAL_REGION, accountId: LOCAL_ACCOUNT_ID }),
+        publishEvent: (topic, event) => rules.publish(topic, event),
+        log,
+        verbose: config.verbose,
+      }),
+    );
+    const mqtt = parts.mqtt;
+
+    parts.api = await listenOrExplain('apiPort', () =>
+      startApiServer({
+        host: LOOPBACK,
+        port: config.apiPort,
+        token,
+        handler: (event, context) => apiHandler(event, context),
+        routes: createRoutes({ lifecycle, clock: systemClock }).map(({ method, resource }) => ({ method, resource })),
+        log,
+      }),
+    );
+    const api = parts.api;
+
+    // At-least-once: registrations a previous run left pending are delivered again.
+    const pending = gate.pendingRegistrations();
+    for (const event of pending) rules.publish(registrationTopic(event.caCertificateId), event);
+    if (pending.length > 0) log(`[local] delivering ${pending.length} registration(s) left pending by the previous run`);
+
+    const endpoints: LocalEndpoints = {
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      mqtt: { host: LOOPBACK, port: mqtt.port, url: `mqtts://${LOOPBACK}:${mqtt.port}` },
+      api: { url: api.url },
+      crl: { pemUrl: `${crl.url}/crl.pem`, derUrl: `${crl.url}/crl` },
+      dynamodb: { endpoint: dynamo.endpoint, deviceTable: deviceTableName(config), idempotencyTable: idempotencyTableName(config) },
+      caCertificateId: registeredCa.caCertificateId,
+    };
+    await writeEndpoints(files, endpoints);
+
+    let stopping: Promise<void> | undefined;
+    return { config, files, endpoints, startupMs: Date.now() - started, stop: () => (stopping ??= stopAll()) };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+/** What a start has brought up so far: a failed start stops exactly these. */
+interface Parts {
+  dynamoStarting?: Promise<Pick<DynamoDbLocal, 'endpoint' | 'stop'>>;
+  dynamo?: Pick<DynamoDbLocal, 'endpoint' | 'stop'>;
+  clients?: { destroy(): void }[];
+  revocations?: JsonLinesRevocationList;
+  crl?: CrlServer;
+  registryFile?: RegistrySnapshotFile;
+  jitr?: AsyncInvoker<RegistrationEvent, JitrResult>;
+  mqtt?: MqttEndpoint;
+  api?: ApiServer;
+}
+
+/** The shutdown that loses nothing: stop accepting, drain JITR deliveries, flush the registry, stop DynamoDB Local. */
+async function stopParts(parts: Parts, log: (message: string) => void): Promise<void> {
+  const step = async (name: string, run: () => Promise<unknown>) => {
+    try {
+      await run();
+    } catch (error) {
+      log(`[local] ${name} failed: ${(error as Error).message}`);
+    }
+  };
+  await step('stopping the servers', () => Promise.all([parts.api?.stop(), parts.mqtt?.stop(), parts.crl?.stop()]));
+  const { jitr } = parts;
+  if (jitr) {
+    await step('draining JITR deliveries', async () => {
+      if (jitr.pending > 0) log(`[local] waiting for ${jitr.pending} JITR deliver${jitr.pending === 1 ? 'y' : 'ies'} in flight...`);
+      if (!(await jitr.drain(DRAIN_TIMEOUT_MS))) log(`[local] ${jitr.pending} JITR deliveries did not finish in time; they are delivered again at the next start`);
+    });
+  }
+  await step('saving the registry', async () => parts.registryFile?.flush());
+  await step('closing the revocation list', async () => parts.revocations?.close());
+  for (const client of parts.clients ?? []) client.destroy();
+  await step('stopping DynamoDB Local', async () => {
+    const dynamo = parts.dynamo ?? (await parts.dynamoStarting?.catch(() => undefined));
+    await dynamo?.stop();
+  });
+}
+
+function requireCa(ca: SoftwareCertificateAuthority | undefined): SoftwareCertificateAuthority {
+  if (!ca) throw new Error('the CA is not loaded yet');
+  return ca;
+}
+
+async function startDynamoDb(config: LocalModeConfig, files: DataFiles): Promise<Pick<DynamoDbLocal, 'endpoint' | 'stop'>> {
+  if (config.dynamodbEndpoint) return { endpoint: config.dynamodbEndpoint, stop: async () => undefined };
+  if (config.dynamodbPort !== 0) await assertPortFree(config.dynamodbPort, 'dynamodbPort');
+  return startDynamoDbLocal({ port: config.dynamodbPort, dataDirectory: files.dynamodb, ownProcessGroup: true });
+}
+
+/** DynamoDB Local only says "exited"; find a taken port first and name the setting that moves it. */
+async function assertPortFree(port: number, setting: keyof typeof SETTINGS): Promise<void> {
+  await listenOrExplain(setting, () => new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(port, LOOPBACK, () => probe.close(() => resolve()));
+  }));
+}
+
+async function listenOrExplain<T>(setting: keyof typeof SETTINGS, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES') {
+      const { flag, env } = SETTINGS[setting];
+      throw new Error(`Port ${(error as { port?: number }).port ?? ''} is ${code === 'EADDRINUSE' ? 'already in use' : 'not allowed'}: choose another with --${flag} <port> or ${env}=<port>.`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** A fresh P-256 key and a server certificate from the local CA for localhost and 127.0.0.1. */
+async function serverCredentials(ca: SoftwareCertificateAuthority): Promise<{ keyPem: string; certificatePem: string }> {
+  const provider = webcrypto as unknown as Crypto;
+  const keys = (await provider.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const certificatePem = await ca.issueServerCertificate(SERVER_HOSTNAMES, keys.publicKey, SERVER_CERTIFICATE_DAYS);
+  const keyPem = x509.PemConverter.encode(await provider.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
+  return { keyPem, certificatePem };
+}
+
+function describeOutcome(result: JitrResult): string {
+  switch (result.outcome) {
+    case 'ACTIVATED':
+      return `ACTIVATED, device ${result.deviceId} can connect now`;
+    case 'REJECTED':
+      return `REJECTED (${result.code}): ${result.reason}`;
+    case 'ALREADY_PROCESSED':
+      return `already processed (${result.status})`;
+    case 'IN_PROGRESS':
+      return 'another delivery is activating it';
+    case 'IGNORED':
+      return `ignored: ${result.reason}`;
+    case 'MALFORMED_EVENT':
+      return `malformed event dropped: ${result.problems.join('; ')}`;
+  }
+}

@@ -1,0 +1,88 @@
+import { relative } from 'node:path';
+import { LocalConfigError, LOCAL_ACCOUNT_ID, LOCAL_POLICY_NAME, LOCAL_REGION, LOCAL_THING_GROUP, parseLocalModeConfig, PROJECT_ROOT, READY_LINE, usage } from './config';
+import { startLocalMode, type LocalMode } from './local-mode';
+
+// The AWS SDK warns that its 2027 releases will need Node 22: true, and irrelevant to a local run.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const stamp = () => new Date().toISOString().slice(11, 23);
+const log = (message: string) => console.log(`${stamp()} ${message}`);
+
+function banner(mode: LocalMode): string {
+  const { endpoints, files, config } = mode;
+  const shown = (path: string) => {
+    const fromRoot = relative(PROJECT_ROOT, path);
+    return fromRoot.startsWith('..') ? path : fromRoot;
+  };
+  const dynamo = config.dynamodbEndpoint ? `${endpoints.dynamodb.endpoint} (external)` : `${endpoints.dynamodb.endpoint} (DynamoDB Local, data in ${shown(files.dynamodb)}/)`;
+  return [
+    '',
+    `  ${READY_LINE} (started in ${(mode.startupMs / 1000).toFixed(1)} s, pid ${process.pid})`,
+    '',
+    `  MQTT over TLS   ${endpoints.mqtt.url}        client certificate required; unknown ones from the CA self-register (JITR)`,
+    `  Device API      ${endpoints.api.url}          Authorization: Bearer $(cat ${shown(files.apiToken)})`,
+    `  CRL             ${endpoints.crl.derUrl} (DER), ${endpoints.crl.pemUrl}`,
+    `  DynamoDB        ${dynamo}`,
+    `                  tables ${endpoints.dynamodb.deviceTable}, ${endpoints.dynamodb.idempotencyTable}`,
+    `  CA              ${shown(files.caCertificate)} (trust this), key ${shown(files.caKey)}; CA certificate id ${endpoints.caCertificateId.slice(0, 16)}…, auto-registration on`,
+    `  IoT policy      ${LOCAL_POLICY_NAME} on thing group ${LOCAL_THING_GROUP} (region ${LOCAL_REGION}, account ${LOCAL_ACCOUNT_ID}); enrollment ${config.enrollmentPolicy}`,
+    `  Data folder     ${shown(files.dir)}/ (registry.json, revocations.jsonl, api-token, endpoints.json)`,
+    '',
+    '  Try:  npx iotcert device mint --id sensor-1 --out /tmp/sensor-1',
+    '        npx iotcert device connect --id sensor-1 --dir /tmp/sensor-1',
+    '  Everything binds to 127.0.0.1 only. Ctrl-C stops cleanly.',
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseLocalModeConfig(process.argv.slice(2));
+  } catch (error) {
+    if (error instanceof LocalConfigError) {
+      console.error(error.message);
+      process.exitCode = 2;
+      return;
+    }
+    throw error;
+  }
+  if (config === 'HELP') {
+    console.log(usage());
+    return;
+  }
+
+  log(`[local] starting (data folder ${config.dataDir})...`);
+  const mode = await startLocalMode(config, { log });
+  console.log(banner(mode));
+
+  // A Ctrl-C reaches this process twice: from the terminal (the whole process group) and relayed by tsx.
+  // So only a signal well after the first one means "exit now".
+  let firstSignalAt: number | undefined;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (firstSignalAt !== undefined) {
+      if (Date.now() - firstSignalAt < 1_000) return;
+      log(`[local] ${signal} again: exiting now; registrations left pending are delivered at the next start`);
+      process.exit(130);
+    }
+    firstSignalAt = Date.now();
+    log(`[local] ${signal}: stopping (new connections refused, finishing JITR deliveries, saving the registry)...`);
+    mode.stop().then(
+      () => {
+        log('[local] stopped cleanly');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        console.error(error);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+}
+
+main().catch((error: unknown) => {
+  console.error(`${stamp()} [local] failed to start: ${(error as Error).message}`);
+  process.exit(1);
+});

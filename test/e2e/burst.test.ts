@@ -1,0 +1,85 @@
+import { readFile } from 'node:fs/promises';
+import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
+import { certificateIdOf } from '../../functions/core/x509';
+import { connectDevice, makeKeyAndCsr, type ConnectReport } from '../../local/cli/device';
+import { readCaMaterial } from '../../local/data-dir';
+import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
+
+const DEVICES = 100;
+
+interface DevicePage {
+  items: { deviceId: string; certificateIds: string[] }[];
+  nextToken?: string;
+}
+
+describe('local mode: a burst of first connects', () => {
+  let local: LocalModeProcess;
+
+  beforeAll(async () => {
+    local = await startLocalModeProcess();
+  }, 120_000);
+
+  afterAll(async () => {
+    await local?.stop();
+    if (local) await removeDataDir(local.dataDir);
+  }, 60_000);
+
+  test(`${DEVICES} factory-minted devices connecting at once all end ACTIVE, none lost, no duplicate things`, async () => {
+    // Prepare: EC P-256 keys and certificates signed by the local CA, as a factory would make them.
+    const material = await readCaMaterial(local.files);
+    const ca = await SoftwareCertificateAuthority.load(material!);
+    const ids = Array.from({ length: DEVICES }, (_, index) => `burst-${String(index).padStart(3, '0')}`);
+    const mintStarted = Date.now();
+    const devices = [];
+    for (const deviceId of ids) {
+      const { keyPem, csrPem } = await makeKeyAndCsr(deviceId);
+      const certificatePem = await ca.mintDeviceCertificate(deviceId, csrPem, 30);
+      devices.push({ deviceId, certificateId: await certificateIdOf(certificatePem), tls: { key: keyPem, cert: certificatePem, ca: material!.certificatePem } });
+    }
+    const mintMs = Date.now() - mintStarted;
+
+    // Act: every device connects at the same moment, retrying with backoff after the JITR refusal.
+    const started = Date.now();
+    const reports: ConnectReport[] = await Promise.all(
+      devices.map((device) => connectDevice({ deviceId: device.deviceId, tls: device.tls, target: local.mqtt, attempts: 30, initialDelayMs: 500, maxDelayMs: 4_000 })),
+    );
+    const onboardingMs = Date.now() - started;
+
+    // Assess: every device published, after exactly one registration each.
+    const failed = reports.flatMap((report, index) => (report.published ? [] : [{ device: ids[index], attempts: report.attempts.slice(-2) }]));
+    expect(failed).toEqual([]);
+    expect(reports.every((report) => report.attempts[0]?.outcome === 'REFUSED')).toBe(true); // each first connect was the JITR refusal
+
+    // The store: exactly these devices are ACTIVE, each with its one certificate (paged through the API).
+    const active: DevicePage['items'] = [];
+    let nextToken: string | undefined;
+    do {
+      const { body } = await local.api('GET', `/devices?status=ACTIVE&limit=100${nextToken ? `&nextToken=${encodeURIComponent(nextToken)}` : ''}`);
+      const page = body as DevicePage;
+      active.push(...page.items);
+      nextToken = page.nextToken;
+    } while (nextToken);
+    expect(active.map((device) => device.deviceId).sort()).toEqual(ids);
+    const expectedCertificates = Object.fromEntries(devices.map((device) => [device.deviceId, [device.certificateId]]));
+    expect(Object.fromEntries(active.map((device) => [device.deviceId, device.certificateIds]))).toEqual(expectedCertificates);
+    const { body: registered } = await local.api('GET', '/devices?status=REGISTERED&limit=100');
+    expect((registered as DevicePage).items).toEqual([]);
+
+    // The registry: one thing per device, each with exactly its certificate attached and ACTIVE.
+    const registry = JSON.parse(await readFile(local.files.registry, 'utf8')).registry as {
+      certificates: { certificateId: string; status: string }[];
+      things: { thingName: string; principals: string[] }[];
+    };
+    const things = registry.things.filter((thing) => thing.thingName.startsWith('burst-'));
+    expect(things.map((thing) => thing.thingName).sort()).toEqual(ids);
+    expect(Object.fromEntries(things.map((thing) => [thing.thingName, thing.principals]))).toEqual(expectedCertificates);
+    const statuses = new Map(registry.certificates.map((certificate) => [certificate.certificateId, certificate.status]));
+    expect(devices.filter((device) => statuses.get(device.certificateId) !== 'ACTIVE')).toEqual([]);
+
+    const attempts = reports.map((report) => report.attempts.length);
+    console.log(
+      `${DEVICES} devices: minted in ${mintMs} ms; all ACTIVE and published ${onboardingMs} ms after connecting at once ` +
+        `(attempts per device: min ${Math.min(...attempts)}, max ${Math.max(...attempts)}; slowest device ${Math.max(...reports.map((report) => report.totalMs))} ms)`,
+    );
+  }, 240_000);
+});
