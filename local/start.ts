@@ -30,7 +30,7 @@ function banner(mode: LocalMode): string {
     '',
     '  Try:  npx iotcert device mint --id sensor-1 --out /tmp/sensor-1',
     '        npx iotcert device connect --id sensor-1 --dir /tmp/sensor-1',
-    '  Everything binds to 127.0.0.1 only. Ctrl-C stops cleanly.',
+    '  Every server binds to 127.0.0.1 (DynamoDB Local has no bind option: clients use 127.0.0.1). Ctrl-C stops cleanly.',
     '',
   ].join('\n');
 }
