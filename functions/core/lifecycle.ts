@@ -385,12 +385,14 @@ export class DeviceLifecycle {
     });
     const facts = await inspectCertificate(issued.certificatePem);
     let registeredId: string | undefined;
+    let recordedElsewhere = false;
     try {
       const caCertificatePem = splitPemChain(issued.certificateChainPem)[0] ?? (await this.deps.ca.getCaCertificates()).certificatePem;
       await this.deps.registry.ensureThing(device.thingName, device.attributes);
       registeredId = (await this.deps.registry.registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem })).certificateId;
       const certificateId = registeredId;
       const recorded = await this.deps.store.getCertificate(certificateId);
+      recordedElsewhere = recorded?.status === 'ACTIVE';
       if (recorded && recorded.status !== 'ACTIVE') {
         // The CA answered a certificate this request got before, which was revoked when that attempt failed.
         throw new LifecycleError('CONFLICT', `The certificate issued for this request earlier is ${recorded.status}; send the request again with a new Idempotency-Key.`, {
@@ -420,7 +422,10 @@ export class DeviceLifecycle {
       }
       return { certificateId, certificatePem: issued.certificatePem, certificateChainPem: issued.certificateChainPem, notAfter: facts.notAfter.toISOString() };
     } catch (error) {
-      if (!(error instanceof LifecycleError && error.code === 'CONFLICT' && registeredId !== undefined && error.details.certificateId === registeredId)) {
+      // Not ours to withdraw: a concurrent request with the same key recorded this very certificate and answered it,
+      // or it was withdrawn before (the CONFLICT above).
+      const withdrawnBefore = error instanceof LifecycleError && error.code === 'CONFLICT' && registeredId !== undefined && error.details.certificateId === registeredId;
+      if (!recordedElsewhere && !withdrawnBefore) {
         await this.withdrawIssued(device, facts, registeredId, request.actor, `issuance failed: ${error instanceof Error ? error.message : String(error)}`);
       }
       throw error;
@@ -475,13 +480,15 @@ export class DeviceLifecycle {
     const key = `revoke-certificate:${command.certificateId}:${command.requestKey}`;
     return this.retryOnConflict(async () => {
       const device = await this.requireDevice(command.deviceId);
+      const already = await this.isRecorded(key) ? await this.deps.store.getCertificate(command.certificateId) : undefined;
+      if (already?.deviceId === command.deviceId) return already;
       const certificate = await this.deps.store.getCertificate(command.certificateId);
       if (!certificate || certificate.deviceId !== command.deviceId) {
         throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${command.certificateId} does not belong to device ${command.deviceId}.`);
       }
       assertCertificateTransition(certificate.status, 'REVOKED');
       await this.revokeEverywhere(device, certificate, command.reason);
-      const revoked = this.withStatus(certificate, 'REVOKED', { revocationReason: command.reason, activationLeaseUntil: undefined });
+      const revoked = this.withStatus(certificate, 'REVOKED', { revocationReason: command.reason, activationLeaseUntil: undefined, activationLeaseHolder: undefined });
       await this.deps.store.commit({
         idempotencyKey: key,
         device: { next: this.touched(device), expectedVersion: device.version },
@@ -501,6 +508,7 @@ export class DeviceLifecycle {
     assertValidDeviceId(command.deviceId);
     const key = `device_revoked:${command.deviceId}:${command.requestKey}`;
     return this.retryOnConflict(async () => {
+      if (await this.isRecorded(key)) return this.requireDevice(command.deviceId);
       let device = await this.requireDevice(command.deviceId);
       assertDeviceTransition(device.status, 'REVOKED');
       const live = (await this.deps.store.getCertificates(device.certificateIds)).filter((certificate) => isLiveCertificateStatus(certificate.status));
@@ -538,6 +546,7 @@ export class DeviceLifecycle {
     assertValidDeviceId(command.deviceId);
     const key = `${plan.eventType.toLowerCase()}:${command.deviceId}:${command.requestKey}`;
     return this.retryOnConflict(async () => {
+      if (await this.isRecorded(key)) return this.requireDevice(command.deviceId);
       const device = await this.requireDevice(command.deviceId);
       assertDeviceTransition(device.status, plan.to);
       const now = this.deps.clock.now().getTime();
@@ -565,9 +574,10 @@ export class DeviceLifecycle {
         return next;
       } catch (error) {
         // Losing a race is not undone: the retry re-reads and either re-applies or finds the state already reached.
-        if (!(error instanceof ConflictError)) {
-          await Promise.allSettled(switched.map((certificate) => this.deps.registry.updateCertificateStatus(certificate.certificateId, plan.certificatesFrom)));
-        }
+        if (error instanceof ConflictError) throw error;
+        // A commit that failed on its way back (a timeout) may have been written: then the switch stands.
+        if (await this.isRecorded(key)) return this.requireDevice(command.deviceId);
+        await Promise.allSettled(switched.map((certificate) => this.deps.registry.updateCertificateStatus(certificate.certificateId, plan.certificatesFrom)));
         throw error;
       }
     });
@@ -590,6 +600,15 @@ export class DeviceLifecycle {
       certificateIds: appendUnique(device.certificateIds, certificateId),
     };
     return { device: { next, expectedVersion: device.version } };
+  }
+
+  /** Whether a change with this key was committed: a retry of a request that succeeded answers the state it left. */
+  private async isRecorded(key: string): Promise<boolean> {
+    try {
+      return (await this.deps.store.getChange(key)) !== undefined;
+    } catch {
+      return false;
+    }
   }
 
   private async requireDevice(deviceId: string): Promise<Device> {

@@ -333,6 +333,49 @@ describe('revocation and suspension', () => {
     expect(fixture.store.events.some((e) => e.type === 'DEVICE_SUSPENDED')).toBe(false);
   });
 
+  test('keeps a suspension whose commit was written but answered with an error, instead of switching AWS IoT back', async () => {
+    const fixture = await createLifecycleFixture();
+    const certificateId = await registeredByJitr(fixture, 'sensor-20');
+    const commit = fixture.store.commit.bind(fixture.store);
+    jest.spyOn(fixture.store, 'commit').mockImplementationOnce(async (change) => {
+      await commit(change);
+      throw new Error('socket timeout after the write');
+    });
+
+    const device = await fixture.lifecycle.suspendDevice({ deviceId: 'sensor-20', actor: 'ops', requestKey: 'suspend-timeout' });
+
+    expect(device.status).toBe('SUSPENDED');
+    expect(fixture.registry.findCertificate(certificateId)?.status).toBe('INACTIVE');
+    expect(fixture.store.certificates.get(certificateId)?.status).toBe('INACTIVE');
+  });
+
+  test('answers a retried suspension or revocation with the same request key with the state it left, not an error', async () => {
+    const fixture = await createLifecycleFixture();
+    const certificateId = await registeredByJitr(fixture, 'sensor-21');
+    const suspend = { deviceId: 'sensor-21', actor: 'ops', requestKey: 'same-key' };
+    await fixture.lifecycle.suspendDevice(suspend);
+    await expect(fixture.lifecycle.suspendDevice(suspend)).resolves.toMatchObject({ status: 'SUSPENDED' });
+    const revoke = { deviceId: 'sensor-21', certificateId, reason: 'KEY_COMPROMISE' as const, actor: 'ops', requestKey: 'revoke-key' };
+    await fixture.lifecycle.revokeCertificate(revoke);
+    await expect(fixture.lifecycle.revokeCertificate(revoke)).resolves.toMatchObject({ status: 'REVOKED' });
+    expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_REVOKED')).toHaveLength(1);
+  });
+
+  test('does not withdraw a certificate that a concurrent request with the same key recorded and answered', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-4', attributes: {}, ...actor });
+    const { csrPem } = await makeCsr('factory-4');
+    const first = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-4', csrPem, ...actor });
+    // The second request started before the first committed: it saw no recorded result, and then failed.
+    jest.spyOn(fixture.store, 'getChange').mockResolvedValueOnce(undefined);
+    jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('throttled'));
+
+    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'factory-4', csrPem, ...actor })).rejects.toThrow('throttled');
+
+    expect(fixture.registry.findCertificate(first.certificateId)?.status).toBe('ACTIVE');
+    expect(fixture.store.certificates.get(first.certificateId)?.status).toBe('ACTIVE');
+  });
+
   test('a device revocation that failed part-way records what it revoked, and a retry finishes it', async () => {
     const fixture = await createLifecycleFixture();
     const first = await registeredByJitr(fixture, 'sensor-19');
