@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { RemovalPolicy } from 'aws-cdk-lib';
+import { Schedule } from 'aws-cdk-lib/aws-events';
 import type { Construct } from 'constructs';
 import type { DeviceCertificateLifecycleStackProps } from './device-certificate-lifecycle-stack';
 import { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, checkCaArn, checkNamePrefix, fail } from './settings';
@@ -27,6 +28,9 @@ export const CONTEXT_VALUES = {
   apiBurstLimit: 'device API burst, in requests (default 20)',
   webAclArn: 'ARN of a regional AWS WAFv2 web ACL to put in front of the API (default none)',
   alarmTopicArn: 'ARN of an SNS topic the alarms notify (default none)',
+  expiryMonitorSchedule: 'EventBridge schedule of the expiry monitor, rate(...) or cron(...), at least daily (default rate(1 day))',
+  expiryWarningDays: 'the expiry monitor counts device certificates with fewer days left than this (default 30; 2 in SHORT_LIVED_CERTIFICATE mode)',
+  caExpiryAlarmDays: 'the CA expiry alarm fires when the CA has fewer days left than this (default validityDays + 90)',
 } as const;
 
 export type ContextName = keyof typeof CONTEXT_VALUES;
@@ -93,6 +97,7 @@ export function stackPropsFromContext(scope: Construct, source: ContextSource = 
   const burstLimit = number('apiBurstLimit');
   const removalPolicy = oneOf('removalPolicy', ['retain', 'destroy']);
   const alarmTopicArn = text('alarmTopicArn');
+  const expiryMonitorSchedule = text('expiryMonitorSchedule');
 
   return {
     stackName: namePrefix,
@@ -116,6 +121,9 @@ export function stackPropsFromContext(scope: Construct, source: ContextSource = 
           ? undefined
           : { rateLimit: rateLimit ?? DEFAULTS.apiThrottling.rateLimit, burstLimit: burstLimit ?? DEFAULTS.apiThrottling.burstLimit },
       webAclArn: text('webAclArn'),
+      expiryMonitorSchedule: expiryMonitorSchedule === undefined ? undefined : Schedule.expression(expiryMonitorSchedule),
+      expiryWarningDays: number('expiryWarningDays'),
+      caExpiryAlarmDays: number('caExpiryAlarmDays'),
     },
   };
 }

@@ -3,6 +3,7 @@ import type * as acmpca from 'aws-cdk-lib/aws-acmpca';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as iot from 'aws-cdk-lib/aws-iot';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
@@ -17,6 +18,7 @@ import { IDEMPOTENCY_TABLE_SCHEMA } from '../functions/adapters/aws/idempotency-
 import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
 import { NewCertificateAuthority, type CaSubject, type SubordinateCaCertificate } from './certificate-authority';
 import { API_INTEGRATION_TIMEOUT, DeviceApi } from './device-api';
+import { ExpiryMonitor } from './expiry-monitor';
 import { IotCaRegistration } from './iot-ca-registration';
 import { HANDLER_ENTRIES, LifecycleFunction, privateCaTemplateArn, roleWritingTo, type CertificateAuthorityBinding, type FleetBinding } from './lifecycle-function';
 import { REGISTRY_MODES } from '../functions/handlers/config';
@@ -28,8 +30,11 @@ import {
   EnrollmentPolicy,
   SIGNING_ALGORITHMS,
   checkCaArn,
+  checkCaExpiryAlarmDays,
   checkCaValidityYears,
   checkCertificateValidityDays,
+  checkExpiryMonitorSchedule,
+  checkExpiryWarningDays,
   checkNamePrefix,
   checkTopicRoot,
   fail,
@@ -144,6 +149,27 @@ export interface DeviceCertificateLifecycleProps {
    * @default - alarms without actions (visible in the CloudWatch console)
    */
   readonly alarmTopic?: sns.ITopic;
+
+  /**
+   * When the expiry monitor runs. At least daily: the CA expiry alarm treats a day without data as breaching
+   * (a `rate(...)` longer than a day fails the synth).
+   * @default Schedule.expression('rate(1 day)')
+   */
+  readonly expiryMonitorSchedule?: events.Schedule;
+
+  /**
+   * The expiry monitor counts live device certificates with fewer days left than this, and logs their devices.
+   * @default 30, or 2 in SHORT_LIVED_CERTIFICATE mode (where every certificate lives 7 days at most)
+   */
+  readonly expiryWarningDays?: number;
+
+  /**
+   * The CA expiry alarm fires when the CA certificate, or a certificate of its chain, has fewer days left than
+   * this. It must exceed `certificateValidityDays`: after that point a device certificate of full validity would
+   * outlive the CA.
+   * @default - `certificateValidityDays` + 90 (455 with the general-purpose defaults, 97 in short-lived mode)
+   */
+  readonly caExpiryAlarmDays?: number;
 }
 
 /** The props with every default applied and every rule checked: what the construct builds from. */
@@ -161,6 +187,9 @@ export interface ResolvedSettings {
   readonly topicRoot: string;
   readonly logRetention: RetentionDays;
   readonly apiThrottling: ApiThrottling;
+  readonly expiryMonitorSchedule: events.Schedule;
+  readonly expiryWarningDays: number;
+  readonly caExpiryAlarmDays: number;
 }
 
 /** Applies the defaults of settings.ts and fails with a message naming the prop when a combination cannot work. */
@@ -191,6 +220,12 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
   if (!(apiThrottling.rateLimit > 0) || !Number.isInteger(apiThrottling.burstLimit) || apiThrottling.burstLimit < 1) {
     fail(`apiThrottling needs a positive rateLimit and a whole positive burstLimit (got ${apiThrottling.rateLimit} and ${apiThrottling.burstLimit}).`);
   }
+  const expiryMonitorSchedule = props.expiryMonitorSchedule ?? events.Schedule.expression(DEFAULTS.expiryMonitor.schedule);
+  checkExpiryMonitorSchedule(expiryMonitorSchedule);
+  const expiryWarningDays = props.expiryWarningDays ?? DEFAULTS.expiryMonitor.warningDays[caUsageMode];
+  checkExpiryWarningDays(expiryWarningDays);
+  const caExpiryAlarmDays = props.caExpiryAlarmDays ?? certificateValidityDays + DEFAULTS.expiryMonitor.caAlarmLeadDays;
+  checkCaExpiryAlarmDays(caExpiryAlarmDays, certificateValidityDays);
   return {
     newCa,
     caType,
@@ -205,6 +240,9 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
     topicRoot,
     logRetention: props.logRetention ?? DEFAULTS.logRetention,
     apiThrottling,
+    expiryMonitorSchedule,
+    expiryWarningDays,
+    caExpiryAlarmDays,
   };
 }
 
@@ -213,7 +251,7 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
  * with AWS IoT for just-in-time registration; the rule and function that onboard a device on its first
  * connect, with the queue between them that paces onboarding bursts; the device REST API (sign CSRs,
  * revoke, suspend, resume, read, list); the DynamoDB tables; the fleet IoT policy attached to the fleet's
- * thing group; a dead-letter queue and alarms.
+ * thing group; a dead-letter queue and alarms; and the expiry monitor, which alarms well before the CA expires.
  */
 export class DeviceCertificateLifecycle extends Construct {
   public readonly settings: ResolvedSettings;
@@ -241,6 +279,12 @@ export class DeviceCertificateLifecycle extends Construct {
    * times (the registration queue's redrive), and those the rule could not deliver (its error action).
    */
   public readonly deadLetterQueue: sqs.Queue;
+  /**
+   * The scheduled function that publishes the CA's days to expiry and the device certificates expiring soon, with
+   * its alarms; undefined while a new SUBORDINATE CA waits for its certificate (there is nothing to read yet).
+   */
+  public readonly expiryMonitor?: ExpiryMonitor;
+  /** Every alarm of the construct, the expiry monitor's included. */
   public readonly alarms: readonly cloudwatch.Alarm[];
 
   public constructor(scope: Construct, id: string, props: DeviceCertificateLifecycleProps = {}) {
@@ -385,6 +429,19 @@ export class DeviceCertificateLifecycle extends Construct {
       if (this.newCertificateAuthority?.activation) this.iotCaRegistration.node.addDependency(this.newCertificateAuthority.activation);
       this.caCertificateId = this.iotCaRegistration.caCertificateId;
       this.registrationRule = this.registrationRuleFor(this.caCertificateId, settings);
+
+      // --- the expiry monitor: the CA's and the device certificates' expiry --------------------------------
+      this.expiryMonitor = new ExpiryMonitor(this, 'ExpiryMonitor', {
+        deviceTable: this.deviceTable,
+        certificateAuthority: ca,
+        schedule: settings.expiryMonitorSchedule,
+        warningDays: settings.expiryWarningDays,
+        caExpiryAlarmDays: settings.caExpiryAlarmDays,
+        metricsServiceName: settings.namePrefix,
+        logRetention: settings.logRetention,
+        removalPolicy: settings.removalPolicy,
+        alarmTopic: props.alarmTopic,
+      });
     }
 
     // --- the API ---------------------------------------------------------------------------------------
@@ -397,7 +454,7 @@ export class DeviceCertificateLifecycle extends Construct {
       webAclArn: props.webAclArn,
     });
 
-    this.alarms = this.createAlarms(props.alarmTopic);
+    this.alarms = [...this.createAlarms(props.alarmTopic), ...(this.expiryMonitor?.alarms ?? [])];
   }
 
   /**

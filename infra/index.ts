@@ -6,6 +6,8 @@ export type { DeviceCertificateLifecycleStackProps } from './device-certificate-
 export { NewCertificateAuthority } from './certificate-authority';
 export type { CaSubject, SubordinateCaCertificate } from './certificate-authority';
 export { IotCaRegistration } from './iot-ca-registration';
+export { ExpiryMonitor } from './expiry-monitor';
+export type { ExpiryMonitorProps } from './expiry-monitor';
 export { API_INTEGRATION_TIMEOUT, DeviceApi, DEVICE_API_ROUTES, GATEWAY_ERROR_RESPONSES } from './device-api';
 export type { GatewayErrorResponse } from './device-api';
 export { LifecycleFunction, HANDLER_ENTRIES } from './lifecycle-function';

@@ -6,6 +6,7 @@ import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type ILogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
+import { DEVICE_TABLE_SCHEMA } from '../functions/adapters/aws/device-table';
 import type { EnvironmentVariable } from '../functions/handlers/config';
 import type { EnrollmentPolicy } from './settings';
 
@@ -16,6 +17,7 @@ export const HANDLER_ENTRIES = {
   jitr: path.join(PROJECT_ROOT, 'functions', 'handlers', 'jitr.ts'),
   api: path.join(PROJECT_ROOT, 'functions', 'handlers', 'api.ts'),
   registerCaWithIot: path.join(PROJECT_ROOT, 'functions', 'handlers', 'register-ca-with-iot.ts'),
+  expiryMonitor: path.join(PROJECT_ROOT, 'functions', 'handlers', 'expiry-monitor.ts'),
 } as const;
 
 /** The CA as the functions see it: what goes into CA_ARN, CA_SIGNING_ALGORITHM and CA_TEMPLATE_ARN. */
@@ -131,6 +133,16 @@ export class LifecycleFunction extends NodejsFunction {
     return this;
   }
 
+  /**
+   * DEVICE_TABLE_NAME, with `dynamodb:Query` on the table's ByExpiry index and nothing else: what the store's
+   * `findCertificatesExpiring` sends. No access to the table's items or its other index.
+   */
+  public useDeviceTableExpiryIndex(table: ITable): this {
+    this.setVariable('DEVICE_TABLE_NAME', table.tableName);
+    this.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:Query'], resources: [`${table.tableArn}/index/${DEVICE_TABLE_SCHEMA.byExpiryIndex.indexName}`] }));
+    return this;
+  }
+
   /** IDEMPOTENCY_TABLE_NAME, with read/write access to that table. */
   public useIdempotencyTable(table: ITable): this {
     this.setVariable('IDEMPOTENCY_TABLE_NAME', table.tableName);
@@ -178,6 +190,13 @@ export class LifecycleFunction extends NodejsFunction {
   public useIssuancePolicy(policy: { readonly enrollmentPolicy: EnrollmentPolicy; readonly certificateValidityDays: number }): this {
     this.setVariable('ENROLLMENT_POLICY', policy.enrollmentPolicy);
     this.setVariable('CERTIFICATE_VALIDITY_DAYS', String(policy.certificateValidityDays));
+    return this;
+  }
+
+  /** EXPIRY_WARNING_DAYS and METRICS_SERVICE_NAME: settings of the expiry monitor, no permission attached (its metrics go to its log as EMF). */
+  public useExpiryMonitoring(monitoring: { readonly warningDays: number; readonly metricsServiceName: string }): this {
+    this.setVariable('EXPIRY_WARNING_DAYS', String(monitoring.warningDays));
+    this.setVariable('METRICS_SERVICE_NAME', monitoring.metricsServiceName);
     return this;
   }
 

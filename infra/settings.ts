@@ -1,4 +1,5 @@
-import { RemovalPolicy, Token } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
+import type { Schedule } from 'aws-cdk-lib/aws-events';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 
 /*
@@ -102,6 +103,26 @@ export const DEFAULTS = {
   },
   /** Longer than the registration queue's retention: SQS keeps a message's first enqueue time when it dead-letters it. */
   deadLetterRetentionDays: 14,
+  /** The scheduled function that watches the CA's and the device certificates' expiry. */
+  expiryMonitor: {
+    /** EventBridge schedule expression; the CA expiry alarm expects a data point every day. */
+    schedule: 'rate(1 day)',
+    /**
+     * Device certificates with fewer days left are counted and their devices logged. In short-lived mode every
+     * certificate has at most 7 days, so 30 would count the whole fleet: there, one that has 2 days left is late.
+     */
+    warningDays: {
+      [CaUsageMode.GENERAL_PURPOSE]: 30,
+      [CaUsageMode.SHORT_LIVED_CERTIFICATE]: 2,
+    },
+    /**
+     * The CA alarm fires this many days before the CA can no longer cover a device certificate of full validity:
+     * the default threshold is `certificateValidityDays + caAlarmLeadDays`.
+     */
+    caAlarmLeadDays: 90,
+    /** One run pages through the expiry index; generous for fleets of millions. */
+    timeoutMinutes: 5,
+  },
 } as const;
 
 /** A prop or context value that cannot work; the message names it and says what would. */
@@ -148,6 +169,48 @@ export function checkCaValidityYears(years: number): void {
   if (!Number.isInteger(years) || years < 1 || years > LIMITS.maxCaValidityYears) {
     fail(`caValidityYears must be a whole number of years from 1 to ${LIMITS.maxCaValidityYears} (got ${years}).`);
   }
+}
+
+/** The longest warning window and alarm threshold (the functions refuse more: EXPIRY_WARNING_DAYS in functions/handlers/config.ts). */
+const MAX_EXPIRY_DAYS = 3650;
+
+export function checkExpiryWarningDays(days: number): void {
+  if (Token.isUnresolved(days) || !Number.isInteger(days) || days < 1 || days > MAX_EXPIRY_DAYS) {
+    fail(`expiryWarningDays must be a whole number of days from 1 to ${MAX_EXPIRY_DAYS} (got ${days}).`);
+  }
+}
+
+/**
+ * The CA alarm must fire while a device certificate of full validity can still be issued: once the CA has fewer
+ * days left than `certificateValidityDays`, such a certificate would outlive it.
+ */
+export function checkCaExpiryAlarmDays(days: number, certificateValidityDays: number): void {
+  if (Token.isUnresolved(days) || !Number.isInteger(days) || days < 1 || days > MAX_EXPIRY_DAYS) {
+    fail(`caExpiryAlarmDays must be a whole number of days from 1 to ${MAX_EXPIRY_DAYS} (got ${days}).`);
+  }
+  if (days <= certificateValidityDays) {
+    fail(
+      `caExpiryAlarmDays (${days}) must exceed certificateValidityDays (${certificateValidityDays}): from ${certificateValidityDays} days before the CA ` +
+        'expires, a device certificate of full validity would outlive it, so the alarm would come after CSR signing is already affected.',
+    );
+  }
+}
+
+/**
+ * The expiry monitor must run at least daily: the CA expiry alarm looks at one-day periods and treats missing
+ * data as breaching. A `rate(...)` longer than a day is refused; a `cron(...)` is taken as given.
+ */
+export function checkExpiryMonitorSchedule(schedule: Schedule): void {
+  const rate = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/.exec(schedule.expressionString);
+  if (rate) {
+    const [, value, unit] = rate;
+    const every = unit?.startsWith('minute') ? Duration.minutes(Number(value)) : unit?.startsWith('hour') ? Duration.hours(Number(value)) : Duration.days(Number(value));
+    if (every.toSeconds() > Duration.days(1).toSeconds()) {
+      fail(`expiryMonitorSchedule runs every ${value} ${unit}, but the CA expiry alarm expects a data point every day: run it at least daily.`);
+    }
+    return;
+  }
+  if (!/^cron\(.+\)$/.test(schedule.expressionString)) fail(`expiryMonitorSchedule must be a rate(...) or cron(...) expression (got "${schedule.expressionString}").`);
 }
 
 /** IoT topic rule names allow letters, digits and "_" only. */

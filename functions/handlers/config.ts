@@ -14,6 +14,8 @@ export const ENVIRONMENT = {
   THING_GROUP_NAME: 'the thing group every device joins; the fleet IoT policy is attached to it',
   ENROLLMENT_POLICY: '"open" (any device with a certificate from our CA) or "preregistered"',
   CERTIFICATE_VALIDITY_DAYS: 'validity of certificates signed from CSRs, in days',
+  EXPIRY_WARNING_DAYS: 'the expiry monitor reports device certificates with fewer whole days left than this',
+  METRICS_SERVICE_NAME: 'the "service" dimension of the metrics the expiry monitor publishes: one value per deployment, so two fleets in an account never share an alarm',
 } as const;
 
 export type EnvironmentVariable = keyof typeof ENVIRONMENT;
@@ -29,6 +31,8 @@ const configSchema = z.object({
   THING_GROUP_NAME: z.string().regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name'),
   ENROLLMENT_POLICY: z.enum(['open', 'preregistered']),
   CERTIFICATE_VALIDITY_DAYS: z.coerce.number().int().min(1).max(3650),
+  EXPIRY_WARNING_DAYS: z.coerce.number().int().min(1).max(3650),
+  METRICS_SERVICE_NAME: z.string().regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be 1 to 255 letters, digits, ".", "_" and "-"'),
 });
 
 export type FunctionConfig = z.infer<typeof configSchema>;
@@ -59,3 +63,17 @@ export function readConfig<K extends EnvironmentVariable>(names: readonly K[], e
  * The CDK construct grants exactly the IoT actions these modes need.
  */
 export const REGISTRY_MODES = { policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' } as const;
+
+/**
+ * The CloudWatch metrics the expiry monitor publishes (Powertools Metrics, embedded metric format), with the
+ * `service` dimension set to METRICS_SERVICE_NAME. The CDK construct alarms on exactly these names.
+ */
+export const EXPIRY_METRICS = {
+  namespace: 'IotCertificateLifecycle',
+  /** Whole days until the CA certificate, or the certificate of its chain that ends first, expires; negative once it has. */
+  caDaysToExpiry: 'CaDaysToExpiry',
+  /** Live device certificates with fewer than EXPIRY_WARNING_DAYS days left. */
+  deviceCertificatesExpiringSoon: 'DeviceCertificatesExpiringSoon',
+  /** The dimension Powertools Metrics adds to every metric. */
+  serviceDimension: 'service',
+} as const;

@@ -3,14 +3,17 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { ExpiryMonitor } from '../core/expiry';
 import { DeviceLifecycle, randomIds } from '../core/lifecycle';
 import { systemClock } from '../core/ports';
 import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
 import { IotDeviceRegistry } from '../adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../adapters/aws/private-ca-certificate-authority';
-import { readConfig, REGISTRY_MODES, type FunctionConfig } from './config';
+import { EXPIRY_METRICS, readConfig, REGISTRY_MODES, type FunctionConfig } from './config';
 import type { ApiDependencies } from './api';
+import type { ExpiryMonitorHandlerDependencies } from './expiry-monitor';
 import type { JitrDependencies } from './jitr';
 
 /*
@@ -46,6 +49,21 @@ export function apiDependencies(): ApiDependencies {
     lifecycle: awsLifecycle(config),
     clock: systemClock,
     idempotencyStore: new DynamoDBPersistenceLayer({ tableName: config.IDEMPOTENCY_TABLE_NAME, awsSdkV3Client: new DynamoDBClient(retryingClientConfig) }),
+  };
+}
+
+/**
+ * The expiry monitor reads only: the device table's expiry index and the CA's certificates. It shares the
+ * Private CA wiring with the lifecycle (the stack grants it GetCertificateAuthorityCertificate alone).
+ */
+export function expiryMonitorDependencies(): ExpiryMonitorHandlerDependencies {
+  const config = readConfig(['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME']);
+  return {
+    monitor: new ExpiryMonitor(
+      { store: new DynamoDbDeviceStore({ tableName: config.DEVICE_TABLE_NAME, documentClient: documentClient() }), ca: privateCa(config), clock: systemClock },
+      { warningDays: config.EXPIRY_WARNING_DAYS },
+    ),
+    metrics: new Metrics({ namespace: EXPIRY_METRICS.namespace, serviceName: config.METRICS_SERVICE_NAME }),
   };
 }
 

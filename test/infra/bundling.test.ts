@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import { buildStack, functionLogicalId, type SynthesizedStack } from './stacks';
 
 /**
- * The one test file that runs esbuild (three bundles, a few seconds): each function ships a
+ * The one test file that runs esbuild (four bundles, a few seconds): each function ships a
  * minified bundle holding the AWS SDK clients its entry imports, and no others.
  */
 let built: SynthesizedStack;
-let bundles: Record<'jitr' | 'api' | 'registerCa', string>;
+let bundles: Record<'jitr' | 'api' | 'registerCa' | 'expiryMonitor', string>;
 beforeAll(() => {
   built = buildStack({}, { bundle: true });
   const directory = built.app.synth().directory;
@@ -16,12 +16,17 @@ beforeAll(() => {
     const key = functions[functionLogicalId(built.template, prefix)]?.Properties.Code.S3Key as string;
     return join(directory, `asset.${key.replace(/\.zip$/, '')}`, 'index.js');
   };
-  bundles = { jitr: bundleOf('LifecycleJitrFunction'), api: bundleOf('LifecycleApiFunction'), registerCa: bundleOf('LifecycleIotCaRegistrationHandler') };
+  bundles = {
+    jitr: bundleOf('LifecycleJitrFunction'),
+    api: bundleOf('LifecycleApiFunction'),
+    registerCa: bundleOf('LifecycleIotCaRegistrationHandler'),
+    expiryMonitor: bundleOf('LifecycleExpiryMonitorFunction'),
+  };
 }, 120_000);
 
 const read = (path: string) => readFileSync(path, 'utf8');
 
-test.each(['jitr', 'api', 'registerCa'] as const)('the %s bundle is minified, with a source map, and carries its own AWS SDK', (name) => {
+test.each(['jitr', 'api', 'registerCa', 'expiryMonitor'] as const)('the %s bundle is minified, with a source map, and carries its own AWS SDK', (name) => {
   const code = read(bundles[name]);
   expect(existsSync(`${bundles[name]}.map`)).toBe(true);
   expect(code.length / code.split('\n').length).toBeGreaterThan(1000); // minified: long lines
@@ -41,4 +46,11 @@ test('the API bundle holds the DynamoDB, IoT and Private CA clients', () => {
   expect(code).toContain('DynamoDB_20120810');
   expect(code).toContain('RegisterCertificate');
   expect(code).toContain('IssueCertificate');
+});
+
+test('the expiry monitor bundle holds the DynamoDB and Private CA clients but not AWS IoT', () => {
+  const code = read(bundles.expiryMonitor);
+  expect(code).toContain('DynamoDB_20120810');
+  expect(code).toContain('GetCertificateAuthorityCertificate');
+  expect(code).not.toContain('RegisterCertificate');
 });

@@ -184,15 +184,16 @@ describe('tables', () => {
 describe('functions', () => {
   test('every function of ours runs Node.js 22 on arm64 with X-Ray tracing', () => {
     const functions = template.findResources('AWS::Lambda::Function');
-    const ours = ['LifecycleJitrFunction', 'LifecycleApiFunction', 'LifecycleIotCaRegistrationHandler'].map((prefix) => functions[functionLogicalId(template, prefix)]);
+    const ours = ['LifecycleJitrFunction', 'LifecycleApiFunction', 'LifecycleIotCaRegistrationHandler', 'LifecycleExpiryMonitorFunction'].map((prefix) => functions[functionLogicalId(template, prefix)]);
     for (const fn of ours) {
       expect(fn?.Properties).toMatchObject({ Runtime: 'nodejs22.x', Architectures: ['arm64'], TracingConfig: { Mode: 'Active' } });
     }
   });
 
-  test('the API function gets every configuration variable the functions read', () => {
+  test('the API function gets every configuration variable the functions read, but those of the expiry monitor', () => {
     const fn = template.findResources('AWS::Lambda::Function')[functionLogicalId(template, 'LifecycleApiFunction')];
-    expect(Object.keys(fn?.Properties.Environment.Variables).sort()).toEqual([...Object.keys(ENVIRONMENT), 'NODE_OPTIONS'].sort());
+    const monitorOnly = ['EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME'];
+    expect(Object.keys(fn?.Properties.Environment.Variables).sort()).toEqual([...Object.keys(ENVIRONMENT).filter((name) => !monitorOnly.includes(name)), 'NODE_OPTIONS'].sort());
     expect(fn?.Properties.Environment.Variables).toMatchObject({
       CA_ARN: caArn(),
       CA_SIGNING_ALGORITHM: 'SHA256WITHECDSA',
@@ -219,7 +220,7 @@ describe('functions', () => {
     });
   });
 
-  test('no function is invoked asynchronously any more: no retry settings or on-failure destination', () => {
+  test('no function has async retry settings or an on-failure destination (the expiry monitor, invoked by EventBridge, keeps Lambda\'s; its alarms report failures)', () => {
     template.resourceCountIs('AWS::Lambda::EventInvokeConfig', 0);
   });
 
@@ -469,7 +470,7 @@ describe('device API', () => {
 
 describe('alarms and outputs', () => {
   test('alarms when the dead-letter queue holds a message, when registration events wait too long and when functions fail', () => {
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 5);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 7); // 5 here, 2 of the expiry monitor (expiry-monitor.test.ts)
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'ApproximateNumberOfMessagesVisible',
       Namespace: 'AWS/SQS',

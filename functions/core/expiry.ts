@@ -1,0 +1,218 @@
+import { ConfigurationError } from './errors';
+import type { CertificateRecord } from './model';
+import type { CaCertificates, CertificateAuthority, Clock, DeviceStore } from './ports';
+import { isLiveCertificateStatus } from './state-machines';
+import { inspectCertificate, splitPemChain } from './x509';
+
+/*
+ * What the expiry monitor decides: how many days the CA has left, which device certificates
+ * expire soon, and what the report of a run holds. One rule throughout: a certificate is
+ * "expiring within N days" when it has fewer than N whole days left (`daysLeft < N`), which is
+ * the store's window [now, now + N days) and CloudWatch's `LessThanThreshold` for the CA alarm.
+ */
+
+export const DAY_MS = 86_400_000;
+
+/** The limits of one run, named once. */
+export const EXPIRY_LIMITS = {
+  /** How many devices a report names; the count always covers every certificate in the window. */
+  maxListedDevices: 100,
+  /** Certificates asked of the store per page: a run never holds more than one page. */
+  pageSize: 500,
+  /** The longest warning window, in days (the store looks at most 240 monthly buckets ahead). */
+  maxWarningDays: 3650,
+} as const;
+
+/**
+ * Whole days left until `notAfter`, rounded down: 0 during the last day, -1 during the first day after it.
+ * A certificate is expired from its `notAfter` on (as `effectiveCertificateStatus` and the JITR checks have it).
+ */
+export function daysLeft(notAfter: Date, now: Date): number {
+  return Math.floor((notAfter.getTime() - now.getTime()) / DAY_MS);
+}
+
+/** The instants a store query covers for "fewer than `warningDays` days left": `notBefore` included, `before` excluded. */
+export interface ExpiryWindow {
+  readonly notBefore: Date;
+  readonly before: Date;
+}
+
+export function expiryWindow(now: Date, warningDays: number): ExpiryWindow {
+  return { notBefore: new Date(now.getTime()), before: new Date(now.getTime() + warningDays * DAY_MS) };
+}
+
+/**
+ * Whether a certificate counts as expiring soon: still live (it can authenticate, or could again after a resume),
+ * not expired yet, and fewer than `warningDays` whole days left. An expired certificate is out of the window: it
+ * no longer authenticates, so a rotation over its connection cannot save it.
+ */
+export function isExpiringSoon(certificate: Pick<CertificateRecord, 'status' | 'notAfter'>, now: Date, warningDays: number): boolean {
+  if (!isLiveCertificateStatus(certificate.status)) return false;
+  const notAfter = Date.parse(certificate.notAfter);
+  return notAfter > now.getTime() && notAfter < expiryWindow(now, warningDays).before.getTime();
+}
+
+/* ----------------------------------------------------------------------------
+ * The CA
+ * -------------------------------------------------------------------------- */
+
+export interface CertificateValidity {
+  readonly subject: string;
+  readonly notAfter: Date;
+}
+
+export interface CertificateExpiry extends CertificateValidity {
+  readonly daysLeft: number;
+}
+
+export interface CaExpiry {
+  /**
+   * The certificate that expires first among the CA certificate and its chain: once it expires, no device
+   * certificate the CA signed verifies any more, whichever of the chain it is.
+   */
+  readonly limiting: CertificateExpiry;
+  /** `limiting.daysLeft`: what the `CaDaysToExpiry` metric reports (negative once expired). */
+  readonly daysLeft: number;
+  readonly notAfter: Date;
+  /** The CA can no longer vouch for devices: a certificate of its chain reached its `notAfter`. */
+  readonly expired: boolean;
+  /** Every certificate looked at, the CA's own first, then its chain in the order given. */
+  readonly certificates: readonly CertificateExpiry[];
+}
+
+/** The expiry of a CA from its certificate (first) and chain; the one that ends first decides. */
+export function caExpiryOf(certificates: readonly CertificateValidity[], now: Date): CaExpiry {
+  const [first, ...rest] = certificates;
+  if (!first) throw new ConfigurationError('The CA answered no certificate: is it activated?');
+  const withDays = (certificate: CertificateValidity): CertificateExpiry => ({ ...certificate, daysLeft: daysLeft(certificate.notAfter, now) });
+  const limiting = rest.reduce((soonest, certificate) => (certificate.notAfter < soonest.notAfter ? certificate : soonest), first);
+  return {
+    limiting: withDays(limiting),
+    daysLeft: daysLeft(limiting.notAfter, now),
+    notAfter: limiting.notAfter,
+    expired: limiting.notAfter.getTime() <= now.getTime(),
+    certificates: certificates.map(withDays),
+  };
+}
+
+/** The subject and `notAfter` of the CA certificate and of each certificate of its chain, in that order. */
+export async function validitiesOf(ca: CaCertificates): Promise<CertificateValidity[]> {
+  const pems = [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)];
+  const facts = await Promise.all(pems.map((pem) => inspectCertificate(pem)));
+  return facts.map(({ subject, notAfter }) => ({ subject, notAfter }));
+}
+
+/* ----------------------------------------------------------------------------
+ * Device certificates
+ * -------------------------------------------------------------------------- */
+
+export interface ExpiringCertificatesReport {
+  readonly warningDays: number;
+  readonly window: ExpiryWindow;
+  /** Live certificates with fewer than `warningDays` days left. */
+  readonly count: number;
+  /** The devices of the soonest-expiring of them, each once, soonest first; at most `maxListedDevices`. */
+  readonly deviceIds: readonly string[];
+  /** More devices have certificates in the window than `deviceIds` names. */
+  readonly truncated: boolean;
+  /** The `notAfter` of the soonest-expiring certificate, when there is one. */
+  readonly soonestNotAfter?: string;
+}
+
+/**
+ * Counts the certificates of a window page by page, keeping only the first `maxListedDevices` device ids:
+ * whatever the fleet's size, a run holds one page and a short list. Pages come soonest first.
+ */
+export class ExpiringCertificatesTally {
+  private count = 0;
+  private readonly deviceIds = new Set<string>();
+  private truncated = false;
+  private soonestNotAfter?: string;
+
+  public constructor(
+    private readonly now: Date,
+    private readonly warningDays: number,
+    private readonly maxListedDevices: number = EXPIRY_LIMITS.maxListedDevices,
+  ) {}
+
+  public add(certificates: readonly CertificateRecord[]): this {
+    for (const certificate of certificates) {
+      if (!isExpiringSoon(certificate, this.now, this.warningDays)) continue;
+      this.count += 1;
+      if (this.soonestNotAfter === undefined || certificate.notAfter < this.soonestNotAfter) this.soonestNotAfter = certificate.notAfter;
+      const deviceId = certificate.deviceId;
+      if (deviceId === undefined || this.deviceIds.has(deviceId)) continue;
+      if (this.deviceIds.size < this.maxListedDevices) this.deviceIds.add(deviceId);
+      else this.truncated = true;
+    }
+    return this;
+  }
+
+  public report(): ExpiringCertificatesReport {
+    return {
+      warningDays: this.warningDays,
+      window: expiryWindow(this.now, this.warningDays),
+      count: this.count,
+      deviceIds: [...this.deviceIds],
+      truncated: this.truncated,
+      ...(this.soonestNotAfter === undefined ? {} : { soonestNotAfter: this.soonestNotAfter }),
+    };
+  }
+}
+
+/* ----------------------------------------------------------------------------
+ * The use case
+ * -------------------------------------------------------------------------- */
+
+export interface ExpiryMonitorDependencies {
+  readonly ca: Pick<CertificateAuthority, 'getCaCertificates'>;
+  readonly store: Pick<DeviceStore, 'findCertificatesExpiring'>;
+  readonly clock: Clock;
+}
+
+export interface ExpiryMonitorSettings {
+  /** Device certificates with fewer whole days left than this are reported. */
+  readonly warningDays: number;
+  /** @default EXPIRY_LIMITS.maxListedDevices */
+  readonly maxListedDevices?: number;
+  /** @default EXPIRY_LIMITS.pageSize */
+  readonly pageSize?: number;
+}
+
+/** Reads the CA's certificates and the store's expiry index, and says what is about to expire. */
+export class ExpiryMonitor {
+  private readonly maxListedDevices: number;
+  private readonly pageSize: number;
+
+  public constructor(
+    private readonly dependencies: ExpiryMonitorDependencies,
+    public readonly settings: ExpiryMonitorSettings,
+  ) {
+    const { warningDays } = settings;
+    if (!Number.isInteger(warningDays) || warningDays < 1 || warningDays > EXPIRY_LIMITS.maxWarningDays) {
+      throw new ConfigurationError(`The expiry warning window must be a whole number of days from 1 to ${EXPIRY_LIMITS.maxWarningDays} (got ${warningDays}).`);
+    }
+    this.maxListedDevices = settings.maxListedDevices ?? EXPIRY_LIMITS.maxListedDevices;
+    this.pageSize = settings.pageSize ?? EXPIRY_LIMITS.pageSize;
+  }
+
+  /** The days left to the CA certificate, or to the certificate of its chain that expires first. */
+  public async checkCa(): Promise<CaExpiry> {
+    const now = this.dependencies.clock.now();
+    return caExpiryOf(await validitiesOf(await this.dependencies.ca.getCaCertificates()), now);
+  }
+
+  /** Live device certificates with fewer than `warningDays` days left, counted page by page. */
+  public async findExpiringCertificates(): Promise<ExpiringCertificatesReport> {
+    const now = this.dependencies.clock.now();
+    const window = expiryWindow(now, this.settings.warningDays);
+    const tally = new ExpiringCertificatesTally(now, this.settings.warningDays, this.maxListedDevices);
+    let nextToken: string | undefined;
+    do {
+      const page = await this.dependencies.store.findCertificatesExpiring({ ...window, limit: this.pageSize, ...(nextToken ? { nextToken } : {}) });
+      tally.add(page.items);
+      nextToken = page.nextToken;
+    } while (nextToken);
+    return tally.report();
+  }
+}
