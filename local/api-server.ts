@@ -2,6 +2,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { lambdaContext } from './lambda-context';
+import { escaped } from './log-text';
 
 /** The caller the handler sees (API Gateway's `requestContext.identity.userArn`): whoever holds the local token. */
 export const LOCAL_API_CALLER = 'local-api-token';
@@ -161,7 +162,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     void (async () => {
       if (!isAuthorized(request.headers.authorization, options.token)) {
         sendJson(response, 401, { error: { code: 'UNAUTHORIZED', message: 'Send the local API token as "Authorization: Bearer <token>" (the token is in .local/api-token).' } }, { 'WWW-Authenticate': 'Bearer realm="iotcert-local"' });
-        options.log(`[api] ${method} ${request.url ?? ''} → 401 (no or wrong token)`);
+        options.log(`[api] ${method} ${escaped(request.url ?? '')} → 401 (no or wrong token)`);
         return;
       }
       const body = await readBody(request);
@@ -175,9 +176,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) headers[name] = values.map(String);
       response.writeHead(result.statusCode, headers);
       response.end(result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body);
-      options.log(`[api] ${method} ${event.path} → ${result.statusCode} (${Date.now() - started} ms)`);
+      options.log(`[api] ${method} ${escaped(event.path)} → ${result.statusCode} (${Date.now() - started} ms)`);
     })().catch((error: unknown) => {
-      options.log(`[api] ${method} ${request.url ?? ''} failed: ${(error as Error).message}`);
+      options.log(`[api] ${method} ${escaped(request.url ?? '')} failed: ${escaped((error as Error).message)}`);
       if (!response.headersSent) sendJson(response, 500, { error: { code: 'INTERNAL_ERROR', message: 'The request failed on our side.' } });
       else response.destroy();
     });

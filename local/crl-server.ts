@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { escaped } from './log-text';
 
 export interface CrlServerOptions {
   readonly host: string;
@@ -52,7 +53,7 @@ export async function startCrlServer(options: CrlServerOptions): Promise<CrlServ
       response.writeHead(200, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-cache' });
       response.end(request.method === 'HEAD' ? undefined : body);
     })().catch((error: unknown) => {
-      options.log(`[crl] ${path} failed: ${(error as Error).message}`);
+      options.log(`[crl] ${escaped(path)} failed: ${escaped((error as Error).message)}`);
       if (!response.headersSent) response.writeHead(500).end();
       else response.destroy();
     });

@@ -25,6 +25,8 @@ export interface DataFiles {
   /** Where the running (or last) local mode listens, for the CLI and tests. */
   readonly endpoints: string;
   readonly dynamodb: string;
+  /** The pid of the DynamoDB Local this data folder's local mode runs: a later start stops one left behind. */
+  readonly dynamodbPid: string;
 }
 
 export function dataFiles(dir: string): DataFiles {
@@ -38,6 +40,7 @@ export function dataFiles(dir: string): DataFiles {
     jitrFailures: join(dir, 'jitr-failures.jsonl'),
     endpoints: join(dir, 'endpoints.json'),
     dynamodb: join(dir, 'dynamodb'),
+    dynamodbPid: join(dir, 'dynamodb.pid'),
   };
 }
 

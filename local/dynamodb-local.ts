@@ -1,5 +1,6 @@
-import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { execFile, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient, ListTablesCommand, ResourceInUseException, type CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
@@ -17,7 +18,10 @@ export interface DynamoDbLocal {
 }
 
 export interface StartDynamoDbLocalOptions {
-  /** 0 (default): a free port. */
+  /**
+   * 0 (default): a free port. Java binds it a moment after it was found free; if another process takes
+   * it meanwhile, the start is tried again on another free port (up to `PORT_ATTEMPTS` in all).
+   */
   readonly port?: number;
   /** A folder for the database files; in memory when omitted. */
   readonly dataDirectory?: string;
@@ -28,6 +32,27 @@ export interface StartDynamoDbLocalOptions {
    * It is still killed when the parent exits. @default false
    */
   readonly ownProcessGroup?: boolean;
+  /**
+   * A file to write Java's pid to while it runs (removed by `stop`), so that a later start can find a
+   * DynamoDB Local an earlier run left behind (`stopStaleDynamoDbLocal`).
+   */
+  readonly pidFile?: string;
+  /** How a free port is found. @default freeLoopbackPort */
+  readonly findFreePort?: () => Promise<number>;
+}
+
+/** How many ports an automatic port choice tries before giving up. */
+export const PORT_ATTEMPTS = 3;
+
+/** Thrown when Java exits before it is ready; `portTaken` when it could not bind its port. */
+export class DynamoDbLocalStartError extends Error {
+  public constructor(
+    message: string,
+    public readonly portTaken: boolean,
+  ) {
+    super(message);
+    this.name = 'DynamoDbLocalStartError';
+  }
 }
 
 export async function freeLoopbackPort(): Promise<number> {
@@ -61,7 +86,21 @@ function dynamoDbLocalJar(): { cwd: string; jar: string; libraryPath: string } {
 }
 
 export async function startDynamoDbLocal(options: StartDynamoDbLocalOptions = {}): Promise<DynamoDbLocal> {
-  const port = options.port && options.port > 0 ? options.port : await freeLoopbackPort();
+  if (options.port && options.port > 0) return startOnPort(options.port, options);
+  const findFreePort = options.findFreePort ?? freeLoopbackPort;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await startOnPort(await findFreePort(), options);
+    } catch (error) {
+      if (!(error instanceof DynamoDbLocalStartError && error.portTaken) || attempt >= PORT_ATTEMPTS) throw error;
+    }
+  }
+}
+
+/** What Java prints when its port is taken (`java.net.BindException: Address already in use`). */
+const PORT_TAKEN = /BindException|Address already in use/i;
+
+async function startOnPort(port: number, options: StartDynamoDbLocalOptions): Promise<DynamoDbLocal> {
   const { cwd, jar, libraryPath } = dynamoDbLocalJar();
   // No telemetry: the local mode and the tests must not reach the internet.
   const args = [`-Djava.library.path=${libraryPath}`, '-jar', jar, '-port', String(port), '-sharedDb', '-disableTelemetry'];
@@ -75,25 +114,47 @@ export async function startDynamoDbLocal(options: StartDynamoDbLocalOptions = {}
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   child.once('error', (error) => (output += `\n${error.message}`));
+  const { pidFile } = options;
+  const removePidFile = async () => {
+    if (pidFile) await rm(pidFile, { force: true });
+  };
 
   const endpoint = `http://127.0.0.1:${port}`;
-  const client = localDynamoDbClient(endpoint);
+  // One quick try per probe: whoever answers on the port must answer soon (another process holding it may never).
+  const client = new DynamoDBClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials: LOCAL_AWS_CREDENTIALS,
+    maxAttempts: 1,
+    requestHandler: { connectionTimeout: 1_000, requestTimeout: 2_000 },
+  });
   const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
   try {
+    if (pidFile && child.pid !== undefined) await writeFile(pidFile, `${child.pid}\n`, { mode: 0o644 });
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`DynamoDB Local exited before it was ready (is Java 17 installed?):\n${output}`);
+        // Let the last of its output arrive: it says why (a taken port, no Java 17...).
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const portTaken = PORT_TAKEN.test(output);
+        throw new DynamoDbLocalStartError(
+          portTaken ? `DynamoDB Local could not bind port ${port} (taken by another process):\n${output}` : `DynamoDB Local exited before it was ready (is Java 17 installed?):\n${output}`,
+          portTaken,
+        );
       }
       try {
-        await client.send(new ListTablesCommand({}));
-        break;
+        // Java exiting ends the wait at once.
+        const answered = await Promise.race([client.send(new ListTablesCommand({})).then(() => true), exited.then(() => false)]);
+        if (answered) break;
+        continue;
       } catch {
         if (Date.now() > deadline) throw new Error(`DynamoDB Local did not answer on ${endpoint} in time:\n${output}`);
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     }
   } catch (error) {
+    process.off('exit', killOnExit);
     child.kill('SIGKILL');
+    await removePidFile();
     throw error;
   } finally {
     client.destroy();
@@ -103,13 +164,82 @@ export async function startDynamoDbLocal(options: StartDynamoDbLocalOptions = {}
     port,
     stop: async () => {
       process.off('exit', killOnExit);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
+      await removePidFile();
     },
   };
+}
+
+/**
+ * Stops the DynamoDB Local an earlier run left running (its parent was killed, or its terminal closed
+ * before a clean stop): the pid in `pidFile`, when that process is still DynamoDB Local on the same
+ * data folder. Answers its pid, or undefined when there was none. The pid file is removed either way.
+ */
+export async function stopStaleDynamoDbLocal(pidFile: string, dataDirectory: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await readFile(pidFile, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const pid = Number(text.trim());
+  let stopped: number | undefined;
+  if (Number.isInteger(pid) && pid > 1 && pid !== process.pid && (await isDynamoDbLocal(pid, dataDirectory))) {
+    signal(pid, 'SIGTERM');
+    if (!(await gone(pid, dataDirectory, 5_000))) {
+      signal(pid, 'SIGKILL');
+      await gone(pid, dataDirectory, 5_000);
+    }
+    stopped = pid;
+  }
+  await rm(pidFile, { force: true });
+  return stopped;
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
+}
+
+async function gone(pid: number, dataDirectory: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (await isDynamoDbLocal(pid, dataDirectory)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return true;
+}
+
+/** Whether `pid` is a DynamoDB Local (its command line runs DynamoDBLocal.jar) with `-dbPath dataDirectory`. */
+export async function isDynamoDbLocal(pid: number, dataDirectory: string): Promise<boolean> {
+  const args = await commandLineOf(pid);
+  if (!args.some((arg) => arg.endsWith('DynamoDBLocal.jar'))) return false;
+  const dbPath = args.indexOf('-dbPath');
+  return dbPath >= 0 && args[dbPath + 1] === dataDirectory;
+}
+
+/** The arguments of a process (empty when it is gone, or a zombie): /proc on Linux, `ps` elsewhere. */
+async function commandLineOf(pid: number): Promise<string[]> {
+  if (existsSync('/proc/self/cmdline')) {
+    try {
+      return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter((arg) => arg !== '');
+    } catch {
+      return [];
+    }
+  }
+  // No /proc (macOS): ps prints the arguments joined by spaces, enough for the two checks above unless a path holds a space.
+  return new Promise((resolve) => {
+    execFile('ps', ['-o', 'command=', '-p', String(pid)], (error, stdout) => resolve(error ? [] : stdout.trim().split(/\s+/)));
+  });
 }
 
 /** Creates the device table if it is not there yet and waits until it is ACTIVE. */

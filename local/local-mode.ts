@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { appendFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { randomUUID, webcrypto } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -34,7 +34,9 @@ import {
 } from './config';
 import { startCrlServer, type CrlServer } from './crl-server';
 import { dataFiles, ensureDataDir, loadOrCreateApiToken, readCaMaterial, writeCaMaterial, writeEndpoints, type DataFiles, type LocalEndpoints } from './data-dir';
-import { ensureTable, localDocumentClient, localDynamoDbClient, startDynamoDbLocal, type DynamoDbLocal } from './dynamodb-local';
+import { ensureTable, localDocumentClient, localDynamoDbClient, startDynamoDbLocal, stopStaleDynamoDbLocal, type DynamoDbLocal } from './dynamodb-local';
+import { JITR_MAX_REDELIVERIES, JITR_REDELIVERY_DELAY_MS, jitrDeliveryId } from './jitr-delivery';
+import { escaped } from './log-text';
 import { CertificateGate, registrationTopic, short } from './iot-core/certificate-gate';
 import { startMqttEndpoint, type MqttEndpoint } from './iot-core/mqtt-endpoint';
 import { PolicyAuthorizer } from './iot-core/policy-authorizer';
@@ -83,7 +85,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     const warn = (message: string) => log(`[local] warning: ${message}`);
 
     // DynamoDB Local takes seconds to boot: start it first, and prepare everything else meanwhile.
-    parts.dynamoStarting = startDynamoDb(config, files);
+    parts.dynamoStarting = startDynamoDb(config, files, log);
     parts.dynamoStarting.catch(() => undefined); // awaited below; a failure must not go unhandled meanwhile
 
     const token = await loadOrCreateApiToken(files, warn);
@@ -132,8 +134,9 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
 
     // The same wiring as functions/handlers/dependencies.ts, with local stand-ins for AWS IoT and Private CA.
     const logLevel = config.verbose ? 'INFO' : 'WARN';
+    const store = new DynamoDbDeviceStore({ tableName: deviceTableName(config), documentClient });
     const lifecycle = new DeviceLifecycle(
-      { store: new DynamoDbDeviceStore({ tableName: deviceTableName(config), documentClient }), registry, ca, clock: systemClock, ids: randomIds },
+      { store, registry, ca, clock: systemClock, ids: randomIds },
       { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays },
     );
     const jitrHandler = createJitrHandler({ lifecycle, logger: new Logger({ serviceName: 'jitr', logLevel }) });
@@ -146,13 +149,18 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
 
     // The registration topic rule: its action invokes the JITR function asynchronously.
     const jitr = new AsyncInvoker<RegistrationEvent, JitrResult>({
-      handler: (event) => jitrHandler(event, lambdaContext('iotcert-local-jitr', randomUUID(), JITR_TIMEOUT_MS)),
+      handler: (event) => jitrHandler(event, lambdaContext('iotcert-local-jitr', jitrDeliveryId(event.certificateId), JITR_TIMEOUT_MS)),
       concurrency: config.jitrConcurrency,
       keyOf: (event) => event.certificateId,
-      onResult: (event, result) => log(`[jitr] certificate ${short(event.certificateId)}: ${describeOutcome(result)}`),
-      onRetry: (event, error, attempt, delayMs) => log(`[jitr] certificate ${short(event.certificateId)}: attempt ${attempt} failed (${(error as Error).message}); retry in ${delayMs} ms`),
+      redeliverWhen: (result) => result.outcome === 'IN_PROGRESS',
+      redeliveryDelayMs: JITR_REDELIVERY_DELAY_MS,
+      maxRedeliveries: JITR_MAX_REDELIVERIES,
+      onResult: (event, result) => log(`[jitr] certificate ${short(event.certificateId)}: ${escaped(describeOutcome(result))}`),
+      onRetry: (event, error, attempt, delayMs) => log(`[jitr] certificate ${short(event.certificateId)}: attempt ${attempt} failed (${escaped((error as Error).message)}); retry in ${delayMs} ms`),
+      onRedelivery: (event, _result, redelivery, delayMs) =>
+        log(`[jitr] certificate ${short(event.certificateId)}: another delivery holds its activation; delivered again in ${delayMs} ms (${redelivery}/${JITR_MAX_REDELIVERIES})`),
       onFailure: async (event, error, attempts) => {
-        log(`[jitr] certificate ${short(event.certificateId)}: failed after ${attempts} attempts (${(error as Error).message}); recorded in ${files.jitrFailures}; its next connect tries again`);
+        log(`[jitr] certificate ${short(event.certificateId)}: failed after ${attempts} attempts (${escaped((error as Error).message)}); recorded in ${files.jitrFailures}; its next connect tries again`);
         const line = JSON.stringify({ at: new Date().toISOString(), attempts, error: (error as Error).message, event });
         await appendFile(files.jitrFailures, `${line}\n`, { mode: PRIVATE_FILE_MODE });
       },
@@ -193,10 +201,14 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     );
     const api = parts.api;
 
-    // At-least-once: registrations a previous run left pending are delivered again.
+    // At-least-once: registrations a previous run left pending are delivered again. So are those it
+    // left half done: ACTIVE in the registry (saved), but not yet in the store (the crash came between).
     const pending = gate.pendingRegistrations();
     for (const event of pending) rules.publish(registrationTopic(event.caCertificateId), event);
     if (pending.length > 0) log(`[local] delivering ${pending.length} registration(s) left pending by the previous run`);
+    const halfDone = await halfDoneActivations(registry, store, gate);
+    for (const event of halfDone) rules.publish(registrationTopic(event.caCertificateId), event);
+    if (halfDone.length > 0) log(`[local] delivering ${halfDone.length} registration(s) the previous run activated in the registry but did not record: finishing them`);
 
     const endpoints: LocalEndpoints = {
       pid: process.pid,
@@ -256,15 +268,33 @@ async function stopParts(parts: Parts, log: (message: string) => void): Promise<
   });
 }
 
+/**
+ * The registration events of certificates ACTIVE in the registry whose store record is still
+ * PENDING_ACTIVATION: a run stopped between the registry's activation and the store's commit.
+ * Delivered again, the core finishes the activation (the claim is this mode's own delivery id).
+ */
+async function halfDoneActivations(registry: LocalDeviceRegistry, store: DynamoDbDeviceStore, gate: CertificateGate): Promise<RegistrationEvent[]> {
+  const active = registry
+    .snapshot()
+    .certificates.filter((certificate) => certificate.status === 'ACTIVE' && certificate.caCertificateId !== undefined)
+    .map((certificate) => certificate.certificateId);
+  if (active.length === 0) return [];
+  const records = await store.getCertificates(active);
+  return records.filter((record) => record.status === 'PENDING_ACTIVATION').flatMap((record) => gate.registrationEventOf(record.certificateId) ?? []);
+}
+
 function requireCa(ca: SoftwareCertificateAuthority | undefined): SoftwareCertificateAuthority {
   if (!ca) throw new Error('the CA is not loaded yet');
   return ca;
 }
 
-async function startDynamoDb(config: LocalModeConfig, files: DataFiles): Promise<Pick<DynamoDbLocal, 'endpoint' | 'stop'>> {
+async function startDynamoDb(config: LocalModeConfig, files: DataFiles, log: (message: string) => void): Promise<Pick<DynamoDbLocal, 'endpoint' | 'stop'>> {
   if (config.dynamodbEndpoint) return { endpoint: config.dynamodbEndpoint, stop: async () => undefined };
+  // A run that was killed, or whose terminal closed before it could stop, may have left its DynamoDB Local running on this folder.
+  const stale = await stopStaleDynamoDbLocal(files.dynamodbPid, files.dynamodb);
+  if (stale !== undefined) log(`[local] stopped the DynamoDB Local (pid ${stale}) an earlier run left running on ${files.dynamodb}`);
   if (config.dynamodbPort !== 0) await assertPortFree(config.dynamodbPort, 'dynamodbPort');
-  return startDynamoDbLocal({ port: config.dynamodbPort, dataDirectory: files.dynamodb, ownProcessGroup: true });
+  return startDynamoDbLocal({ port: config.dynamodbPort, dataDirectory: files.dynamodb, ownProcessGroup: true, pidFile: files.dynamodbPid });
 }
 
 /** DynamoDB Local only says "exited"; find a taken port first and name the setting that moves it. */
@@ -307,7 +337,7 @@ function describeOutcome(result: JitrResult): string {
     case 'ALREADY_PROCESSED':
       return `already processed (${result.status})`;
     case 'IN_PROGRESS':
-      return 'another delivery is activating it';
+      return 'another delivery is activating it (left to the next start)';
     case 'IGNORED':
       return `ignored: ${result.reason}`;
     case 'MALFORMED_EVENT':

@@ -30,7 +30,7 @@ function banner(mode: LocalMode): string {
     '',
     '  Try:  npx iotcert device mint --id sensor-1 --out /tmp/sensor-1',
     '        npx iotcert device connect --id sensor-1 --dir /tmp/sensor-1',
-    '  Every server binds to 127.0.0.1 (DynamoDB Local has no bind option: clients use 127.0.0.1). Ctrl-C stops cleanly.',
+    '  Every server binds to 127.0.0.1 (DynamoDB Local has no bind option: clients use 127.0.0.1). Ctrl-C (or closing the terminal) stops cleanly.',
     '',
   ].join('\n');
 }
@@ -80,6 +80,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', shutdown);
   process.on('SIGTERM', shutdown);
+  // Closing the terminal: stop just as cleanly, or DynamoDB Local (in its own session, out of the
+  // terminal's reach) would keep running and hold its port. The terminal is gone, so writes to it may
+  // fail from now on: that must not stop the shutdown.
+  process.on('SIGHUP', (signal) => {
+    for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+    shutdown(signal);
+  });
 }
 
 main().catch((error: unknown) => {

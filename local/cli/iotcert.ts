@@ -1,5 +1,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ValidationError } from '../../functions/core/errors';
+import { SOFTWARE_CA_LIMITS } from '../../functions/adapters/local/software-ca';
 import { DEFAULT_DATA_DIR } from '../config';
 import { connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
 
@@ -12,7 +14,8 @@ A device simulator for the local mode (npm start).
 
 Commands:
   mint     --id <deviceId> --out <dir> [--days 365]
-           Make a key and a certificate signed by the local CA, the way a factory would.
+           Make a key and a certificate signed by the local CA, the way a factory would
+           (--days: 1 to ${SOFTWARE_CA_LIMITS.maxValidityDays}, and not past the CA's own expiry).
            Nothing is registered: the device registers itself on its first connect (JITR).
   enroll   --id <deviceId> --out <dir> [--api-url <url>]
            Make a key and a CSR and have it signed through the device API
@@ -27,7 +30,7 @@ Common options:
   --json             print the result as JSON
 
 Files in <dir>: device.key (mode 600), device.csr, device.pem, ca.pem.
-Exit codes: 0 done, 1 failed, 2 usage error.`;
+Exit codes: 0 done, 1 failed, 2 usage error or a request the CA refused.`;
 
 class UsageError extends Error {}
 
@@ -133,6 +136,10 @@ export function run(argv: readonly string[] = process.argv.slice(2)): Promise<vo
     (error: unknown) => {
       if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         console.error(`${(error as Error).message}\n\n${USAGE}`);
+        process.exitCode = 2;
+      } else if (error instanceof ValidationError) {
+        // A limit of the CA (--days) or an invalid device id: nothing was written.
+        console.error(`iotcert: refused, nothing written: ${error.message}`);
         process.exitCode = 2;
       } else {
         console.error(`iotcert: ${(error as Error).message}`);

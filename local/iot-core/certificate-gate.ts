@@ -72,6 +72,13 @@ export class CertificateGate {
       .map((certificate) => this.registrationEvent(certificate.certificateId, certificate.caCertificateId as string, certificate.createdAt));
   }
 
+  /** The registration event of a registered certificate that came from a registered CA (undefined otherwise). */
+  public registrationEventOf(certificateId: string): RegistrationEvent | undefined {
+    const certificate = this.registry.findCertificate(certificateId);
+    if (!certificate?.caCertificateId) return undefined;
+    return this.registrationEvent(certificate.certificateId, certificate.caCertificateId, certificate.createdAt);
+  }
+
   private async autoRegister(certificateId: string, certificateDer: Buffer): Promise<Admission> {
     const certificate = new X509Certificate(certificateDer);
     const ca = this.issuingCa(certificate);

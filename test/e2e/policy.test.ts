@@ -1,7 +1,8 @@
 import { join } from 'node:path';
-import type { MqttClient } from 'mqtt';
+import { connect as mqttConnect, type IClientPublishOptions, type MqttClient } from 'mqtt';
 import { connectOnce, enrollDevice, publishAcknowledged, readDeviceTls, type DeviceTls } from '../../local/cli/device';
-import { closesWithin, mosquittoPub, mosquittoSub, receivedMessages, recordMessages, sleep, stopAllSubscribers, subscribeGranted, tlsFilesOf } from './support/clients';
+import { IOT_CORE_LIMITS } from '../../local/iot-core/limits';
+import { closesWithin, mosquittoPub, mosquittoSub, publishOutcome, receivedMessages, recordMessages, sleep, stopAllSubscribers, subscribeGranted, tlsFilesOf } from './support/clients';
 import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
 
 jest.setTimeout(120_000);
@@ -71,7 +72,7 @@ describe('local mode: the IoT policy keeps each device inside its own topics', (
     await sleep(QUIET_MS);
     expect(received).toEqual([]);
     expect(a.connected).toBe(true);
-    await expect(local.waitForOutput(/policy-b: PUBLISH to "devices\/policy-a\/commands" refused, connection closed/, 5_000)).resolves.toBeUndefined();
+    await expect(local.waitForOutput(/"policy-b": PUBLISH to "devices\/policy-a\/commands" refused, connection closed/, 5_000)).resolves.toBeUndefined();
   });
 
   test.each([['devices/policy-b/#'], ['devices/+/telemetry'], ['#'], ['devices/#']])("rejects device A's subscription to %s with SUBACK 0x80, and A receives none of B's messages", async (filter) => {
@@ -129,5 +130,91 @@ describe('local mode: the IoT policy keeps each device inside its own topics', (
     expect(wrongClientId.code).not.toBe(0);
     expect(wrongClientId.stderr).toMatch(/not authori[sz]ed/i);
     expect(receivedMessages(heard.stdout)).toEqual([]);
+  });
+
+  describe("AWS IoT Core's own limits, whatever the policy allows", () => {
+    /** What a new connection of device A gets right after subscribing to its own topics: retained messages only. */
+    const retainedForA = async () => {
+      const a = await connect('policy-a', tlsA);
+      const received = recordMessages(a);
+      await a.subscribeAsync('devices/policy-a/#', { qos: 1 });
+      await sleep(500);
+      return received;
+    };
+
+    test.each<[string, 'ACKNOWLEDGED' | 'CLOSED', string | Buffer, IClientPublishOptions, RegExp | undefined]>([
+      ['a QoS 1 payload of exactly 128 KiB (the control)', 'ACKNOWLEDGED', Buffer.alloc(IOT_CORE_LIMITS.maxPayloadBytes), { qos: 1 }, undefined],
+      ['a QoS 2 publish', 'CLOSED', 'x', { qos: 2 }, /QoS 2 is not supported/],
+      ['a payload one byte over 128 KiB', 'CLOSED', Buffer.alloc(IOT_CORE_LIMITS.maxPayloadBytes + 1), { qos: 1 }, /the payload of 131073 bytes is over the 131072-byte limit/],
+      ['a retained publish (the fleet policy grants no iot:RetainPublish)', 'CLOSED', 'on', { qos: 1, retain: true }, /iot:RetainPublish on arn:aws:iot:local:000000000000:topic\/devices\/policy-a\/state not allowed/],
+    ])('device A publishing %s to its own topic: %s, and nothing retained', async (_case, expected, payload, options, logged) => {
+      const a = await connect('policy-a', tlsA);
+
+      const outcome = await publishOutcome(a, 'devices/policy-a/state', payload, options);
+      const retained = await retainedForA();
+
+      expect(outcome).toBe(expected);
+      expect(retained).toEqual([]);
+      if (logged) await expect(local.waitForOutput(new RegExp(`"policy-a": PUBLISH to "devices/policy-a/state" refused, connection closed: ${logged.source}`), 5_000)).resolves.toBeUndefined();
+    });
+
+    test("drops device A's retained will (no iot:RetainPublish) when its connection drops", async () => {
+      const withWill = await new Promise<MqttClient>((resolve, reject) => {
+        const client = mqttConnect({
+          protocol: 'mqtts',
+          host: local.mqtt.host,
+          port: local.mqtt.port,
+          clientId: 'policy-a',
+          ...tlsA,
+          protocolVersion: 4,
+          reconnectPeriod: 0,
+          will: { topic: 'devices/policy-a/status', payload: Buffer.from('offline'), qos: 1, retain: true },
+        });
+        client.once('connect', () => resolve(client));
+        client.once('error', reject);
+      });
+      open.push(withWill);
+
+      withWill.stream.destroy(); // no DISCONNECT: the broker publishes the will, unless it refuses it
+      await local.waitForOutput(/"policy-a": will to "devices\/policy-a\/status" dropped: iot:RetainPublish on .* not allowed/, 5_000);
+      const retained = await retainedForA();
+
+      expect(retained).toEqual([]);
+    });
+
+    test('grants QoS 1 to a QoS 2 subscription', async () => {
+      const a = await connect('policy-a', tlsA);
+
+      const granted = await a.subscribeAsync('devices/policy-a/#', { qos: 2 });
+
+      expect(granted.map((grant) => grant.qos)).toEqual([1]);
+    });
+
+    test('rejects a client id over 128 bytes with CONNACK "identifier rejected"; one of 128 bytes goes on to the policy', async () => {
+      const outcome = (clientId: string) =>
+        connect(clientId, tlsA).then(
+          () => 'CONNECTED',
+          (error: Error) => error.message,
+        );
+
+      const tooLong = await outcome('a'.repeat(IOT_CORE_LIMITS.maxClientIdBytes + 1));
+      const atLimit = await outcome('a'.repeat(IOT_CORE_LIMITS.maxClientIdBytes));
+
+      expect(tooLong).toMatch(/identifier rejected/i);
+      expect(atLimit).toMatch(/not authorized/i); // no thing of that name: the policy's refusal
+    });
+
+    test('logs client ids and topics JSON-escaped: a newline in them cannot forge a log line', async () => {
+      const forged = '\n00:00:00.000 [jitr] certificate 0123456789ab…: ACTIVATED, device forged-1 can connect now\n';
+
+      await connect(`forged-1${forged}`, tlsA).catch(() => undefined);
+      const a = await connect('policy-a', tlsA);
+      await publishOutcome(a, `devices/policy-b/${forged}`, 'x', { qos: 1 });
+      await local.waitForOutput(/"policy-a": PUBLISH to "devices\/policy-b\/\\n00:00:00.000 \[jitr\]/, 5_000);
+
+      const lines = local.output().split('\n');
+      expect(lines.filter((line) => line.startsWith('00:00:00.000 [jitr]'))).toEqual([]);
+      expect(local.output()).toContain('CONNECT refused (client id "forged-1\\n00:00:00.000 [jitr] certificate 0123456789ab…: ACTIVATED, device forged-1 can connect now\\n"');
+    });
   });
 });

@@ -24,7 +24,11 @@ import type { IotPolicyDocument, IotPolicyStatement } from '../../policy/fleet-p
  * subset) it fails closed: such an Allow grants nothing and such a Deny applies.
  */
 
-export type IotAction = 'iot:Connect' | 'iot:Publish' | 'iot:Subscribe' | 'iot:Receive';
+/**
+ * The MQTT actions AWS IoT Core authorizes. `iot:RetainPublish` is checked, in addition to
+ * `iot:Publish`, for a PUBLISH (or a will) with the RETAIN flag; its resource is the topic.
+ */
+export type IotAction = 'iot:Connect' | 'iot:Publish' | 'iot:RetainPublish' | 'iot:Subscribe' | 'iot:Receive';
 
 /** The connection the request comes from: what AWS IoT Core knows when it evaluates policy variables. */
 export interface IotRequestContext {
@@ -54,13 +58,14 @@ export interface IotAuthorization {
 const RESOURCE_TYPES: Readonly<Record<IotAction, string>> = {
   'iot:Connect': 'client',
   'iot:Publish': 'topic',
+  'iot:RetainPublish': 'topic',
   'iot:Receive': 'topic',
   'iot:Subscribe': 'topicfilter',
 };
 
 /**
  * The ARN AWS IoT Core authorizes `action` against: `client/<clientId>` for Connect,
- * `topic/<topic>` for Publish and Receive, `topicfilter/<filter>` for Subscribe.
+ * `topic/<topic>` for Publish, RetainPublish and Receive, `topicfilter/<filter>` for Subscribe.
  */
 export function resourceArn(action: IotAction, resource: string, context: IotRequestContext): string {
   return `arn:${context.partition ?? 'aws'}:iot:${context.region}:${context.accountId}:${RESOURCE_TYPES[action]}/${resource}`;

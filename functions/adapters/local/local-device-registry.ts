@@ -55,7 +55,11 @@ export interface LocalDeviceRegistryOptions {
   /** The fleet's thing group: `ensureThing` adds every thing to it, so the group's policy applies. */
   readonly thingGroupName: string;
   readonly snapshot?: LocalRegistrySnapshot;
-  /** Called after every change with the new snapshot, so the local mode can persist it. */
+  /**
+   * Called after every change with the new snapshot, so the local mode can persist it. When it fails,
+   * the change stays in memory and the registry counts as unsaved: the next call (even one that changes
+   * nothing, such as a retry of the failed one) saves again, until a save succeeds.
+   */
   readonly onChange?: (snapshot: LocalRegistrySnapshot) => void | Promise<void>;
   readonly now?: () => Date;
 }
@@ -73,6 +77,9 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   private readonly thingGroupPolicies: LocalThingGroupPolicyAttachment[] = [];
   private readonly statusListeners = new Set<CertificateStatusListener>();
   private readonly now: () => Date;
+  /** Changes made so far, and how many of them a successful save covers: the registry is unsaved while they differ. */
+  private changes = 0;
+  private savedChanges = 0;
 
   public constructor(private readonly options: LocalDeviceRegistryOptions) {
     this.now = options.now ?? (() => new Date());
@@ -104,7 +111,10 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     const caCertificateId = await certificateIdOf(certificatePem);
     const autoRegistrationStatus = options.autoRegistration ? 'ENABLE' : 'DISABLE';
     const existing = this.caCertificates.get(caCertificateId);
-    if (existing && existing.status === 'ACTIVE' && existing.autoRegistrationStatus === autoRegistrationStatus) return { ...existing };
+    if (existing && existing.status === 'ACTIVE' && existing.autoRegistrationStatus === autoRegistrationStatus) {
+      await this.saveIfUnsaved();
+      return { ...existing };
+    }
     const record: LocalCaCertificate = existing
       ? Object.assign(existing, { status: 'ACTIVE' as const, autoRegistrationStatus })
       : { caCertificateId, certificatePem, status: 'ACTIVE', autoRegistrationStatus, createdAt: this.now().toISOString() };
@@ -128,7 +138,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   /** CreatePolicy, or a new default version of an existing one. */
   public async putPolicy(policyName: string, document: IotPolicyDocument): Promise<void> {
     const existing = this.policies.get(policyName);
-    if (existing && JSON.stringify(existing.document) === JSON.stringify(document)) return;
+    if (existing && JSON.stringify(existing.document) === JSON.stringify(document)) return this.saveIfUnsaved();
     this.policies.set(policyName, { policyName, document });
     await this.changed();
   }
@@ -136,7 +146,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   /** AttachPolicy with a thing group as the target. */
   public async attachPolicyToThingGroup(policyName: string, thingGroupName: string): Promise<void> {
     if (!this.policies.has(policyName)) throw new ValidationError('INVALID_REQUEST', `Policy ${policyName} does not exist.`);
-    if (this.thingGroupPolicies.some((a) => a.policyName === policyName && a.thingGroupName === thingGroupName)) return;
+    if (this.thingGroupPolicies.some((a) => a.policyName === policyName && a.thingGroupName === thingGroupName)) return this.saveIfUnsaved();
     this.thingGroupPolicies.push({ policyName, thingGroupName });
     await this.changed();
   }
@@ -163,7 +173,10 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   public async registerPendingActivation(certificatePem: string, caCertificateId: string): Promise<LocalRegistryCertificate> {
     const certificateId = await certificateIdOf(certificatePem);
     const existing = this.certificates.get(certificateId);
-    if (existing) return existing;
+    if (existing) {
+      await this.saveIfUnsaved();
+      return existing;
+    }
     const record: LocalRegistryCertificate = { certificateId, certificatePem, status: 'PENDING_ACTIVATION', caCertificateId, createdAt: this.now().toISOString() };
     this.certificates.set(certificateId, record);
     await this.changed();
@@ -199,6 +212,8 @@ export class LocalDeviceRegistry implements DeviceRegistry {
       this.certificates.set(certificateId, { certificateId, certificatePem: request.certificatePem, status: 'ACTIVE', ...linked, createdAt: this.now().toISOString() });
       await this.changed();
       this.notifyStatus(certificateId, 'ACTIVE');
+    } else {
+      await this.saveIfUnsaved();
     }
     return { certificateId };
   }
@@ -206,7 +221,8 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   public async updateCertificateStatus(certificateId: string, status: 'ACTIVE' | 'INACTIVE' | 'REVOKED'): Promise<void> {
     const certificate = this.certificates.get(certificateId);
     if (!certificate) throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${certificateId} is not registered.`);
-    if (certificate.status === status) return;
+    // Already so: a retry after a failed save must still get the change on disk.
+    if (certificate.status === status) return this.saveIfUnsaved();
     if (certificate.status === 'REVOKED') {
       throw new LifecycleError('INVALID_TRANSITION', `Certificate ${certificateId} is REVOKED in the registry and cannot become ${status}.`);
     }
@@ -233,6 +249,8 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     if (!thing.principals.includes(certificateId)) {
       thing.principals.push(certificateId);
       await this.changed();
+    } else {
+      await this.saveIfUnsaved();
     }
   }
 
@@ -242,11 +260,30 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     if (thing && index >= 0) {
       thing.principals.splice(index, 1);
       await this.changed();
+    } else {
+      await this.saveIfUnsaved();
     }
   }
 
+  /** True while a change is not known to be saved (its save failed or is still running). */
+  public get unsaved(): boolean {
+    return this.savedChanges < this.changes;
+  }
+
+  /**
+   * Saves the registry as it is now. A snapshot holds every change made before it, so a successful save
+   * covers them all, including those whose own save failed.
+   */
   private async changed(): Promise<void> {
+    this.changes += 1;
+    const covers = this.changes;
     await this.options.onChange?.(this.snapshot());
+    this.savedChanges = Math.max(this.savedChanges, covers);
+  }
+
+  /** A call that changes nothing still saves when an earlier save failed, so a retried call gets its change on disk. */
+  private async saveIfUnsaved(): Promise<void> {
+    if (this.unsaved) await this.changed();
   }
 
   private notifyStatus(certificateId: string, status: RegistryCertificateStatus): void {

@@ -130,9 +130,6 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {
     const previous = this.issuedByToken.get(request.idempotencyToken);
     if (previous) return previous;
-    if (!Number.isInteger(request.validityDays) || request.validityDays < 1 || request.validityDays > SOFTWARE_CA_LIMITS.maxValidityDays) {
-      throw new ValidationError('INVALID_REQUEST', `Validity must be 1 to ${SOFTWARE_CA_LIMITS.maxValidityDays} days (asked: ${request.validityDays}).`);
-    }
     const csr = new x509.Pkcs10CertificateRequest(request.csrPem);
     if (!(await csr.verify(provider))) throw new ValidationError('INVALID_CSR', 'The CSR signature does not verify.');
     const certificate = await this.sign(csr.subject, csr.publicKey, request.validityDays, 'client');
@@ -141,7 +138,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     return issued;
   }
 
-  /** What a factory does: signs a device's public key directly, without registering anything. */
+  /** What a factory does: signs a device's public key directly, without registering anything. Same limits as `issueCertificate`. */
   public async mintDeviceCertificate(deviceId: string, csrPem: string, validityDays: number): Promise<string> {
     await checkCsr(csrPem, deviceId);
     const csr = new x509.Pkcs10CertificateRequest(csrPem);
@@ -184,9 +181,29 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     return x509.PemConverter.encode(crl.rawData, 'X509 CRL');
   }
 
+  /**
+   * The validity limits, checked in one place for every certificate this CA signs: 1 to
+   * `SOFTWARE_CA_LIMITS.maxValidityDays` whole days, and never past the CA's own expiry (refused, like
+   * AWS Private CA does, rather than silently cut short).
+   */
+  private checkValidity(validityDays: number): void {
+    if (!Number.isInteger(validityDays) || validityDays < 1 || validityDays > SOFTWARE_CA_LIMITS.maxValidityDays) {
+      throw new ValidationError('INVALID_REQUEST', `Validity must be 1 to ${SOFTWARE_CA_LIMITS.maxValidityDays} days (asked: ${validityDays}).`);
+    }
+    const notAfter = this.now().getTime() + validityDays * 86_400_000;
+    if (notAfter > this.caCertificate.notAfter.getTime()) {
+      throw new ValidationError(
+        'INVALID_REQUEST',
+        `Validity of ${validityDays} days would end after the CA certificate expires (${this.caCertificate.notAfter.toISOString()}): ask for fewer days, or rotate the CA.`,
+      );
+    }
+  }
+
+  /** The one signing path: every certificate (client or server) passes `checkValidity` here. */
   private async sign(subject: string, publicKey: x509.PublicKey | CryptoKey, validityDays: number, usage: 'client' | 'server', dnsNames: readonly string[] = []): Promise<x509.X509Certificate> {
+    this.checkValidity(validityDays);
     const now = this.now();
-    const notAfter = new Date(Math.min(now.getTime() + validityDays * 86_400_000, this.caCertificate.notAfter.getTime()));
+    const notAfter = new Date(now.getTime() + validityDays * 86_400_000);
     const extensions: x509.Extension[] = [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),

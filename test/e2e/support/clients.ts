@@ -2,7 +2,7 @@ import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { MqttClient } from 'mqtt';
+import type { IClientPublishOptions, MqttClient } from 'mqtt';
 import { PROJECT_ROOT } from '../../../local/config';
 import { deviceFiles } from '../../../local/cli/device';
 
@@ -168,6 +168,18 @@ export async function subscribeGranted(client: MqttClient, filter: string): Prom
     if (!granted) throw error;
     return granted.map((grant) => (typeof grant === 'number' ? grant : grant.qos));
   }
+}
+
+/** Publishes and tells what the broker did: acknowledged it (at the publish's QoS), or closed the connection instead. */
+export function publishOutcome(client: MqttClient, topic: string, payload: string | Buffer, options: IClientPublishOptions): Promise<'ACKNOWLEDGED' | 'CLOSED'> {
+  return new Promise((resolve) => {
+    const onClose = () => resolve('CLOSED');
+    client.once('close', onClose);
+    client.publish(topic, payload, options, (error) => {
+      client.off('close', onClose);
+      resolve(error ? 'CLOSED' : 'ACKNOWLEDGED');
+    });
+  });
 }
 
 /** Resolves `true` when the client closes within `timeoutMs`, `false` otherwise. */

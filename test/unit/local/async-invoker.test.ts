@@ -106,6 +106,79 @@ describe('AsyncInvoker (Lambda asynchronous invocation semantics)', () => {
     expect(results).toEqual(['done']);
   });
 
+  test('delivers again after the redelivery delay an event answered "not yet", until it is done', async () => {
+    // Prepare: the first two deliveries find the work held by another delivery.
+    const answers = ['IN_PROGRESS', 'IN_PROGRESS', 'ACTIVATED'];
+    const redeliveries: number[] = [];
+    const results: string[] = [];
+    const instance = new AsyncInvoker<Event, string>({
+      handler: async () => answers.shift() ?? 'ACTIVATED',
+      concurrency: 1,
+      keyOf: (event) => event.id,
+      redeliverWhen: (result) => result === 'IN_PROGRESS',
+      redeliveryDelayMs: 20,
+      onRedelivery: (_event, _result, redelivery) => redeliveries.push(redelivery),
+      onResult: (_event, result) => results.push(result),
+      onFailure: async () => undefined,
+    });
+
+    // Act
+    instance.invoke({ id: 'held' });
+    await tick(5);
+    const pendingWhileHeld = instance.pending;
+    const duplicateAccepted = instance.invoke({ id: 'held' });
+    await tick(100);
+
+    // Assess: still pending (so not queued twice) while held, then done on the third delivery.
+    expect(pendingWhileHeld).toBe(1);
+    expect(duplicateAccepted).toBe(false);
+    expect(redeliveries).toEqual([1, 2]);
+    expect(results).toEqual(['ACTIVATED']);
+    expect(instance.pending).toBe(0);
+  });
+
+  test('hands an event still "not yet" after its redeliveries to the on-failure destination', async () => {
+    const failures: { error: string; attempts: number }[] = [];
+    const instance = new AsyncInvoker<Event, string>({
+      handler: async () => 'IN_PROGRESS',
+      concurrency: 1,
+      keyOf: (event) => event.id,
+      redeliverWhen: (result) => result === 'IN_PROGRESS',
+      redeliveryDelayMs: 5,
+      maxRedeliveries: 2,
+      onFailure: async (_event, error, attempts) => void failures.push({ error: (error as Error).message, attempts }),
+    });
+
+    instance.invoke({ id: 'stuck' });
+    await tick(100);
+
+    expect(failures).toEqual([{ error: 'still not done after 2 redeliveries', attempts: 3 }]);
+    expect(instance.pending).toBe(0);
+  });
+
+  test('drain lets go of events waiting for a redelivery instead of spinning on them', async () => {
+    let calls = 0;
+    const instance = new AsyncInvoker<Event, string>({
+      handler: async () => {
+        calls += 1;
+        return 'IN_PROGRESS';
+      },
+      concurrency: 1,
+      keyOf: (event) => event.id,
+      redeliverWhen: (result) => result === 'IN_PROGRESS',
+      redeliveryDelayMs: 60_000,
+      onFailure: async () => undefined,
+    });
+    instance.invoke({ id: 'held' });
+    await tick(5);
+
+    const drained = await instance.drain(1_000);
+
+    expect(drained).toBe(true);
+    expect(calls).toBe(1);
+    expect(instance.pending).toBe(0);
+  });
+
   test('drain answers false when the deliveries outlast its timeout', async () => {
     const { instance } = invoker(() => new Promise((resolve) => setTimeout(() => resolve('late'), 200)));
 

@@ -27,6 +27,7 @@ describe('resourceArn', () => {
   test.each<[IotAction, string, string]>([
     ['iot:Connect', 'device-a', `${ARN}:client/device-a`],
     ['iot:Publish', 'devices/device-a/telemetry', `${ARN}:topic/devices/device-a/telemetry`],
+    ['iot:RetainPublish', 'devices/device-a/state', `${ARN}:topic/devices/device-a/state`],
     ['iot:Receive', 'devices/device-a/commands', `${ARN}:topic/devices/device-a/commands`],
     ['iot:Subscribe', 'devices/device-a/#', `${ARN}:topicfilter/devices/device-a/#`],
   ])('names %s on %s as %s', (action, resource, expected) => {
@@ -128,6 +129,31 @@ describe('authorize with the fleet policy', () => {
         `iot:Publish on ${ARN}:topic/devices/device-b/x not allowed by any statement: ` +
           `policy[0].Statement[1]: Resource does not match (${ARN}:topic/devices/${THING}/*)`,
       );
+    });
+  });
+
+  describe('iot:RetainPublish', () => {
+    test('rejects a retained publish to its own topic: the fleet policy grants iot:Publish, not iot:RetainPublish', () => {
+      // Act
+      const result = authorize([fleetPolicy], 'iot:RetainPublish', 'devices/device-a/state', deviceA);
+
+      // Assess
+      expect(result).toEqual({ allowed: false, reason: `iot:RetainPublish on ${ARN}:topic/devices/device-a/state not allowed by any statement` });
+    });
+
+    test.each<[string, string | readonly string[], boolean]>([
+      ['granted by name, on its own topics', 'iot:RetainPublish', true],
+      ['granted by iot:*', 'iot:*', true],
+      ['not granted by iot:Publish', ['iot:Publish', 'iot:Receive'], false],
+    ])('a policy with iot:RetainPublish %s: allowed = %s', (_case, action, expected) => {
+      // Prepare
+      const policy = policyOf({ Effect: 'Allow', Action: action, Resource: `${ARN}:topic/devices/${THING}/*` });
+
+      // Act
+      const result = authorize([policy], 'iot:RetainPublish', 'devices/device-a/state', deviceA);
+
+      // Assess
+      expect(result.allowed).toBe(expected);
     });
   });
 

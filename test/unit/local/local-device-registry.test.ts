@@ -70,6 +70,61 @@ describe('LocalDeviceRegistry: CA registration, thing group policies, status lis
     expect(order).toEqual([`${id}:ACTIVE`, 'saved', `${id}:REVOKED`, 'saved']);
   });
 
+  test('saves again on a retried call after a failed save, so a revocation whose save failed still reaches the disk', async () => {
+    // Prepare: a registry whose next save fails once (a full disk, say).
+    const { caPem, mint } = await fixture();
+    const saved: string[] = [];
+    let failNext = false;
+    const registry = new LocalDeviceRegistry({
+      thingGroupName: GROUP,
+      onChange: (snapshot) => {
+        if (failNext) {
+          failNext = false;
+          throw new Error('ENOSPC: no space left on device');
+        }
+        saved.push(snapshot.certificates[0]?.status ?? '-');
+      },
+    });
+    const ca = await registry.registerCaCertificate(caPem, { autoRegistration: true });
+    const pending = await registry.registerPendingActivation(await mint('d5'), ca.caCertificateId);
+    await registry.updateCertificateStatus(pending.certificateId, 'ACTIVE');
+    saved.length = 0;
+    failNext = true;
+
+    // Act: the revocation's save fails; the caller retries the same call (its status is already REVOKED in memory).
+    const first = registry.updateCertificateStatus(pending.certificateId, 'REVOKED');
+    await expect(first).rejects.toThrow('ENOSPC');
+    const unsavedAfterFailure = registry.unsaved;
+    await registry.updateCertificateStatus(pending.certificateId, 'REVOKED');
+
+    // Assess: the retry saved the revocation; nothing is left unsaved, and a further no-op call saves nothing.
+    expect(unsavedAfterFailure).toBe(true);
+    expect(saved).toEqual(['REVOKED']);
+    expect(registry.unsaved).toBe(false);
+    await registry.updateCertificateStatus(pending.certificateId, 'REVOKED');
+    expect(saved).toEqual(['REVOKED']);
+  });
+
+  test('a failed save is made good by the next call of any kind, even one that changes nothing', async () => {
+    const { caPem } = await fixture();
+    const saves: number[] = [];
+    let fail = true;
+    const registry = new LocalDeviceRegistry({
+      thingGroupName: GROUP,
+      onChange: (snapshot) => {
+        if (fail) throw new Error('EIO');
+        saves.push(snapshot.caCertificates?.length ?? 0);
+      },
+    });
+    await expect(registry.registerCaCertificate(caPem, { autoRegistration: true })).rejects.toThrow('EIO');
+    fail = false;
+
+    await registry.registerCaCertificate(caPem, { autoRegistration: true }); // already registered: a no-op
+
+    expect(saves).toEqual([1]);
+    expect(registry.unsaved).toBe(false);
+  });
+
   test('links a certificate registered with its CA PEM to that CA when the CA is registered', async () => {
     const { caPem, mint } = await fixture();
     const registry = new LocalDeviceRegistry({ thingGroupName: GROUP });
