@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { lambdaContext } from './lambda-context';
 import { escaped } from './log-text';
+import { listen, runningHttpServer } from './listen';
 
 /** The caller the handler sees (API Gateway's `requestContext.identity.userArn`): whoever holds the local token. */
 export const LOCAL_API_CALLER = 'local-api-token';
@@ -184,22 +185,6 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     });
   });
   server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
-  return {
-    port,
-    url: `http://${options.host}:${port}`,
-    stop: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      await closed;
-    },
-  };
+  const port = await listen(server, options.port, options.host);
+  return runningHttpServer(server, options.host, port);
 }

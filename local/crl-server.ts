@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { escaped } from './log-text';
+import { listen, runningHttpServer } from './listen';
 
 export interface CrlServerOptions {
   readonly host: string;
@@ -58,24 +59,8 @@ export async function startCrlServer(options: CrlServerOptions): Promise<CrlServ
       else response.destroy();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
-  return {
-    port,
-    url: `http://${options.host}:${port}`,
-    stop: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      await closed;
-    },
-  };
+  const port = await listen(server, options.port, options.host);
+  return runningHttpServer(server, options.host, port);
 }
 
 /** The DER of the first PEM block. */

@@ -6,6 +6,7 @@ import { escaped, quoted } from '../log-text';
 import { IOT_CORE_LIMITS } from './limits';
 import { registrationTopic, short, type CertificateGate } from './certificate-gate';
 import type { ConnectionIdentity, PolicyAuthorizer } from './policy-authorizer';
+import { listen } from '../listen';
 
 export interface MqttEndpointOptions {
   readonly host: string;
@@ -242,15 +243,7 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
     log(`[mqtt] ${peer}: TLS handshake refused (${escaped(reason)}): no certificate, or one that is expired or not signed by a registered CA`);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : options.port;
+  const port = await listen(server, options.port, options.host);
 
   return {
     port,
