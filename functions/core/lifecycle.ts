@@ -195,7 +195,9 @@ export class DeviceLifecycle {
     const registered = await this.deps.registry.describeCertificate(certificateId);
     const ourClaimSurvivedACrash = existing !== undefined && registered.status === 'ACTIVE';
     if (registered.status !== 'PENDING_ACTIVATION' && !ourClaimSurvivedACrash) {
-      return { outcome: 'IGNORED', certificateId, reason: `AWS IoT shows the certificate ${registered.status}, not PENDING_ACTIVATION.` };
+      const reason = `AWS IoT shows the certificate ${registered.status}, not PENDING_ACTIVATION.`;
+      if (existing) await this.closeAbandonedClaim(existing, registered.status === 'REVOKED' ? 'REVOKED' : 'REJECTED', reason, actor);
+      return { outcome: 'IGNORED', certificateId, reason };
     }
     if (registered.caCertificateId !== undefined && registered.caCertificateId !== event.caCertificateId) {
       return { outcome: 'IGNORED', certificateId, reason: `AWS IoT links the certificate to CA ${registered.caCertificateId}, not to the event's CA.` };
@@ -261,6 +263,23 @@ export class DeviceLifecycle {
       });
       return { outcome: 'ACTIVATED', deviceId, certificateId };
     });
+  }
+
+  /**
+   * A claim whose certificate someone revoked or deactivated in AWS IoT before it was activated: the record follows
+   * AWS IoT, so the certificate no longer counts as live. Losing a race here is fine (another delivery closed it).
+   */
+  private async closeAbandonedClaim(claim: CertificateRecord, to: 'REVOKED' | 'REJECTED', reason: string, actor: string): Promise<void> {
+    const key = `jitr:${claim.certificateId}:abandon`;
+    await this.deps.store
+      .commit({
+        idempotencyKey: key,
+        certificates: [{ next: this.withStatus(claim, to, { statusReason: reason, activationLeaseUntil: undefined, activationLeaseHolder: undefined }), expectedVersion: claim.version }],
+        events: [this.event(to === 'REVOKED' ? 'CERTIFICATE_REVOKED' : 'CERTIFICATE_REJECTED', actor, key, { deviceId: claim.deviceId, certificateId: claim.certificateId, fromStatus: claim.status, toStatus: to, reason })],
+      })
+      .catch((error: unknown) => {
+        if (!(error instanceof ConflictError)) throw error;
+      });
   }
 
   /** After a failure, ends our lease at once so the retry (or a duplicate) does not wait for it. Best effort. */

@@ -167,6 +167,21 @@ describe('just-in-time registration', () => {
     expect(await fixture.lifecycle.registerOnFirstConnect(event)).toMatchObject({ outcome: 'REJECTED', code: 'ENROLLMENT_REFUSED', reason: 'Device sensor-6 is SUSPENDED: it cannot enroll a new certificate.' });
   });
 
+  test('closes a pending claim whose certificate was revoked in AWS IoT before it was activated', async () => {
+    const fixture = await createLifecycleFixture({ activationLeaseSeconds: 60 });
+    const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-22'));
+    jest.spyOn(fixture.registry, 'attachCertificate').mockImplementationOnce(() => new Promise<void>(() => undefined));
+    void fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await fixture.registry.updateCertificateStatus(event.certificateId, 'REVOKED');
+    fixture.clock.advance(61_000);
+
+    const outcome = await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' });
+
+    expect(outcome).toMatchObject({ outcome: 'IGNORED' });
+    expect(fixture.store.certificates.get(event.certificateId)).toMatchObject({ status: 'REVOKED', statusReason: 'AWS IoT shows the certificate REVOKED, not PENDING_ACTIVATION.' });
+  });
+
   test('ignores an event for a certificate someone already revoked in AWS IoT', async () => {
     const fixture = await createLifecycleFixture();
     const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-7'));
