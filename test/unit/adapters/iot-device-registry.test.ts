@@ -36,24 +36,16 @@ import {
   type UpdateCertificateCommandInput,
   type UpdateCertificateCommandOutput,
 } from '@aws-sdk/client-iot';
-import { mockClient, type AwsCommand } from 'aws-sdk-client-mock';
+import type { AwsCommand } from 'aws-sdk-client-mock';
+import { mockable, mockIotClient, type CommandOutput } from '../../support/iot-mock';
 import { X509Certificate } from 'node:crypto';
 import { IOT_REGISTRY_IAM_ACTIONS, IotDeviceRegistry, iotRegistryIamActions, type IotDeviceRegistryOptions } from '../../../functions/adapters/aws/iot-device-registry';
 import { SoftwareCertificateAuthority } from '../../../functions/adapters/local/software-ca';
 import type { RegistryCertificateStatus } from '../../../functions/core/ports';
 import { makeCsr } from '../../support/pki';
 
-/*
- * Type bridge, types only: aws-sdk-client-mock (and its jest matchers) are typed against the top-level
- * @smithy/types, 2.x, which @aws-sdk/client-acm-pca 3.523 brings; @aws-sdk/client-iot 3.1169 is built on
- * @smithy/types 4.x. TypeScript then sees two `Client`/`Command` shapes and refuses `mockClient(IoTClient)`
- * (m-radzikowski/aws-sdk-client-mock#197). At run time the stub and the commands are the real ones.
- * Remove the bridge once every @aws-sdk/* client is on the same release (one @smithy/types).
- */
-const iot = mockClient(IoTClient as unknown as Parameters<typeof mockClient>[0]);
-/** What the stub's types call a command output (`MetadataBearer`). */
-type CommandOutput = { readonly $metadata: object };
-const mockable = <I extends object, O extends CommandOutput>(command: new (input: I) => unknown) => command as unknown as new (input: I) => AwsCommand<I, O>;
+// The IoT stub goes through the type bridge in test/support/iot-mock.ts.
+const iot = mockIotClient();
 const AddThingToThingGroupCommand = mockable<AddThingToThingGroupCommandInput, AddThingToThingGroupCommandOutput>(AddThingToThingGroupSdkCommand);
 const AttachPolicyCommand = mockable<AttachPolicyCommandInput, AttachPolicyCommandOutput>(AttachPolicySdkCommand);
 const AttachThingPrincipalCommand = mockable<AttachThingPrincipalCommandInput, AttachThingPrincipalCommandOutput>(AttachThingPrincipalSdkCommand);

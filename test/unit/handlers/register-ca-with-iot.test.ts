@@ -26,18 +26,13 @@ import {
 } from '@aws-sdk/client-iot';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
-import { mockClient, type AwsCommand } from 'aws-sdk-client-mock';
+import { mockClient } from 'aws-sdk-client-mock';
+import { mockable, mockIotClient } from '../../support/iot-mock';
 import { createRegisterCaHandler, type RegisterCaDependencies } from '../../../functions/handlers/register-ca-with-iot';
 import { makeForeignCa } from '../../support/pki';
 
-/*
- * Type bridge, types only (as in test/unit/adapters/iot-device-registry.test.ts): aws-sdk-client-mock is typed
- * against the @smithy/types of @aws-sdk/client-acm-pca 3.523, @aws-sdk/client-iot 3.1169 against a newer one
- * (m-radzikowski/aws-sdk-client-mock#197). At run time the stub and the commands are the real ones.
- */
-const iot = mockClient(IoTClient as unknown as Parameters<typeof mockClient>[0]);
-type CommandOutput = { readonly $metadata: object };
-const mockable = <I extends object, O extends CommandOutput>(command: new (input: I) => unknown) => command as unknown as new (input: I) => AwsCommand<I, O>;
+// The IoT stub goes through the type bridge in test/support/iot-mock.ts.
+const iot = mockIotClient();
 const DeleteCACertificateCommand = mockable<DeleteCACertificateCommandInput, DeleteCACertificateCommandOutput>(DeleteCACertificateSdkCommand);
 const DescribeCACertificateCommand = mockable<DescribeCACertificateCommandInput, DescribeCACertificateCommandOutput>(DescribeCACertificateSdkCommand);
 const GetRegistrationCodeCommand = mockable<GetRegistrationCodeCommandInput, GetRegistrationCodeCommandOutput>(GetRegistrationCodeSdkCommand);
