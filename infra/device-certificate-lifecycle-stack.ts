@@ -52,7 +52,6 @@ export class DeviceCertificateLifecycleStack extends Stack {
       }
     }
     new CfnOutput(this, 'DeviceTableName', { value: lifecycle.deviceTable.tableName });
-    new CfnOutput(this, 'IdempotencyTableName', { value: lifecycle.idempotencyTable.tableName });
     new CfnOutput(this, 'ThingGroupName', { value: lifecycle.thingGroup.ref, description: 'Devices join this group; the fleet policy is attached to it' });
     new CfnOutput(this, 'FleetPolicyName', { value: lifecycle.fleetPolicy.ref });
     new CfnOutput(this, 'RegistrationQueueUrl', { value: lifecycle.registrationQueue.queueUrl, description: 'Registration events waiting for the JITR function' });

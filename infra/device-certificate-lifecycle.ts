@@ -14,7 +14,6 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { DEVICE_TABLE_SCHEMA } from '../functions/adapters/aws/device-table';
 import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
-import { IDEMPOTENCY_TABLE_SCHEMA } from '../functions/adapters/aws/idempotency-table';
 import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
 import { NewCertificateAuthority, type CaSubject, type SubordinateCaCertificate } from './certificate-authority';
 import { API_INTEGRATION_TIMEOUT, DeviceApi } from './device-api';
@@ -263,7 +262,6 @@ export class DeviceCertificateLifecycle extends Construct {
   public readonly iotCaRegistration?: IotCaRegistration;
   public readonly registrationRule?: iot.CfnTopicRule;
   public readonly deviceTable: dynamodb.Table;
-  public readonly idempotencyTable: dynamodb.Table;
   public readonly thingGroup: iot.CfnThingGroup;
   public readonly fleetPolicy: iot.CfnPolicy;
   public readonly jitrFunction: LifecycleFunction;
@@ -321,7 +319,7 @@ export class DeviceCertificateLifecycle extends Construct {
       ...tableDefaults(settings.removalPolicy),
       partitionKey: { name: DEVICE_TABLE_SCHEMA.partitionKey, type: dynamodb.AttributeType.STRING },
       sortKey: { name: DEVICE_TABLE_SCHEMA.sortKey, type: dynamodb.AttributeType.STRING },
-      // Change markers carry an expiry (epoch seconds) and age out; devices, certificates and audit events never do.
+      // Operation records carry an expiry (epoch seconds) and age out; devices, certificates and audit events never do.
       timeToLiveAttribute: DEVICE_TABLE_SCHEMA.timeToLiveAttribute,
     });
     for (const index of [DEVICE_TABLE_SCHEMA.byStatusIndex, DEVICE_TABLE_SCHEMA.byExpiryIndex]) {
@@ -332,11 +330,6 @@ export class DeviceCertificateLifecycle extends Construct {
         projectionType: dynamodb.ProjectionType.ALL,
       });
     }
-    this.idempotencyTable = new dynamodb.Table(this, 'IdempotencyTable', {
-      ...tableDefaults(settings.removalPolicy),
-      partitionKey: { name: IDEMPOTENCY_TABLE_SCHEMA.partitionKey, type: dynamodb.AttributeType.STRING },
-      timeToLiveAttribute: IDEMPOTENCY_TABLE_SCHEMA.timeToLiveAttribute,
-    });
 
     // --- the fleet: thing group, IoT policy, and the policy attached to the group ---------------
     this.thingGroup = new iot.CfnThingGroup(this, 'ThingGroup', {
@@ -406,7 +399,6 @@ export class DeviceCertificateLifecycle extends Construct {
       removalPolicy: settings.removalPolicy,
     })
       .useDeviceTable(this.deviceTable)
-      .useIdempotencyTable(this.idempotencyTable)
       .useCertificateAuthority(ca, ['acm-pca:IssueCertificate', 'acm-pca:GetCertificate', 'acm-pca:RevokeCertificate', 'acm-pca:GetCertificateAuthorityCertificate'])
       // Exactly what the IoT registry adapter calls in the modes functions/handlers/dependencies.ts wires it with.
       .useFleet(fleet, iotRegistryIamActions(API_REGISTRY_MODES))

@@ -143,13 +143,6 @@ export class LifecycleFunction extends NodejsFunction {
     return this;
   }
 
-  /** IDEMPOTENCY_TABLE_NAME, with read/write access to that table. */
-  public useIdempotencyTable(table: ITable): this {
-    this.setVariable('IDEMPOTENCY_TABLE_NAME', table.tableName);
-    table.grantReadWriteData(this);
-    return this;
-  }
-
   /** CA_ARN, CA_SIGNING_ALGORITHM and CA_TEMPLATE_ARN, with `actions` on that CA only. */
   public useCertificateAuthority(ca: CertificateAuthorityBinding, actions: readonly CaAction[]): this {
     this.setVariable('CA_ARN', ca.certificateAuthorityArn);

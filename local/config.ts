@@ -43,7 +43,7 @@ export const SETTINGS = {
   crlPort: { flag: 'crl-port', env: 'IOTCERT_CRL_PORT', default: '3001', help: 'CRL server port (0: any free port)' },
   dynamodbPort: { flag: 'dynamodb-port', env: 'IOTCERT_DYNAMODB_PORT', default: '8000', help: 'DynamoDB Local port (0: any free port)' },
   dynamodbEndpoint: { flag: 'dynamodb-endpoint', env: 'IOTCERT_DYNAMODB_ENDPOINT', default: undefined, help: 'use this DynamoDB endpoint instead of starting DynamoDB Local' },
-  tablePrefix: { flag: 'table-prefix', env: 'IOTCERT_TABLE_PREFIX', default: 'iotcert-local', help: 'prefix of the table names (<prefix>-devices, <prefix>-idempotency)' },
+  tablePrefix: { flag: 'table-prefix', env: 'IOTCERT_TABLE_PREFIX', default: 'iotcert-local', help: 'prefix of the device table name (<prefix>-devices)' },
   enrollmentPolicy: { flag: 'enrollment-policy', env: 'IOTCERT_ENROLLMENT_POLICY', default: 'open', help: '"open" or "preregistered" (only devices created through the API may enroll)' },
   validityDays: { flag: 'validity-days', env: 'IOTCERT_VALIDITY_DAYS', default: '365', help: 'validity of certificates signed from CSRs, in days' },
   jitrConcurrency: { flag: 'jitr-concurrency', env: 'IOTCERT_JITR_CONCURRENCY', default: '4', help: 'JITR deliveries handled at once' },
@@ -124,4 +124,3 @@ export function usage(): string {
 }
 
 export const deviceTableName = (config: Pick<LocalModeConfig, 'tablePrefix'>): string => `${config.tablePrefix}-devices`;
-export const idempotencyTableName = (config: Pick<LocalModeConfig, 'tablePrefix'>): string => `${config.tablePrefix}-idempotency`;

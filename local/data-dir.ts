@@ -109,7 +109,7 @@ export interface LocalEndpoints {
   readonly mqtt: { readonly host: string; readonly port: number; readonly url: string };
   readonly api: { readonly url: string };
   readonly crl: { readonly pemUrl: string; readonly derUrl: string };
-  readonly dynamodb: { readonly endpoint: string; readonly deviceTable: string; readonly idempotencyTable: string };
+  readonly dynamodb: { readonly endpoint: string; readonly deviceTable: string };
   readonly caCertificateId: string;
 }
 

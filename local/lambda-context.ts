@@ -1,8 +1,8 @@
 import type { Context } from 'aws-lambda';
 
 /**
- * The Lambda context a handler receives in AWS, for a local invocation: Powertools reads the
- * request id and the remaining time from it (idempotency records expire with the invocation).
+ * The Lambda context a handler receives in AWS, for a local invocation: the JITR handler takes its
+ * request id as the delivery id, and Powertools (Logger, batch processing) reads it too.
  */
 export function lambdaContext(functionName: string, requestId: string, timeoutMs: number): Context {
   const deadline = Date.now() + timeoutMs;

@@ -3,12 +3,10 @@ import { appendFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { DeviceLifecycle, randomIds, type RegistrationEvent } from '../functions/core/lifecycle';
 import { systemClock } from '../functions/core/ports';
 import { DynamoDbDeviceStore } from '../functions/adapters/aws/dynamodb-device-store';
-import { idempotencyTableDefinition } from '../functions/adapters/aws/idempotency-table';
 import { deviceTableDefinition } from '../functions/adapters/aws/device-table';
 import { PRIVATE_FILE_MODE } from '../functions/adapters/local/atomic-file';
 import { JsonLinesRevocationList } from '../functions/adapters/local/json-lines-revocation-list';
@@ -23,7 +21,6 @@ import { lambdaContext } from './lambda-context';
 import { startApiServer, type ApiServer } from './api-server';
 import {
   deviceTableName,
-  idempotencyTableName,
   LOCAL_ACCOUNT_ID,
   LOCAL_POLICY_NAME,
   LOCAL_REGION,
@@ -68,7 +65,7 @@ export interface StartOptions {
 type JitrResult = Awaited<ReturnType<ReturnType<typeof createJitrHandler>>>;
 
 /**
- * Brings up the whole lifecycle on 127.0.0.1: DynamoDB Local with the stack's tables, the software CA
+ * Brings up the whole lifecycle on 127.0.0.1: DynamoDB Local with the stack's device table, the software CA
  * and its CRL, the local IoT registry (CA registered with auto-registration, fleet policy on the
  * fleet's thing group), the MQTT-over-TLS endpoint and the device API. The handlers and the core are
  * the ones Lambda runs; this file only wires them to local stand-ins of the AWS services.
@@ -130,7 +127,6 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     const documentClient = localDocumentClient(dynamo.endpoint);
     parts.clients = [dynamoClient, documentClient];
     await ensureTable(dynamoClient, deviceTableDefinition(deviceTableName(config)));
-    await ensureTable(dynamoClient, idempotencyTableDefinition(idempotencyTableName(config)));
 
     // The same wiring as functions/handlers/dependencies.ts, with local stand-ins for AWS IoT and Private CA.
     const logLevel = config.verbose ? 'INFO' : 'WARN';
@@ -140,12 +136,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays },
     );
     const jitrHandler = createJitrHandler({ lifecycle, logger: new Logger({ serviceName: 'jitr', logLevel }) });
-    const apiHandler = createApiHandler({
-      lifecycle,
-      clock: systemClock,
-      idempotencyStore: new DynamoDBPersistenceLayer({ tableName: idempotencyTableName(config), awsSdkV3Client: dynamoClient }),
-      logger: new Logger({ serviceName: 'device-api', logLevel }),
-    });
+    const apiHandler = createApiHandler({ lifecycle, clock: systemClock, logger: new Logger({ serviceName: 'device-api', logLevel }) });
 
     // The registration topic rule: its action invokes the JITR function asynchronously.
     const jitr = new AsyncInvoker<RegistrationEvent, JitrResult>({
@@ -216,7 +207,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       mqtt: { host: LOOPBACK, port: mqtt.port, url: `mqtts://${LOOPBACK}:${mqtt.port}` },
       api: { url: api.url },
       crl: { pemUrl: `${crl.url}/crl.pem`, derUrl: `${crl.url}/crl` },
-      dynamodb: { endpoint: dynamo.endpoint, deviceTable: deviceTableName(config), idempotencyTable: idempotencyTableName(config) },
+      dynamodb: { endpoint: dynamo.endpoint, deviceTable: deviceTableName(config) },
       caCertificateId: registeredCa.caCertificateId,
     };
     await writeEndpoints(files, endpoints);
@@ -340,6 +331,8 @@ function describeOutcome(result: JitrResult): string {
       return 'another delivery is activating it (left to the next start)';
     case 'IGNORED':
       return `ignored: ${result.reason}`;
+    case 'AWAITING_PRE_REGISTRATION':
+      return `waiting: device ${result.deviceId} is not pre-registered; pre-registering it activates this certificate`;
     case 'MALFORMED_EVENT':
       return `malformed event dropped: ${result.problems.join('; ')}`;
   }

@@ -23,7 +23,7 @@ function banner(mode: LocalMode): string {
     `  Device API      ${endpoints.api.url}          Authorization: Bearer $(cat ${shown(files.apiToken)})`,
     `  CRL             ${endpoints.crl.derUrl} (DER), ${endpoints.crl.pemUrl}`,
     `  DynamoDB        ${dynamo}`,
-    `                  tables ${endpoints.dynamodb.deviceTable}, ${endpoints.dynamodb.idempotencyTable}`,
+    `                  table ${endpoints.dynamodb.deviceTable}`,
     `  CA              ${shown(files.caCertificate)} (trust this), key ${shown(files.caKey)}; CA certificate id ${endpoints.caCertificateId.slice(0, 16)}…, auto-registration on`,
     `  IoT policy      ${LOCAL_POLICY_NAME} on thing group ${LOCAL_THING_GROUP} (region ${LOCAL_REGION}, account ${LOCAL_ACCOUNT_ID}); enrollment ${config.enrollmentPolicy}`,
     `  Data folder     ${shown(files.dir)}/ (registry.json, revocations.jsonl, api-token, endpoints.json)`,

@@ -17,6 +17,7 @@ export const ERROR_CODES = [
   'ENROLLMENT_REFUSED',
   'IDEMPOTENCY_KEY_REUSED',
   'REQUEST_IN_PROGRESS',
+  'CERTIFICATE_WITHDRAWN',
   'UPSTREAM_THROTTLED',
   'UPSTREAM_FAILURE',
   'CONFIGURATION_ERROR',
@@ -79,6 +80,22 @@ export class ConflictError extends LifecycleError {
   public constructor(message: string, options?: LifecycleErrorOptions) {
     super('CONFLICT', message, options);
     this.name = 'ConflictError';
+  }
+}
+
+/** The handle (Idempotency-Key) names another request of the same caller: another operation, target or payload. */
+export class IdempotencyKeyReusedError extends LifecycleError {
+  public constructor(details: Readonly<Record<string, unknown>>) {
+    super('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used for a different request (another operation, device or body): use a new key for a new request.', { details });
+    this.name = 'IdempotencyKeyReusedError';
+  }
+}
+
+/** Another execution of the same operation (a concurrent retry) holds it; retrying shortly answers its outcome. */
+export class RequestInProgressError extends LifecycleError {
+  public constructor(options?: LifecycleErrorOptions) {
+    super('REQUEST_IN_PROGRESS', 'A request with this Idempotency-Key is still running: retry in a moment with the same key.', options);
+    this.name = 'RequestInProgressError';
   }
 }
 

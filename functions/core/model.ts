@@ -31,8 +31,10 @@ export interface Device {
   readonly thingName: string;
   readonly status: DeviceStatus;
   readonly attributes: Readonly<Record<string, string>>;
-  /** Every certificate ever linked to the device, oldest first. */
-  readonly certificateIds: readonly string[];
+  /** Why the device is in its status (e.g. the reason it was revoked). */
+  readonly statusReason?: string;
+  /** Set when the device is REVOKED: the reason its certificates were revoked with. */
+  readonly revocationReason?: RevocationReason;
   readonly createdAt: string;
   readonly updatedAt: string;
   /** Optimistic-concurrency counter: every change writes `version + 1` on condition of `version`. */
@@ -59,6 +61,12 @@ export interface CertificateRecord {
   readonly activationLeaseUntil?: string;
   /** The delivery (SQS message or Lambda request) holding the lease; it may take its own claim over at once. */
   readonly activationLeaseHolder?: string;
+  /**
+   * While PENDING_ACTIVATION: set when the certificate was refused only because its device was not pre-registered
+   * (enrollment policy `preregistered`). It stays PENDING_ACTIVATION in AWS IoT (which refuses its connects) and is
+   * activated when the device is pre-registered.
+   */
+  readonly awaitingPreRegistration?: boolean;
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly version: number;
@@ -108,4 +116,49 @@ export interface DeviceView {
 export interface Page<T> {
   readonly items: readonly T[];
   readonly nextToken?: string;
+}
+
+/* ----------------------------------------------------------------------------
+ * Operation records: every change a caller asks for, written before any side effect.
+ * -------------------------------------------------------------------------- */
+
+export const OPERATION_TYPES = ['PRE_REGISTER_DEVICE', 'ISSUE_CERTIFICATE', 'REVOKE_CERTIFICATE', 'REVOKE_DEVICE', 'SUSPEND_DEVICE', 'RESUME_DEVICE'] as const;
+export type OperationType = (typeof OPERATION_TYPES)[number];
+
+/** `PENDING`: started, side effects may be part-done. `DONE`: finished, `outcome` answers every retry. `WITHDRAWN`: undone for good. */
+export type OperationStatus = 'PENDING' | 'DONE' | 'WITHDRAWN';
+
+/** What a finished operation answers to every retry with its key. */
+export interface OperationOutcome {
+  readonly device?: Device;
+  readonly certificate?: CertificateRecord;
+  readonly certificateId?: string;
+  /** Why a WITHDRAWN operation was undone: its answer, with the error code a retry gets. */
+  readonly error?: { readonly code: string; readonly message: string };
+}
+
+/**
+ * One caller's request, kept under its handle (the client's Idempotency-Key, or the request id) so a retry
+ * finishes it or answers its outcome. A handle reused for another request is refused, never answered.
+ */
+export interface OperationRecord {
+  /** SHA-256 of caller and handle: the same handle from two callers names two operations. */
+  readonly operationId: string;
+  readonly caller: string;
+  readonly handle: string;
+  readonly operation: OperationType;
+  /** The device (and certificate) the operation acts on. */
+  readonly target: string;
+  /** SHA-256 of the normalized request payload. */
+  readonly payloadHash: string;
+  readonly status: OperationStatus;
+  /** Steps already done that a retry must not redo (e.g. the certificate the CA issued). */
+  readonly progress?: Readonly<Record<string, string>>;
+  readonly outcome?: OperationOutcome;
+  /** Until when the execution named by `leaseHolder` owns the operation; others answer REQUEST_IN_PROGRESS. */
+  readonly leaseUntil?: string;
+  readonly leaseHolder?: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly version: number;
 }

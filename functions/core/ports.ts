@@ -1,4 +1,4 @@
-import type { AuditEvent, CertificateRecord, Device, DeviceStatus, DeviceView, Page, RevocationReason } from './model';
+import type { AuditEvent, CertificateRecord, Device, DeviceStatus, DeviceView, OperationRecord, Page, RevocationReason } from './model';
 
 /* ----------------------------------------------------------------------------
  * The certificate authority: AWS Private CA in the cloud, a software CA locally.
@@ -82,28 +82,24 @@ export interface DeviceRegistry {
  * -------------------------------------------------------------------------- */
 
 /**
- * One atomic change. Each record is written on condition that it still has
- * `expectedVersion` (or does not exist yet when `expectedVersion` is absent);
- * the whole change is applied at most once per `idempotencyKey`.
+ * One atomic change. Each record is written on condition that it still has `expectedVersion`
+ * (or does not exist yet when `expectedVersion` is absent). The operation record, when present,
+ * is written the same way, so a change belongs to at most one execution of one operation.
+ * A new certificate record with a `deviceId` is also linked to its device, so the device's
+ * certificates can be listed without a growing list on the device item.
  */
 export interface StoreChange {
-  readonly idempotencyKey: string;
-  /** What the change produced (e.g. the issued certificate id), kept with its marker so a retry can answer it again. */
-  readonly outcome?: Readonly<Record<string, string>>;
+  readonly operation?: { readonly next: OperationRecord; readonly expectedVersion?: number };
   readonly device?: { readonly next: Device; readonly expectedVersion?: number };
   readonly certificates?: readonly { readonly next: CertificateRecord; readonly expectedVersion?: number }[];
   readonly events: readonly AuditEvent[];
 }
 
-/** A change written before, found by its idempotency key. */
-export interface RecordedChange {
-  readonly idempotencyKey: string;
-  readonly committedAt: string;
-  readonly outcome?: Readonly<Record<string, string>>;
-}
-
-/** `APPLIED`: written now. `DUPLICATE`: a change with this idempotency key was written before; nothing was written now. */
-export type CommitOutcome = 'APPLIED' | 'DUPLICATE';
+/**
+ * The most records one change may hold (DynamoDB allows 100 items per transaction; a new certificate
+ * takes two: its record and its link to the device). Changes that would be larger are split by the core.
+ */
+export const MAX_RECORDS_PER_CHANGE = 90;
 
 export interface ListDevicesQuery {
   readonly status: DeviceStatus;
@@ -125,18 +121,22 @@ export interface DeviceStore {
   /** The device, its certificates and its latest `eventLimit` audit events, newest first. */
   getDeviceView(deviceId: string, eventLimit: number): Promise<DeviceView | undefined>;
   getCertificate(certificateId: string): Promise<CertificateRecord | undefined>;
-  getCertificates(certificateIds: readonly string[]): Promise<CertificateRecord[]>;
+  /** Every certificate linked to the device (read consistently), oldest first. */
+  listDeviceCertificates(deviceId: string): Promise<CertificateRecord[]>;
   listDevices(query: ListDevicesQuery): Promise<Page<Device>>;
   /** Live (ACTIVE, INACTIVE, PENDING_ACTIVATION) certificates expiring in the window, soonest first. */
   findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>>;
-  /** Throws `ConflictError` when any record is not at its expected version. */
-  commit(change: StoreChange): Promise<CommitOutcome>;
-  /** The change committed under `idempotencyKey`, if any (kept for `CHANGE_RETENTION_DAYS`). */
-  getChange(idempotencyKey: string): Promise<RecordedChange | undefined>;
+  /** Throws `ConflictError` when any record is not at its expected version; writes nothing then. */
+  commit(change: StoreChange): Promise<void>;
+  /** The operation record, if any (kept for `OPERATION_RETENTION_DAYS` after it was last written). */
+  getOperation(operationId: string): Promise<OperationRecord | undefined>;
 }
 
-/** How long the store remembers a change's idempotency key: far longer than any redelivery or client retry. */
-export const CHANGE_RETENTION_DAYS = 30;
+/**
+ * How long an operation record (the idempotency of every change) is kept after its last write:
+ * far longer than any client retry, redelivery or dead-letter redrive (SQS keeps messages 14 days at most).
+ */
+export const OPERATION_RETENTION_DAYS = 30;
 
 export interface Clock {
   now(): Date;

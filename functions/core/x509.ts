@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
+import { fromBER } from 'asn1js';
 import { ValidationError } from './errors';
 import { isValidDeviceId } from './device-id';
 
@@ -12,13 +13,34 @@ export const CERTIFICATE_LIMITS = {
   allowedCurves: ['P-256', 'P-384'] as readonly string[],
 } as const;
 
+const OID = {
+  subjectAltName: '2.5.29.17',
+  keyUsage: '2.5.29.15',
+  extendedKeyUsage: '2.5.29.37',
+  basicConstraints: '2.5.29.19',
+  certificatePolicies: '2.5.29.32',
+} as const;
+
 /** CSR extension requests we accept; the CA's template sets key usage and EKU itself. */
-const ALLOWED_CSR_EXTENSION_OIDS: ReadonlySet<string> = new Set([
-  '2.5.29.17', // subjectAltName
-  '2.5.29.15', // keyUsage
-  '2.5.29.37', // extendedKeyUsage
-]);
-const BASIC_CONSTRAINTS_OID = '2.5.29.19';
+const ALLOWED_CSR_EXTENSION_OIDS: ReadonlySet<string> = new Set([OID.subjectAltName, OID.keyUsage, OID.extendedKeyUsage, OID.basicConstraints]);
+
+/**
+ * The extensions a device identity may mark critical: the ones these rules read, plus certificate
+ * policies (no policy is required of a device, so ignoring them is what RFC 5280 path validation does).
+ * Any other critical extension is refused: RFC 5280 4.2 makes a verifier that does not know it refuse the certificate.
+ */
+const UNDERSTOOD_CRITICAL_EXTENSION_OIDS: ReadonlySet<string> = new Set([OID.subjectAltName, OID.keyUsage, OID.extendedKeyUsage, OID.basicConstraints, OID.certificatePolicies]);
+
+/** Key usages only a CA may have. */
+const CA_KEY_USAGES = x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign;
+
+type X509ErrorCode = 'INVALID_CSR' | 'INVALID_CERTIFICATE';
+
+/** How each path names what it checks, so one rule written once speaks each path's words. */
+const WORDING: Readonly<Record<X509ErrorCode, { readonly noun: string; readonly has: string; readonly pemLabels: readonly string[] }>> = {
+  INVALID_CSR: { noun: 'The CSR', has: 'requests', pemLabels: ['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST'] },
+  INVALID_CERTIFICATE: { noun: 'The certificate', has: 'has', pemLabels: ['CERTIFICATE'] },
+};
 
 export interface CertificateFacts {
   readonly certificateId: string;
@@ -68,7 +90,10 @@ export function describeAllowedKey(publicKey: x509.PublicKey, code: 'INVALID_CSR
 }
 
 export async function inspectCertificate(pem: string): Promise<CertificateFacts> {
-  const certificate = parseCertificate(pem);
+  return factsOf(parseCertificate(pem));
+}
+
+async function factsOf(certificate: x509.X509Certificate): Promise<CertificateFacts> {
   return {
     certificateId: toHex(await certificate.getThumbprint('SHA-256')),
     serialNumber: certificate.serialNumber.toLowerCase(),
@@ -96,23 +121,30 @@ export interface DeviceCertificateCheck {
 }
 
 /**
- * The checks a device certificate must pass before it is activated:
- * signed by one of `trustedIssuerPems`, inside its validity window, subject CN a
- * well-formed device id, and a key we accept. Throws `INVALID_CERTIFICATE` naming the first failure.
+ * The checks a device certificate (seen on its first connect) must pass before it is activated:
+ * one PEM block holding one DER certificate and nothing after it, signed by one of `trustedIssuerPems`,
+ * inside its validity window, and the device identity rules every CSR obeys too (`checkDeviceIdentity`).
+ * Throws `INVALID_CERTIFICATE` naming the first failure.
+ *
+ * Left to others on purpose: revocation (the lifecycle knows each certificate's status; AWS IoT refuses
+ * revoked ones), the signature algorithm (our CA chose it) and chain building (our CA issues directly).
  */
 export async function checkDeviceCertificate(pem: string, trustedIssuerPems: readonly string[], now: Date): Promise<DeviceCertificateCheck> {
-  const certificate = parseCertificate(pem);
-  const facts = await inspectCertificate(pem);
+  const der = decodeSinglePem(pem, 'INVALID_CERTIFICATE');
+  let certificate: x509.X509Certificate;
+  try {
+    certificate = new x509.X509Certificate(der);
+  } catch (error) {
+    throw new ValidationError('INVALID_CERTIFICATE', 'The certificate is not a well-formed X.509 certificate.', { cause: error });
+  }
+  assertNothingAfterDer(der, 'INVALID_CERTIFICATE');
+  const facts = await factsOf(certificate);
   if (!(await isSignedByAny(certificate, trustedIssuerPems))) {
     throw new ValidationError('INVALID_CERTIFICATE', `The certificate was not signed by this fleet's CA (issuer "${facts.issuer}").`);
   }
   if (now < facts.notBefore) throw new ValidationError('INVALID_CERTIFICATE', `The certificate is not valid before ${facts.notBefore.toISOString()}.`);
   if (now >= facts.notAfter) throw new ValidationError('INVALID_CERTIFICATE', `The certificate expired at ${facts.notAfter.toISOString()}.`);
-  const deviceId = facts.commonName;
-  if (deviceId === undefined || !isValidDeviceId(deviceId)) {
-    throw new ValidationError('INVALID_CERTIFICATE', `The subject common name "${deviceId ?? ''}" is not a valid device id.`);
-  }
-  describeAllowedKey(certificate.publicKey, 'INVALID_CERTIFICATE');
+  const { deviceId } = checkDeviceIdentity(certificate, 'INVALID_CERTIFICATE');
   return { facts, deviceId };
 }
 
@@ -131,23 +163,23 @@ export interface CheckedCsr {
 }
 
 /**
- * Checks a PKCS#10 request before it reaches the CA: size, PEM form, signature
- * (proof of possession), key algorithm and size, CN equal to the device id, and
- * no extension request other than SAN, key usage and extended key usage.
+ * Checks a PKCS#10 request before it reaches the CA: size, one PEM block holding one DER request and
+ * nothing after it, signature (proof of possession), the device identity rules every device certificate
+ * obeys too (`checkDeviceIdentity`) with the CN equal to `deviceId`, and no extension request other
+ * than SAN, key usage, extended key usage and basic constraints.
  */
 export async function checkCsr(csrPem: string, deviceId: string): Promise<CheckedCsr> {
   if (Buffer.byteLength(csrPem, 'utf8') > CERTIFICATE_LIMITS.maxCsrPemBytes) {
     throw new ValidationError('INVALID_CSR', `The CSR is larger than ${CERTIFICATE_LIMITS.maxCsrPemBytes} bytes.`);
   }
-  if (!/-----BEGIN (NEW )?CERTIFICATE REQUEST-----/.test(csrPem)) {
-    throw new ValidationError('INVALID_CSR', 'The CSR must be PEM text starting with "-----BEGIN CERTIFICATE REQUEST-----".');
-  }
+  const der = decodeSinglePem(csrPem, 'INVALID_CSR');
   let csr: x509.Pkcs10CertificateRequest;
   try {
-    csr = new x509.Pkcs10CertificateRequest(csrPem.replace(/NEW CERTIFICATE REQUEST/g, 'CERTIFICATE REQUEST'));
+    csr = new x509.Pkcs10CertificateRequest(der);
   } catch (error) {
     throw new ValidationError('INVALID_CSR', 'The CSR is not a well-formed PKCS#10 request.', { cause: error });
   }
+  assertNothingAfterDer(der, 'INVALID_CSR');
   let signatureValid: boolean;
   try {
     signatureValid = await csr.verify();
@@ -155,22 +187,137 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
     throw new ValidationError('INVALID_CSR', 'The CSR signature could not be checked: unsupported signature algorithm or key.', { cause: error });
   }
   if (!signatureValid) throw new ValidationError('INVALID_CSR', 'The CSR signature does not verify: it was not signed by the key it carries.');
-  const keyAlgorithm = describeAllowedKey(csr.publicKey, 'INVALID_CSR');
-  const commonNames = csr.subjectName.getField('CN');
-  if (commonNames.length !== 1 || commonNames[0] !== deviceId) {
-    throw new ValidationError('INVALID_CSR', `The CSR subject common name must be exactly the device id "${deviceId}" (found "${commonNames.join(', ')}").`);
-  }
+  const { keyAlgorithm } = checkDeviceIdentity(csr, 'INVALID_CSR', deviceId);
   for (const extension of csr.extensions) {
-    if (extension.type === BASIC_CONSTRAINTS_OID) {
-      const basic = new x509.BasicConstraintsExtension(extension.rawData);
-      if (basic.ca) throw new ValidationError('INVALID_CSR', 'The CSR asks for a CA certificate (basicConstraints CA:TRUE); device certificates are end-entity.');
-      continue;
-    }
     if (!ALLOWED_CSR_EXTENSION_OIDS.has(extension.type)) {
-      throw new ValidationError('INVALID_CSR', `The CSR requests extension ${extension.type}, which is not allowed.`);
+      throw new ValidationError('INVALID_CSR', `The CSR requests extension ${extension.type}, which is not allowed: request only subjectAltName, keyUsage, extendedKeyUsage or basicConstraints.`);
     }
   }
   return { csrPem: csr.toString('pem'), keyAlgorithm };
+}
+
+/** What a device identity is made of, in a CSR and in a certificate alike. */
+interface DeviceIdentitySource {
+  readonly subjectName: x509.Name;
+  readonly publicKey: x509.PublicKey;
+  readonly extensions: readonly x509.Extension[];
+}
+
+/** At most this much of a value read from a certificate or CSR goes into a message. */
+const MAX_QUOTED_LENGTH = 140;
+const quote = (value: string): string => `"${value.length > MAX_QUOTED_LENGTH ? `${value.slice(0, MAX_QUOTED_LENGTH)}...` : value}"`;
+
+/**
+ * The one set of rules a device identity obeys, whether it arrives as a CSR to sign or as a
+ * certificate our CA signed (JITR):
+ * - the subject holds exactly one common name (CN), a well-formed device id, and `expectedDeviceId` when given;
+ * - it is an end entity: no basicConstraints CA:TRUE (a CA certificate is never a device);
+ * - key usage, when present, includes digitalSignature (a device signs its TLS handshake) and neither
+ *   keyCertSign nor cRLSign (which only a CA may have);
+ * - extended key usage, when present, includes clientAuth (a device is a TLS client);
+ * - no extension twice (RFC 5280 4.2), and no critical extension outside `UNDERSTOOD_CRITICAL_EXTENSION_OIDS`;
+ * - a key `describeAllowedKey` accepts.
+ * Throws `code` naming the first failure and what to change.
+ */
+function checkDeviceIdentity(source: DeviceIdentitySource, code: X509ErrorCode, expectedDeviceId?: string): { deviceId: string; keyAlgorithm: string } {
+  const { noun, has } = WORDING[code];
+  const commonNames = source.subjectName.getField('CN');
+  const [deviceId] = commonNames;
+  if (commonNames.length !== 1 || deviceId === undefined) {
+    const found = commonNames.length === 0 ? 'none' : `${commonNames.length}: ${commonNames.map(quote).join(', ')}`;
+    throw new ValidationError(code, `${noun} subject must hold exactly one common name (CN), the device id; it holds ${found}.`);
+  }
+  if (expectedDeviceId !== undefined && deviceId !== expectedDeviceId) {
+    throw new ValidationError(code, `${noun} subject common name must be exactly the device id ${quote(expectedDeviceId)} (found ${quote(deviceId)}).`);
+  }
+  if (!isValidDeviceId(deviceId)) {
+    throw new ValidationError(code, `${noun} subject common name ${quote(deviceId)} is not a valid device id: use 1 to 128 characters from a-z, A-Z, 0-9, ":", "_" and "-".`);
+  }
+  const seen = new Set<string>();
+  for (const extension of source.extensions) {
+    if (seen.has(extension.type)) throw new ValidationError(code, `${noun} ${has} extension ${extension.type} more than once: each extension may appear once.`);
+    seen.add(extension.type);
+    if (extension.critical && !UNDERSTOOD_CRITICAL_EXTENSION_OIDS.has(extension.type)) {
+      throw new ValidationError(code, `${noun} ${has} critical extension ${extension.type}, which devices' verifiers do not understand and must refuse: leave it out or make it non-critical.`);
+    }
+    checkExtension(extension, code);
+  }
+  return { deviceId, keyAlgorithm: describeAllowedKey(source.publicKey, code) };
+}
+
+/** The rules for the extensions `checkDeviceIdentity` reads; a malformed one is refused, not skipped. */
+function checkExtension(extension: x509.Extension, code: X509ErrorCode): void {
+  const { noun, has } = WORDING[code];
+  const read = <T>(parse: () => T, name: string): T => {
+    try {
+      return parse();
+    } catch (error) {
+      throw new ValidationError(code, `${noun} ${has} a malformed ${name} extension.`, { cause: error });
+    }
+  };
+  switch (extension.type) {
+    case OID.basicConstraints: {
+      if (read(() => new x509.BasicConstraintsExtension(extension.rawData), 'basicConstraints').ca) {
+        throw new ValidationError(code, `${noun} ${has} basicConstraints CA:TRUE: a device certificate is an end entity, never a CA; leave basicConstraints out or set CA:FALSE.`);
+      }
+      return;
+    }
+    case OID.keyUsage: {
+      const usages = read(() => new x509.KeyUsagesExtension(extension.rawData), 'keyUsage').usages;
+      if ((usages & CA_KEY_USAGES) !== 0) {
+        throw new ValidationError(code, `${noun} ${has} key usage keyCertSign or cRLSign, which only a CA may have: leave them out.`);
+      }
+      if ((usages & x509.KeyUsageFlags.digitalSignature) === 0) {
+        throw new ValidationError(code, `${noun} ${has} key usage without digitalSignature: a device signs its TLS handshake with its key; include digitalSignature.`);
+      }
+      return;
+    }
+    case OID.extendedKeyUsage: {
+      const usages = read(() => new x509.ExtendedKeyUsageExtension(extension.rawData), 'extendedKeyUsage').usages;
+      if (!usages.some((usage) => usage === x509.ExtendedKeyUsage.clientAuth)) {
+        throw new ValidationError(code, `${noun} ${has} extended key usage without clientAuth (${x509.ExtendedKeyUsage.clientAuth}): a device authenticates as a TLS client; include clientAuth.`);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+/**
+ * The DER of the one PEM block `text` must hold, of the type `code` expects. More than one block is
+ * refused rather than reading the first and ignoring the rest.
+ */
+function decodeSinglePem(text: string, code: X509ErrorCode): ArrayBuffer {
+  const { noun, pemLabels } = WORDING[code];
+  const expected = `"-----BEGIN ${pemLabels[0] ?? ''}-----"`;
+  const begins = text.match(/-----BEGIN /g)?.length ?? 0;
+  if (begins > 1) throw new ValidationError(code, `${noun} PEM holds ${begins} blocks: send exactly one ${expected} block.`);
+  let blocks: ReturnType<typeof x509.PemConverter.decodeWithHeaders>;
+  try {
+    blocks = x509.PemConverter.decodeWithHeaders(text);
+  } catch (error) {
+    throw new ValidationError(code, `${noun} must be PEM text starting with ${expected}.`, { cause: error });
+  }
+  const [block] = blocks;
+  if (blocks.length !== 1 || block === undefined || !pemLabels.includes(block.type)) {
+    throw new ValidationError(code, `${noun} must be PEM text starting with ${expected}.`);
+  }
+  return block.rawData;
+}
+
+/**
+ * Refuses bytes after the DER object: parsers (ours included) read the first object and ignore the rest,
+ * so they would travel unchecked, and a certificate's id (the SHA-256 of its bytes) would not be AWS IoT's.
+ * asn1js, the DER parser under @peculiar/x509, says where the first object ends.
+ */
+function assertNothingAfterDer(der: ArrayBuffer, code: X509ErrorCode): void {
+  const { offset } = fromBER(der);
+  if (offset !== der.byteLength) {
+    const { noun } = WORDING[code];
+    const extra = offset < 0 ? 'bytes that are not DER' : `${der.byteLength - offset} byte(s) after its DER encoding`;
+    throw new ValidationError(code, `${noun} PEM block holds ${extra}: encode exactly one DER object in it, with nothing appended.`);
+  }
 }
 
 /** The certificates of a PEM bundle (a CA chain), each as PEM, in the order given. */

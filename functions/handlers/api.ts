@@ -1,8 +1,6 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { IdempotencyAlreadyInProgressError, IdempotencyConfig, IdempotencyValidationError, makeIdempotent } from '@aws-lambda-powertools/idempotency';
-import type { BasePersistenceLayer } from '@aws-lambda-powertools/idempotency/persistence';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { LifecycleError, ValidationError } from '../core/errors';
+import { ValidationError, type LifecycleError } from '../core/errors';
 import type { DeviceLifecycle } from '../core/lifecycle';
 import type { Clock } from '../core/ports';
 import { errorResponse, jsonResponse, isServerError } from './http/responses';
@@ -13,8 +11,6 @@ import { apiDependencies } from './dependencies';
 export interface ApiDependencies {
   readonly lifecycle: DeviceLifecycle;
   readonly clock: Clock;
-  /** Where POST requests with an Idempotency-Key are remembered (Powertools idempotency). */
-  readonly idempotencyStore: BasePersistenceLayer;
   readonly logger?: Logger;
 }
 
@@ -143,22 +139,14 @@ function matchRoute(routes: readonly Route[], event: APIGatewayProxyEvent): Rout
 
 /**
  * The device API: one router for every route, so one function, one cold start, one role.
- * POSTs with an Idempotency-Key are run at most once per key (same key + same body → the first
- * answer again; same key + other body → 422 IDEMPOTENCY_KEY_REUSED; still running → 409 REQUEST_IN_PROGRESS).
+ * Idempotency is the core's: every change is passed the caller (`actor`) and the Idempotency-Key
+ * (else the request id) as `requestKey`, and the core decides whether it is a retry, a reused key
+ * (422 IDEMPOTENCY_KEY_REUSED) or a request still running (409 REQUEST_IN_PROGRESS).
  */
 export function createApiHandler(dependencies: ApiDependencies): (event: APIGatewayProxyEvent, context?: Context) => Promise<APIGatewayProxyResult> {
   const routes = createRoutes(dependencies);
   const logger = dependencies.logger ?? new Logger({ serviceName: 'device-api' });
-  const idempotencyConfig = new IdempotencyConfig({ eventKeyJmesPath: 'key', payloadValidationJmesPath: 'payload', expiresAfterSeconds: 24 * 3600, throwOnNoIdempotencyKey: true });
-
-  /** Throws on any error response, so Powertools forgets the key and a retry runs again. */
-  const runRemembered = makeIdempotent(
-    async (_identity: { key: string; payload: string }, route: Route, request: RouteRequest): Promise<APIGatewayProxyResult> => route.run(request),
-    { persistenceStore: dependencies.idempotencyStore, config: idempotencyConfig, dataIndexArgument: 0 },
-  );
-
-  return async (event, context) => {
-    if (context) idempotencyConfig.registerLambdaContext(context);
+  return async (event) => {
     try {
       const matched = matchRoute(routes, event);
       if (matched === undefined) return jsonResponse(404, { error: { code: 'ROUTE_NOT_FOUND', message: `No route ${event.httpMethod} ${event.path}.` } });
@@ -166,26 +154,14 @@ export function createApiHandler(dependencies: ApiDependencies): (event: APIGate
       const actor = callerOf(event);
       const key = matched.route.method === 'POST' ? idempotencyKey(event) : undefined;
       const request: RouteRequest = { event, params: matched.params, actor, requestKey: key ?? event.requestContext?.requestId ?? globalThis.crypto.randomUUID() };
-      if (key === undefined) return await matched.route.run(request);
-      const identity = { key: `${actor}|${event.httpMethod}|${event.path}|${key}`, payload: event.body ?? '' };
-      return await runRemembered(identity, matched.route, request);
+      return await matched.route.run(request);
     } catch (error) {
-      const response = errorResponse(translateIdempotencyError(error));
+      const response = errorResponse(error);
       if (isServerError(response)) logger.error('request failed', { error: error as Error, path: event.path, method: event.httpMethod });
       else logger.info('request refused', { code: (error as LifecycleError).code, path: event.path, method: event.httpMethod });
       return response;
     }
   };
-}
-
-function translateIdempotencyError(error: unknown): unknown {
-  if (error instanceof IdempotencyValidationError) {
-    return new LifecycleError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used with a different request body: use a new key for a new request.', { cause: error });
-  }
-  if (error instanceof IdempotencyAlreadyInProgressError) {
-    return new LifecycleError('REQUEST_IN_PROGRESS', 'A request with this Idempotency-Key is still running: retry in a moment.', { cause: error });
-  }
-  return error;
 }
 
 let awsHandler: ReturnType<typeof createApiHandler> | undefined;

@@ -7,7 +7,6 @@ import { ConfigurationError } from '../core/errors';
  */
 export const ENVIRONMENT = {
   DEVICE_TABLE_NAME: 'the DynamoDB table of devices, certificates and audit events',
-  IDEMPOTENCY_TABLE_NAME: 'the DynamoDB table Powertools idempotency keeps API request records in',
   CA_ARN: 'the AWS Private CA that signs device certificates',
   CA_SIGNING_ALGORITHM: 'the Private CA signing algorithm, e.g. SHA256WITHECDSA',
   CA_TEMPLATE_ARN: 'the Private CA template for device certificates (end-entity client auth)',
@@ -24,7 +23,6 @@ const nonEmpty = z.string().trim().min(1);
 
 const configSchema = z.object({
   DEVICE_TABLE_NAME: nonEmpty,
-  IDEMPOTENCY_TABLE_NAME: nonEmpty,
   CA_ARN: z.string().regex(/^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority\/[0-9a-f-]{36}$/, 'must be an AWS Private CA ARN'),
   CA_SIGNING_ALGORITHM: z.enum(['SHA256WITHECDSA', 'SHA384WITHECDSA', 'SHA512WITHECDSA', 'SHA256WITHRSA', 'SHA384WITHRSA', 'SHA512WITHRSA']),
   CA_TEMPLATE_ARN: z.string().regex(/^arn:aws[a-z-]*:acm-pca:::template\/[A-Za-z0-9_/]+$/, 'must be an AWS Private CA template ARN'),

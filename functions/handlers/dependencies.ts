@@ -2,7 +2,6 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
-import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { ExpiryMonitor } from '../core/expiry';
 import { DeviceLifecycle, randomIds } from '../core/lifecycle';
@@ -44,12 +43,7 @@ export function jitrDependencies(): JitrDependencies {
 }
 
 export function apiDependencies(): ApiDependencies {
-  const config = readConfig([...LIFECYCLE_VARIABLES, 'IDEMPOTENCY_TABLE_NAME']);
-  return {
-    lifecycle: awsLifecycle(config),
-    clock: systemClock,
-    idempotencyStore: new DynamoDBPersistenceLayer({ tableName: config.IDEMPOTENCY_TABLE_NAME, awsSdkV3Client: new DynamoDBClient(retryingClientConfig) }),
-  };
+  return { lifecycle: awsLifecycle(readConfig(LIFECYCLE_VARIABLES)), clock: systemClock };
 }
 
 /**

@@ -137,7 +137,7 @@ describe('local mode: a restart keeps every device and certificate', () => {
         return new Promise<never>(() => undefined);
       };
       const lifecycle = new DeviceLifecycle({
-        store: when === 'half-done' ? stopAt(store, 'commit', (change) => change.idempotencyKey === `jitr:${certificateId}:activate`, never) : store,
+        store: when === 'half-done' ? stopAt(store, 'commit', (change) => change.certificates?.some((c) => c.next.certificateId === certificateId && c.next.status === 'ACTIVE') === true, never) : store,
         registry: when === 'claimed' ? stopAt(registry, 'updateCertificateStatus', () => true, never) : registry,
         ca,
         clock: systemClock,

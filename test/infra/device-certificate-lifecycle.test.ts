@@ -157,16 +157,18 @@ describe('tables', () => {
     expect(DEVICE_TABLE_SCHEMA.timeToLiveAttribute).toBe('expiresAt');
   });
 
-  test('idempotency table has the id key and the expiration TTL', () => {
-    template.hasResourceProperties('AWS::DynamoDB::Table', {
-      KeySchema: [{ AttributeName: 'id', KeyType: 'HASH' }],
-      TimeToLiveSpecification: { AttributeName: 'expiration', Enabled: true },
-    });
+  test('the device table is the only table: idempotency is its operation records, there is no idempotency table', () => {
+    const tables = Object.values(template.findResources('AWS::DynamoDB::Table'));
+    expect(tables).toHaveLength(1);
+    expect(tables[0]?.Properties.KeySchema).toEqual([
+      { AttributeName: DEVICE_TABLE_SCHEMA.partitionKey, KeyType: 'HASH' },
+      { AttributeName: DEVICE_TABLE_SCHEMA.sortKey, KeyType: 'RANGE' },
+    ]);
   });
 
   test('every table is on-demand, KMS-encrypted, with point-in-time recovery, deletion protection and retained', () => {
     const tables = template.findResources('AWS::DynamoDB::Table');
-    expect(Object.keys(tables)).toHaveLength(2);
+    expect(Object.keys(tables)).toHaveLength(1);
     for (const table of Object.values(tables)) {
       expect(table).toMatchObject({
         DeletionPolicy: 'Retain',
@@ -201,6 +203,7 @@ describe('functions', () => {
       ENROLLMENT_POLICY: 'preregistered',
       CERTIFICATE_VALIDITY_DAYS: '365',
     });
+    expect(fn?.Properties.Environment.Variables).not.toHaveProperty('IDEMPOTENCY_TABLE_NAME');
   });
 
   test('the JITR function gets the table, CA, thing group and enrollment policy variables', () => {
@@ -268,6 +271,14 @@ describe('functions', () => {
       .flatMap(actionsOf)
       .filter((action) => action.startsWith('acm-pca:'));
     expect(granted.sort()).toEqual([...PRIVATE_CA_IAM_ACTIONS].sort());
+  });
+
+  test('the API role reaches DynamoDB on the device table and its indexes only (there is no idempotency table)', () => {
+    const [deviceTable] = Object.keys(template.findResources('AWS::DynamoDB::Table'));
+    const statements = statementsOfFunction(template, 'LifecycleApiFunction').filter((statement) => actionsOf(statement).some((action) => action.startsWith('dynamodb:')));
+    expect(statements.length).toBeGreaterThan(0);
+    for (const resource of statements.flatMap(resourcesOf)) expect(JSON.stringify(resource)).toContain(`"${deviceTable}"`);
+    expect(JSON.stringify(template.toJSON())).not.toMatch(/IdempotencyTable|IDEMPOTENCY_TABLE_NAME/);
   });
 
   test.each(['LifecycleJitrFunction', 'LifecycleApiFunction'])('%s may attach and detach thing principals on certificates of this account and region only', (fn) => {
@@ -498,5 +509,6 @@ describe('alarms and outputs', () => {
       expect.arrayContaining(['ApiUrl', 'IotDataEndpoint', 'CaArn', 'CaCertificateId', 'DeviceTableName', 'ThingGroupName', 'RegistrationQueueUrl', 'DeadLetterQueueUrl', 'DeadLetterQueueArn']),
     );
     expect(outputs.IotDataEndpoint?.Value).toBe('aws iot describe-endpoint --endpoint-type iot:Data-ATS');
+    expect(outputs).not.toHaveProperty('IdempotencyTableName');
   });
 });

@@ -41,7 +41,6 @@ jest.mock('../../functions/adapters/aws/private-ca-certificate-authority', () =>
 const ENV = {
   AWS_REGION: 'eu-west-1',
   DEVICE_TABLE_NAME: 'devices',
-  IDEMPOTENCY_TABLE_NAME: 'idempotency',
   CA_ARN: 'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9',
   CA_SIGNING_ALGORITHM: 'SHA256WITHECDSA',
   CA_TEMPLATE_ARN: 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1',

@@ -1,16 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { CreateTableCommand, DeleteTableCommand } from '@aws-sdk/client-dynamodb';
-import { DynamoDBPersistenceLayer } from '@aws-lambda-powertools/idempotency/dynamodb';
 import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../../functions/core/lifecycle';
 import { systemClock } from '../../functions/core/ports';
 import { IotDeviceRegistry } from '../../functions/adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../../functions/adapters/aws/private-ca-certificate-authority';
-import { idempotencyTableDefinition } from '../../functions/adapters/aws/idempotency-table';
 import { createApiHandler, createRoutes } from '../../functions/handlers/api';
 import { createJitrHandler } from '../../functions/handlers/jitr';
-import { localDynamoDbClient } from '../../local/dynamodb-local';
-import { createTestTable, dynamoDbEndpoint, type TestTable } from './dynamodb';
+import { createTestTable, type TestTable } from './dynamodb';
 import { CA_ARN, createFakeAws, type FakeAws } from './fake-aws';
 
 /** What API Gateway sends: the matched resource template and the decoded path parameters (the route table of the API). */
@@ -24,7 +20,7 @@ function asApiGatewayRoute(path: string): { resource: string; pathParameters: Re
   return { resource: '/{proxy+}', pathParameters: { proxy: path.slice(1) } };
 }
 
-/** What Lambda passes; Powertools idempotency reads the remaining time from it. */
+/** What Lambda passes to the handler. */
 const lambdaContext = { getRemainingTimeInMillis: () => 30_000, functionName: 'device-api', awsRequestId: 'test' } as unknown as Context;
 
 export interface ApiHarness {
@@ -33,7 +29,7 @@ export interface ApiHarness {
   readonly lifecycle: DeviceLifecycle;
   readonly api: ReturnType<typeof createApiHandler>;
   readonly jitr: ReturnType<typeof createJitrHandler>;
-  call(method: 'GET' | 'POST', path: string, options?: { body?: unknown; rawBody?: string; headers?: Record<string, string>; query?: Record<string, string> }): Promise<{ status: number; body: any; raw: APIGatewayProxyResult }>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  call(method: 'GET' | 'POST', path: string, options?: { body?: unknown; rawBody?: string; headers?: Record<string, string>; query?: Record<string, string>; caller?: string }): Promise<{ status: number; body: any; raw: APIGatewayProxyResult }>; // eslint-disable-line @typescript-eslint/no-explicit-any
   close(): Promise<void>;
 }
 
@@ -41,9 +37,6 @@ export interface ApiHarness {
 export async function createApiHarness(settings: Partial<LifecycleSettings> = {}): Promise<ApiHarness> {
   const aws = await createFakeAws();
   const table = await createTestTable();
-  const idempotencyTableName = `idempotency-${randomUUID()}`;
-  const dynamo = localDynamoDbClient(dynamoDbEndpoint());
-  await dynamo.send(new CreateTableCommand(idempotencyTableDefinition(idempotencyTableName)));
   const lifecycle = new DeviceLifecycle(
     {
       store: table.store,
@@ -55,7 +48,7 @@ export async function createApiHarness(settings: Partial<LifecycleSettings> = {}
     settings,
   );
   const silent = { info: () => undefined, error: () => undefined, addContext: () => undefined } as never;
-  const api = createApiHandler({ lifecycle, clock: systemClock, idempotencyStore: new DynamoDBPersistenceLayer({ tableName: idempotencyTableName, awsSdkV3Client: dynamo }), logger: silent });
+  const api = createApiHandler({ lifecycle, clock: systemClock, logger: silent });
   const jitr = createJitrHandler({ lifecycle, logger: silent });
   return {
     aws,
@@ -77,15 +70,13 @@ export async function createApiHarness(settings: Partial<LifecycleSettings> = {}
         stageVariables: null,
         body: options.rawBody ?? (options.body === undefined ? null : JSON.stringify(options.body)),
         isBase64Encoded: false,
-        requestContext: { requestId: randomUUID(), identity: { userArn: 'arn:aws:iam::123456789012:role/backend' } },
+        requestContext: { requestId: randomUUID(), identity: { userArn: options.caller ?? 'arn:aws:iam::123456789012:role/backend' } },
       } as unknown as APIGatewayProxyEvent;
       const raw = await api(event, lambdaContext);
       return { status: raw.statusCode, body: JSON.parse(raw.body), raw };
     },
     close: async () => {
       aws.restore();
-      await dynamo.send(new DeleteTableCommand({ TableName: idempotencyTableName }));
-      dynamo.destroy();
       await table.drop();
     },
   };

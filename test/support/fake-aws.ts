@@ -107,6 +107,8 @@ export async function createFakeAws() {
     registry,
     ca,
     caCertificatePem: material.certificatePem,
+    /** The fleet CA's key too, to sign what our CA never would (two CNs, CA:TRUE) and check JITR refuses it. */
+    caMaterial: material,
     caCertificateId,
     revokedSerials,
     pcaIssueCommand: IssueCertificateCommand,

@@ -1,6 +1,6 @@
 import { ConflictError } from '../../functions/core/errors';
-import type { AuditEvent, CertificateRecord, Device, DeviceView, Page } from '../../functions/core/model';
-import type { CommitOutcome, DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, RecordedChange, StoreChange } from '../../functions/core/ports';
+import type { AuditEvent, CertificateRecord, Device, DeviceView, OperationRecord, Page } from '../../functions/core/model';
+import type { DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, StoreChange } from '../../functions/core/ports';
 import { isLiveCertificateStatus } from '../../functions/core/state-machines';
 
 /**
@@ -11,7 +11,7 @@ export class InMemoryDeviceStore implements DeviceStore {
   public readonly devices = new Map<string, Device>();
   public readonly certificates = new Map<string, CertificateRecord>();
   public readonly events: AuditEvent[] = [];
-  private readonly changes = new Map<string, RecordedChange>();
+  public readonly operations = new Map<string, OperationRecord>();
 
   public async getDevice(deviceId: string) {
     return this.devices.get(deviceId);
@@ -20,13 +20,13 @@ export class InMemoryDeviceStore implements DeviceStore {
     const device = this.devices.get(deviceId);
     if (!device) return undefined;
     const events = this.events.filter((event) => event.deviceId === deviceId).sort((a, b) => b.at.localeCompare(a.at)).slice(0, eventLimit);
-    return { device, certificates: await this.getCertificates(device.certificateIds), events };
+    return { device, certificates: await this.listDeviceCertificates(deviceId), events };
   }
   public async getCertificate(certificateId: string) {
     return this.certificates.get(certificateId);
   }
-  public async getCertificates(ids: readonly string[]) {
-    return ids.flatMap((id) => this.certificates.get(id) ?? []);
+  public async listDeviceCertificates(deviceId: string) {
+    return [...this.certificates.values()].filter((c) => c.deviceId === deviceId).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
   public async listDevices(query: ListDevicesQuery): Promise<Page<Device>> {
     const all = [...this.devices.values()].filter((d) => d.status === query.status).sort((a, b) => a.deviceId.localeCompare(b.deviceId));
@@ -41,20 +41,19 @@ export class InMemoryDeviceStore implements DeviceStore {
       .slice(0, query.limit);
     return { items };
   }
-  public async getChange(idempotencyKey: string) {
-    return this.changes.get(idempotencyKey);
+  public async getOperation(operationId: string) {
+    return this.operations.get(operationId);
   }
-  public async commit(change: StoreChange): Promise<CommitOutcome> {
-    if (this.changes.has(change.idempotencyKey)) return 'DUPLICATE';
+  public async commit(change: StoreChange): Promise<void> {
     const check = (current: { version: number } | undefined, expected: number | undefined, what: string) => {
       if (expected === undefined ? current !== undefined : current?.version !== expected) throw new ConflictError(`${what} changed`);
     };
+    if (change.operation) check(this.operations.get(change.operation.next.operationId), change.operation.expectedVersion, 'operation');
     if (change.device) check(this.devices.get(change.device.next.deviceId), change.device.expectedVersion, 'device');
     for (const c of change.certificates ?? []) check(this.certificates.get(c.next.certificateId), c.expectedVersion, 'certificate');
-    this.changes.set(change.idempotencyKey, { idempotencyKey: change.idempotencyKey, committedAt: new Date().toISOString(), ...(change.outcome ? { outcome: change.outcome } : {}) });
+    if (change.operation) this.operations.set(change.operation.next.operationId, change.operation.next);
     if (change.device) this.devices.set(change.device.next.deviceId, change.device.next);
     for (const c of change.certificates ?? []) this.certificates.set(c.next.certificateId, c.next);
     this.events.push(...change.events);
-    return 'APPLIED';
   }
 }

@@ -53,30 +53,77 @@ export async function privateKeyPem(keys: CryptoKeyPair): Promise<string> {
   return x509.PemConverter.encode(await provider.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
 }
 
-/** A self-signed CA that is not ours: its certificates must be refused. */
-export async function makeForeignCa(): Promise<{ certificatePem: string; issue: (commonName: string) => Promise<string> }> {
+/** The extensions a CA puts in a device (TLS client) certificate: end entity, digitalSignature, clientAuth. */
+export function deviceCertificateExtensions(): x509.Extension[] {
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+  ];
+}
+
+export interface IssueOptions {
+  /** @default `CN=<commonName>` */
+  readonly subject?: string;
+  /** @default deviceCertificateExtensions() */
+  readonly extensions?: x509.Extension[];
+  readonly keySpec?: KeySpec;
+}
+
+export interface TestCa {
+  readonly certificatePem: string;
+  /** A certificate this CA signs for a fresh key, valid from a minute ago for a day, with whatever subject and extensions asked for. */
+  issue(commonName: string, options?: IssueOptions): Promise<string>;
+}
+
+/** A self-signed EC P-256 CA that signs anything: for certificates a real CA would never issue. */
+export async function makeCa(commonName = 'Test CA'): Promise<TestCa> {
   const keys = await generateKeys('EC_P256');
   const ca = await x509.X509CertificateGenerator.createSelfSigned(
-    { name: 'CN=Someone else', keys, signingAlgorithm: KEY_ALGORITHMS.EC_P256.sign, extensions: [new x509.BasicConstraintsExtension(true, 0, true)] },
+    { name: `CN=${commonName}`, keys, signingAlgorithm: KEY_ALGORITHMS.EC_P256.sign, extensions: [new x509.BasicConstraintsExtension(true, 0, true)] },
     provider,
   );
+  return signerOf(ca, keys.privateKey);
+}
+
+/** The same, signing with an existing EC P-256 CA's key (e.g. the fleet CA of a test): our own CA misused. */
+export async function caFromMaterial(material: { readonly certificatePem: string; readonly privateKeyPem: string }): Promise<TestCa> {
+  const privateKey = await provider.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(material.privateKeyPem), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign']);
+  return signerOf(new x509.X509Certificate(material.certificatePem), privateKey);
+}
+
+function signerOf(ca: x509.X509Certificate, signingKey: CryptoKey): TestCa {
   return {
     certificatePem: ca.toString('pem'),
-    issue: async (commonName: string) => {
-      const deviceKeys = await generateKeys('EC_P256');
+    issue: async (deviceCommonName, options = {}) => {
+      const deviceKeys = await generateKeys(options.keySpec ?? 'EC_P256');
       const certificate = await x509.X509CertificateGenerator.create(
         {
-          subject: `CN=${commonName}`,
+          subject: options.subject ?? `CN=${deviceCommonName}`,
           issuer: ca.subject,
           publicKey: deviceKeys.publicKey,
-          signingKey: keys.privateKey,
+          signingKey,
           signingAlgorithm: KEY_ALGORITHMS.EC_P256.sign,
           notBefore: new Date(Date.now() - 60_000),
           notAfter: new Date(Date.now() + 86_400_000),
+          extensions: options.extensions ?? deviceCertificateExtensions(),
         },
         provider,
       );
       return certificate.toString('pem');
     },
   };
+}
+
+/** A self-signed CA that is not ours: its certificates must be refused. */
+export async function makeForeignCa(): Promise<{ certificatePem: string; issue: (commonName: string) => Promise<string> }> {
+  const ca = await makeCa('Someone else');
+  return { certificatePem: ca.certificatePem, issue: (commonName: string) => ca.issue(commonName, { extensions: [] }) };
+}
+
+/** The same PEM block (same label) with `extra` bytes appended after its DER: every parser still reads the DER. */
+export function withTrailingBytes(pem: string, extra: readonly number[] = [0x05, 0x00]): string {
+  const [block] = x509.PemConverter.decodeWithHeaders(pem);
+  if (!block) throw new Error('withTrailingBytes needs a PEM block');
+  return x509.PemConverter.encode(Buffer.concat([Buffer.from(block.rawData), Buffer.from(extra)]), block.type);
 }

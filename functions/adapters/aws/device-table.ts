@@ -1,18 +1,19 @@
 import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 
 /**
- * The single table that holds devices, certificates, the audit trail and the
- * change markers that make each change happen at most once. The CDK stack,
- * the local mode and the tests all build the table from this one definition.
+ * The single table that holds devices, certificates, the audit trail and the operation
+ * records that make each change happen once. The CDK stack, the local mode and the tests
+ * all build the table from this one definition.
  *
- * | item            | PK                     | SK                        | GSI1 ByStatus (PK / SK)      | GSI2 ByExpiry (PK / SK)                 |
- * |-----------------|------------------------|---------------------------|------------------------------|-----------------------------------------|
- * | device          | DEVICE#<deviceId>      | DEVICE                    | STATUS#<status> / <deviceId> | -                                       |
- * | certificate     | CERTIFICATE#<certId>   | CERTIFICATE               | -                            | EXPIRY#<yyyy-mm> / <notAfter>#<certId>  (live certificates only) |
- * | audit event     | DEVICE#<deviceId> (or CERTIFICATE#<certId> when no device) | EVENT#<at>#<eventId> | - | -               |
- * | change marker   | CHANGE#<idempotencyKey>| CHANGE                    | -                            | -                                       |
+ * | item             | PK                     | SK                                   | GSI1 ByStatus (PK / SK)      | GSI2 ByExpiry (PK / SK)                 |
+ * |------------------|------------------------|--------------------------------------|------------------------------|-----------------------------------------|
+ * | device           | DEVICE#<deviceId>      | DEVICE                               | STATUS#<status> / <deviceId> | -                                       |
+ * | certificate link | DEVICE#<deviceId>      | CERTIFICATE#<createdAt>#<certId>     | -                            | -                                       |
+ * | audit event      | DEVICE#<deviceId> (or CERTIFICATE#<certId> when no device) | EVENT#<at>#<eventId> | - | -                          |
+ * | certificate      | CERTIFICATE#<certId>   | CERTIFICATE                          | -                            | EXPIRY#<yyyy-mm> / <notAfter>#<certId>  (live certificates only) |
+ * | operation        | OPERATION#<sha256(caller, handle)> | OPERATION                | -                            | -                                       |
  *
- * Change markers carry `expiresAt` (epoch seconds): DynamoDB's TTL removes them after CHANGE_RETENTION_DAYS.
+ * Operation records carry `expiresAt` (epoch seconds): DynamoDB's TTL removes them OPERATION_RETENTION_DAYS after their last write.
  */
 export const DEVICE_TABLE_SCHEMA = {
   partitionKey: 'PK',

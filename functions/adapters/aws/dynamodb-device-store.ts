@@ -7,11 +7,10 @@ import {
   TransactWriteCommand,
   type TransactWriteCommandInput,
 } from '@aws-sdk/lib-dynamodb';
-import { createHash } from 'node:crypto';
 import { ConflictError, ValidationError } from '../../core/errors';
-import type { AuditEvent, CertificateRecord, Device, DeviceView, Page } from '../../core/model';
+import type { AuditEvent, CertificateRecord, Device, DeviceView, OperationRecord, Page } from '../../core/model';
 import { isLiveCertificateStatus } from '../../core/state-machines';
-import { CHANGE_RETENTION_DAYS, type CommitOutcome, type DeviceStore, type ExpiringCertificatesQuery, type ListDevicesQuery, type RecordedChange, type StoreChange } from '../../core/ports';
+import { OPERATION_RETENTION_DAYS, type DeviceStore, type ExpiringCertificatesQuery, type ListDevicesQuery, type StoreChange } from '../../core/ports';
 import { retryingClientConfig, toUpstreamError } from './aws-errors';
 import { DEVICE_TABLE_SCHEMA } from './device-table';
 
@@ -21,22 +20,21 @@ export interface DynamoDbDeviceStoreOptions {
   readonly documentClient?: DynamoDBDocumentClient;
 }
 
-/** DynamoDB allows 100 items in one transaction; a change never needs that many, so refuse rather than split it. */
+/** DynamoDB allows 100 items in one transaction; the core splits its changes below that, so a larger one is a bug, refused. */
 const MAX_TRANSACTION_ITEMS = 100;
-const MAX_KEY_LENGTH = 512;
 
 const deviceKey = (deviceId: string) => ({ PK: `DEVICE#${deviceId}`, SK: 'DEVICE' });
 const certificateKey = (certificateId: string) => ({ PK: `CERTIFICATE#${certificateId}`, SK: 'CERTIFICATE' });
-const changeKey = (idempotencyKey: string) => ({
-  PK: `CHANGE#${idempotencyKey.length > MAX_KEY_LENGTH ? createHash('sha256').update(idempotencyKey).digest('hex') : idempotencyKey}`,
-  SK: 'CHANGE',
-});
-const STORAGE_ATTRIBUTES = ['PK', 'SK', 'GSI1PK', 'GSI1SK', 'GSI2PK', 'GSI2SK', 'itemType'];
+const operationKey = (operationId: string) => ({ PK: `OPERATION#${operationId}`, SK: 'OPERATION' });
+/** A certificate's link in its device's partition: the device's certificates are one consistent Query, oldest first. */
+const CERTIFICATE_LINK_PREFIX = 'CERTIFICATE#';
+const certificateLinkKey = (certificate: CertificateRecord) => ({ PK: `DEVICE#${certificate.deviceId}`, SK: `${CERTIFICATE_LINK_PREFIX}${certificate.createdAt}#${certificate.certificateId}` });
+const STORAGE_ATTRIBUTES = ['PK', 'SK', 'GSI1PK', 'GSI1SK', 'GSI2PK', 'GSI2SK', 'itemType', 'expiresAt'];
 
 /**
  * The device store on one DynamoDB table (layout in `device-table.ts`).
- * Every change is one `TransactWriteItems`: a change marker that exists at most once per
- * idempotency key, each record conditioned on its version, and the audit events.
+ * Every change is one `TransactWriteItems`: the operation record and each other record conditioned
+ * on its version (or on not existing yet), the links of new certificates, and the audit events.
  */
 export class DynamoDbDeviceStore implements DeviceStore {
   private readonly tableName: string;
@@ -59,7 +57,7 @@ export class DynamoDbDeviceStore implements DeviceStore {
   public async getDeviceView(deviceId: string, eventLimit: number): Promise<DeviceView | undefined> {
     const device = await this.getDevice(deviceId);
     if (!device) return undefined;
-    const [certificates, events] = await Promise.all([this.getCertificates(device.certificateIds), this.latestEvents(`DEVICE#${deviceId}`, eventLimit)]);
+    const [certificates, events] = await Promise.all([this.listDeviceCertificates(deviceId), this.latestEvents(`DEVICE#${deviceId}`, eventLimit)]);
     return { device, certificates, events };
   }
 
@@ -70,6 +68,29 @@ export class DynamoDbDeviceStore implements DeviceStore {
     return Item ? (stripStorage(Item) as unknown as CertificateRecord) : undefined;
   }
 
+  public async listDeviceCertificates(deviceId: string): Promise<CertificateRecord[]> {
+    const certificateIds: string[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const result = await this.send('Query', () =>
+        this.client.send(
+          new QueryCommand({
+            TableName: this.tableName,
+            KeyConditionExpression: 'PK = :pk AND begins_with(SK, :links)',
+            ExpressionAttributeValues: { ':pk': `DEVICE#${deviceId}`, ':links': CERTIFICATE_LINK_PREFIX },
+            ProjectionExpression: 'certificateId',
+            ConsistentRead: true,
+            ExclusiveStartKey: startKey,
+          }),
+        ),
+      );
+      for (const item of result.Items ?? []) certificateIds.push(String(item.certificateId));
+      startKey = result.LastEvaluatedKey;
+    } while (startKey);
+    return this.getCertificates(certificateIds);
+  }
+
+  /** The records of these certificates (read consistently), in the order given; unknown ids are skipped. */
   public async getCertificates(certificateIds: readonly string[]): Promise<CertificateRecord[]> {
     const found = new Map<string, CertificateRecord>();
     for (let start = 0; start < certificateIds.length; start += 100) {
@@ -93,7 +114,10 @@ export class DynamoDbDeviceStore implements DeviceStore {
 
   public async listDevices(query: ListDevicesQuery): Promise<Page<Device>> {
     const { indexName, partitionKey } = DEVICE_TABLE_SCHEMA.byStatusIndex;
-    const token = decodeToken(query.nextToken, `status:${query.status}`);
+    const token = decodeToken(query.nextToken, `status:${query.status}`, {
+      index: DEVICE_TABLE_SCHEMA.byStatusIndex,
+      inQuery: (key) => key[partitionKey] === `STATUS#${query.status}`,
+    });
     const result = await this.send('Query', () =>
       this.client.send(
         new QueryCommand({
@@ -116,7 +140,14 @@ export class DynamoDbDeviceStore implements DeviceStore {
   public async findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>> {
     const { indexName, partitionKey, sortKey } = DEVICE_TABLE_SCHEMA.byExpiryIndex;
     const scope = `expiry:${query.notBefore.toISOString()}:${query.before.toISOString()}`;
-    const token = decodeToken(query.nextToken, scope);
+    const token = decodeToken(query.nextToken, scope, {
+      index: DEVICE_TABLE_SCHEMA.byExpiryIndex,
+      keyOptional: true,
+      inQuery: (key, { bucket = 0 }) =>
+        key[partitionKey] === monthBuckets(query.notBefore, query.before)[bucket] &&
+        (key[sortKey] ?? '') >= query.notBefore.toISOString() &&
+        (key[sortKey] ?? '') <= query.before.toISOString(),
+    });
     if (!Number.isInteger(query.limit) || query.limit < 1) throw new ValidationError('INVALID_REQUEST', 'limit must be a positive whole number.');
     const buckets = monthBuckets(query.notBefore, query.before);
     if (buckets.length > MAX_EXPIRY_BUCKETS) throw new ValidationError('INVALID_REQUEST', `The expiry window may span at most ${MAX_EXPIRY_BUCKETS} months.`);
@@ -150,24 +181,13 @@ export class DynamoDbDeviceStore implements DeviceStore {
     return { items, ...(more ? { nextToken: encodeToken({ scope, bucket: bucketIndex, key: startKey }) } : {}) };
   }
 
-  public async commit(change: StoreChange): Promise<CommitOutcome> {
-    const transactItems: NonNullable<TransactWriteCommandInput['TransactItems']> = [
-      {
-        Put: {
-          TableName: this.tableName,
-          Item: {
-            ...changeKey(change.idempotencyKey),
-            itemType: 'Change',
-            idempotencyKey: change.idempotencyKey,
-            committedAt: new Date().toISOString(),
-            expiresAt: Math.floor(Date.now() / 1000) + CHANGE_RETENTION_DAYS * 86_400,
-            ...(change.outcome ? { outcome: change.outcome } : {}),
-          },
-          ConditionExpression: 'attribute_not_exists(PK)',
-        },
-      },
-    ];
-    const labels = ['change marker'];
+  public async commit(change: StoreChange): Promise<void> {
+    const transactItems: NonNullable<TransactWriteCommandInput['TransactItems']> = [];
+    const labels: string[] = [];
+    if (change.operation) {
+      transactItems.push({ Put: this.versionedPut(operationItem(change.operation.next), change.operation.expectedVersion) });
+      labels.push(`operation ${change.operation.next.operationId}`);
+    }
     if (change.device) {
       transactItems.push({ Put: this.versionedPut(deviceItem(change.device.next), change.device.expectedVersion) });
       labels.push(`device ${change.device.next.deviceId}`);
@@ -175,21 +195,24 @@ export class DynamoDbDeviceStore implements DeviceStore {
     for (const certificate of change.certificates ?? []) {
       transactItems.push({ Put: this.versionedPut(certificateItem(certificate.next), certificate.expectedVersion) });
       labels.push(`certificate ${certificate.next.certificateId}`);
+      if (certificate.expectedVersion === undefined && certificate.next.deviceId !== undefined) {
+        transactItems.push({ Put: { TableName: this.tableName, Item: { ...certificateLinkKey(certificate.next), itemType: 'CertificateLink', certificateId: certificate.next.certificateId } } });
+        labels.push(`link of certificate ${certificate.next.certificateId}`);
+      }
     }
     for (const event of change.events) {
       transactItems.push({ Put: { TableName: this.tableName, Item: eventItem(event), ConditionExpression: 'attribute_not_exists(PK)' } });
       labels.push(`event ${event.eventId}`);
     }
+    if (transactItems.length === 0) return;
     if (transactItems.length > MAX_TRANSACTION_ITEMS) {
-      throw new ValidationError('INVALID_REQUEST', `A change may write at most ${MAX_TRANSACTION_ITEMS} items; this one writes ${transactItems.length}.`);
+      throw new Error(`A change may write at most ${MAX_TRANSACTION_ITEMS} items; this one writes ${transactItems.length}.`);
     }
     try {
       await this.client.send(new TransactWriteCommand({ TransactItems: transactItems }));
-      return 'APPLIED';
     } catch (error) {
       if (!(error instanceof TransactionCanceledException)) throw toUpstreamError(error, 'DynamoDB', 'TransactWriteItems');
       const reasons = error.CancellationReasons ?? [];
-      if (reasons[0]?.Code === 'ConditionalCheckFailed') return 'DUPLICATE';
       const failed = reasons.flatMap((reason, index) => (reason.Code && reason.Code !== 'None' ? [`${labels[index] ?? index}: ${reason.Code}`] : []));
       if (reasons.some((reason) => reason.Code === 'ConditionalCheckFailed' || reason.Code === 'TransactionConflict')) {
         // Which records lost stays in the cause (for logs); callers get a plain message.
@@ -201,16 +224,11 @@ export class DynamoDbDeviceStore implements DeviceStore {
     }
   }
 
-  public async getChange(idempotencyKey: string): Promise<RecordedChange | undefined> {
+  public async getOperation(operationId: string): Promise<OperationRecord | undefined> {
     const { Item } = await this.send('GetItem', () =>
-      this.client.send(new GetCommand({ TableName: this.tableName, Key: changeKey(idempotencyKey), ConsistentRead: true })),
+      this.client.send(new GetCommand({ TableName: this.tableName, Key: operationKey(operationId), ConsistentRead: true })),
     );
-    if (!Item) return undefined;
-    return {
-      idempotencyKey: String(Item.idempotencyKey),
-      committedAt: String(Item.committedAt),
-      ...(Item.outcome ? { outcome: Item.outcome as Record<string, string> } : {}),
-    };
+    return Item ? (stripStorage(Item) as unknown as OperationRecord) : undefined;
   }
 
   private versionedPut(item: Record<string, unknown>, expectedVersion: number | undefined) {
@@ -251,6 +269,11 @@ export class DynamoDbDeviceStore implements DeviceStore {
   }
 }
 
+function operationItem(operation: OperationRecord): Record<string, unknown> {
+  // Kept OPERATION_RETENTION_DAYS after its last write (DynamoDB's TTL deletes it then).
+  return { ...operationKey(operation.operationId), itemType: 'Operation', expiresAt: Math.floor(Date.parse(operation.updatedAt) / 1000) + OPERATION_RETENTION_DAYS * 86_400, ...operation };
+}
+
 function deviceItem(device: Device): Record<string, unknown> {
   return { ...deviceKey(device.deviceId), itemType: 'Device', GSI1PK: `STATUS#${device.status}`, GSI1SK: device.deviceId, ...device };
 }
@@ -282,10 +305,10 @@ function monthBuckets(from: Date, to: Date): string[] {
   return buckets;
 }
 
-/** The attributes a page token's key may name: the table's and its indexes' keys. */
-const KEY_ATTRIBUTES: ReadonlySet<string> = new Set(['PK', 'SK', 'GSI1PK', 'GSI1SK', 'GSI2PK', 'GSI2SK']);
 /** An expiry window longer than this many months is refused (certificates live at most years). */
 const MAX_EXPIRY_BUCKETS = 240;
+/** DynamoDB's limit on a sort key value; every key this table writes is far shorter. */
+const MAX_KEY_VALUE_BYTES = 1024;
 
 interface PageToken {
   readonly scope: string;
@@ -293,10 +316,23 @@ interface PageToken {
   readonly key?: Record<string, unknown>;
 }
 
+/**
+ * The key a page token must carry to continue one query on one index: exactly the attributes of the
+ * LastEvaluatedKey DynamoDB gives for it (the table's key and the index's), inside what the query reads.
+ * DynamoDB refuses any other ExclusiveStartKey, which would otherwise surface as a 502.
+ */
+interface PageKeyShape {
+  readonly index: { readonly partitionKey: string; readonly sortKey: string };
+  /** Whether the key lies in the partition (and sort key range) the query reads, `token.bucket` included. */
+  readonly inQuery: (key: Readonly<Record<string, string>>, token: PageToken) => boolean;
+  /** A token may come without a key (the expiry query's next bucket starts from its beginning). */
+  readonly keyOptional?: boolean;
+}
+
 const encodeToken = (token: PageToken): string => Buffer.from(JSON.stringify(token), 'utf8').toString('base64url');
 
 /** A token only continues the query it came from; anything else is the caller's mistake, said plainly. */
-function decodeToken(nextToken: string | undefined, scope: string): PageToken | undefined {
+function decodeToken(nextToken: string | undefined, scope: string, shape: PageKeyShape): PageToken | undefined {
   if (nextToken === undefined) return undefined;
   let token: unknown;
   try {
@@ -305,11 +341,17 @@ function decodeToken(nextToken: string | undefined, scope: string): PageToken | 
     token = undefined;
   }
   const candidate = token as PageToken | undefined;
-  const keyIsValid = (key: unknown) =>
-    key === undefined ||
-    (typeof key === 'object' && key !== null && !Array.isArray(key) && Object.keys(key).length > 0 && Object.entries(key).every(([name, value]) => KEY_ATTRIBUTES.has(name) && typeof value === 'string' && value.length <= 2048));
+  const attributes = [DEVICE_TABLE_SCHEMA.partitionKey, DEVICE_TABLE_SCHEMA.sortKey, shape.index.partitionKey, shape.index.sortKey];
+  const isKeyValue = (value: unknown) => typeof value === 'string' && value !== '' && Buffer.byteLength(value, 'utf8') <= MAX_KEY_VALUE_BYTES;
+  const keyIsValid = (key: unknown, token: PageToken): boolean => {
+    if (key === undefined) return shape.keyOptional === true;
+    if (typeof key !== 'object' || key === null || Array.isArray(key)) return false;
+    const record = key as Record<string, unknown>;
+    const hasExactlyTheAttributes = Object.keys(record).length === attributes.length && attributes.every((name) => Object.hasOwn(record, name) && isKeyValue(record[name]));
+    return hasExactlyTheAttributes && shape.inQuery(record as Record<string, string>, token);
+  };
   const bucketIsValid = (bucket: unknown) => bucket === undefined || (Number.isInteger(bucket) && (bucket as number) >= 0 && (bucket as number) <= MAX_EXPIRY_BUCKETS);
-  if (!candidate || typeof candidate !== 'object' || candidate.scope !== scope || !keyIsValid(candidate.key) || !bucketIsValid(candidate.bucket)) {
+  if (!candidate || typeof candidate !== 'object' || candidate.scope !== scope || !bucketIsValid(candidate.bucket) || !keyIsValid(candidate.key, candidate)) {
     throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
   }
   return candidate;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CERTIFICATE_STATUSES, DEVICE_STATUSES, AUDIT_EVENT_TYPES } from '../../core/model';
+import { CERTIFICATE_STATUSES, DEVICE_STATUSES, AUDIT_EVENT_TYPES, REVOCATION_REASONS } from '../../core/model';
 import { ERROR_CODES } from '../../core/errors';
 import { HTTP_STATUS_OF } from './responses';
 import { createDeviceBody, listDevicesQuery, revokeBody, signCsrBody } from './requests';
@@ -24,7 +24,9 @@ const idempotencyKeyParameter = {
   name: 'Idempotency-Key',
   in: 'header',
   required: false,
-  description: 'Makes a retried POST safe: the same key with the same body answers the first result again (24 h).',
+  description:
+    'Makes a retried POST safe. Kept 30 days per caller and key: the same key with the same request answers the first outcome again; ' +
+    'with another request, 422 IDEMPOTENCY_KEY_REUSED; while the first is still running, 409 REQUEST_IN_PROGRESS.',
   schema: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{8,128}$' },
 };
 const common = ['INVALID_REQUEST', 'UPSTREAM_THROTTLED', 'UPSTREAM_FAILURE'] as const;
@@ -118,13 +120,14 @@ export function buildOpenApiDocument() {
       schemas: {
         Device: {
           type: 'object',
-          required: ['deviceId', 'thingName', 'status', 'attributes', 'certificateIds', 'createdAt', 'updatedAt'],
+          required: ['deviceId', 'thingName', 'status', 'attributes', 'createdAt', 'updatedAt'],
           properties: {
             deviceId: { type: 'string' },
             thingName: { type: 'string' },
             status: { type: 'string', enum: [...DEVICE_STATUSES] },
             attributes: { type: 'object', additionalProperties: { type: 'string' } },
-            certificateIds: { type: 'array', items: { type: 'string' } },
+            statusReason: { type: 'string' },
+            revocationReason: { type: 'string', enum: [...REVOCATION_REASONS] },
             createdAt: { type: 'string', format: 'date-time' },
             updatedAt: { type: 'string', format: 'date-time' },
           },
@@ -164,7 +167,7 @@ export function buildOpenApiDocument() {
           },
         },
         DeviceView: {
-          allOf: [ref('Device'), { type: 'object', required: ['certificates', 'events'], properties: { certificates: { type: 'array', items: ref('Certificate') }, events: { type: 'array', items: ref('AuditEvent') } } }],
+          allOf: [ref('Device'), { type: 'object', required: ['certificateIds', 'certificates', 'events'], properties: { certificateIds: { type: 'array', items: { type: 'string' } }, certificates: { type: 'array', items: ref('Certificate') }, events: { type: 'array', items: ref('AuditEvent') } } }],
         },
         DevicePage: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: ref('Device') }, nextToken: { type: 'string' } } },
         IssuedCertificate: {

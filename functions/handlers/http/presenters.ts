@@ -26,7 +26,8 @@ export function presentDevice(device: Device) {
     thingName: device.thingName,
     status: device.status,
     attributes: device.attributes,
-    certificateIds: device.certificateIds,
+    ...(device.statusReason ? { statusReason: device.statusReason } : {}),
+    ...(device.revocationReason ? { revocationReason: device.revocationReason } : {}),
     createdAt: device.createdAt,
     updatedAt: device.updatedAt,
   };
@@ -40,6 +41,7 @@ export function presentEvent(event: AuditEvent) {
 export function presentDeviceView(view: DeviceView, now: Date) {
   return {
     ...presentDevice(view.device),
+    certificateIds: view.certificates.map((certificate) => certificate.certificateId),
     certificates: view.certificates.map((certificate) => presentCertificate(certificate, now)),
     events: view.events.map(presentEvent),
   };

@@ -8,9 +8,23 @@ import { CERTIFICATE_LIMITS } from '../../core/x509';
 /** Requests larger than this are refused before parsing; the largest legitimate body is a CSR. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
+/**
+ * Names every JavaScript object already has: a field or attribute so named is dropped (`__proto__`: zod
+ * skips it and assigning it sets the prototype) or shadows the object's machinery, so it is refused.
+ */
+const RESERVED_NAMES: readonly string[] = ['__proto__', 'constructor', 'prototype'];
+const reservedName = (name: string): string =>
+  `"${name}" is a reserved name (JavaScript objects use it for their prototype machinery, so it would be dropped or misread): choose another name`;
+
+/** AWS IoT's attribute name rule, minus the names JavaScript reserves. */
+const attributeName = z
+  .string()
+  .regex(/^[a-zA-Z0-9_.,@/:#-]{1,128}$/, 'attribute names are 1-128 of a-z A-Z 0-9 _ . , @ / : # -')
+  .refine((name) => !RESERVED_NAMES.includes(name), { error: (issue) => reservedName(String(issue.input)) });
+
 /** AWS IoT allows 3 attributes on a thing without a thing type, with these name and value rules. */
 const attributes = z
-  .record(z.string().regex(/^[a-zA-Z0-9_.,@/:#-]{1,128}$/, 'attribute names are 1-128 of a-z A-Z 0-9 _ . , @ / : # -'), z.string().regex(/^[a-zA-Z0-9_.,@/:#=[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -'))
+  .record(attributeName, z.string().regex(/^[a-zA-Z0-9_.,@/:#=[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -'))
   .refine((value) => Object.keys(value).length <= 3, 'a device has at most 3 attributes');
 
 export const createDeviceBody = z.strictObject({
@@ -48,7 +62,35 @@ export function parseBody<T extends z.ZodType>(event: APIGatewayProxyEvent, sche
   } catch {
     throw new ValidationError('INVALID_REQUEST', 'The request body is not valid JSON.');
   }
+  const protoPath = pathOfProtoKey(json);
+  if (protoPath !== undefined) throw invalidRequest([`${protoPath}: ${reservedName('__proto__')}`]);
   return parseWith(schema, json, 'body');
+}
+
+/**
+ * Where parsed JSON holds a `__proto__` key, if anywhere. JSON.parse keeps it as an own property, but zod
+ * skips it before any key rule runs, so without this it would vanish silently. Iterative: bodies may nest deep.
+ */
+function pathOfProtoKey(json: unknown): string | undefined {
+  interface Visit {
+    readonly value: unknown;
+    readonly key?: string;
+    readonly parent?: Visit;
+  }
+  const pending: Visit[] = [{ value: json }];
+  for (let visit = pending.pop(); visit !== undefined; visit = pending.pop()) {
+    if (typeof visit.value !== 'object' || visit.value === null) continue;
+    for (const [key, value] of Object.entries(visit.value)) {
+      const child: Visit = { value, key, parent: visit };
+      if (key === '__proto__') {
+        const path: string[] = [];
+        for (let at: Visit | undefined = child; at?.key !== undefined; at = at.parent) path.unshift(at.key);
+        return path.join('.');
+      }
+      pending.push(child);
+    }
+  }
+  return undefined;
 }
 
 export function parseQuery<T extends z.ZodType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
@@ -61,9 +103,15 @@ function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string
   const problems = result.error.issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') return `unknown field(s) ${issue.keys.map((key) => `"${key}"`).join(', ')} in the ${where}`;
     const path = issue.path.length > 0 ? issue.path.join('.') : where;
+    // A record key that breaks its rule: say the rule, not zod's generic "Invalid key in record".
+    if (issue.code === 'invalid_key') return `${path}: ${issue.issues.map((keyIssue) => keyIssue.message).join('; ')}`;
     return `${path}: ${issue.message}`;
   });
-  throw new ValidationError('INVALID_REQUEST', `Invalid request: ${problems.join('; ')}.`, { details: { problems } });
+  throw invalidRequest(problems);
+}
+
+function invalidRequest(problems: readonly string[]): ValidationError {
+  return new ValidationError('INVALID_REQUEST', `Invalid request: ${problems.join('; ')}.`, { details: { problems } });
 }
 
 export function header(event: APIGatewayProxyEvent, name: string): string | undefined {

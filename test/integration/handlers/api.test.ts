@@ -21,7 +21,7 @@ describe('device API handler (real core, DynamoDB Local, AWS IoT and Private CA 
     test('pre-registers a device and answers 201 with it', async () => {
       const response = await harness.call('POST', '/devices', { body: { deviceId: 'api-1', attributes: { line: 'a' } } });
       expect(response.status).toBe(201);
-      expect(response.body).toMatchObject({ deviceId: 'api-1', status: 'REGISTERED', attributes: { line: 'a' }, certificateIds: [] });
+      expect(response.body).toMatchObject({ deviceId: 'api-1', status: 'REGISTERED', attributes: { line: 'a' } });
       expect(response.raw.headers?.Location).toBe('/devices/api-1');
     });
 
@@ -151,11 +151,13 @@ describe('device API handler (real core, DynamoDB Local, AWS IoT and Private CA 
       expect(view.body.events[0]).toMatchObject({ type: 'CERTIFICATE_REVOKED', actor: 'arn:aws:iam::123456789012:role/backend', reason: 'KEY_COMPROMISE' });
     });
 
-    test('fails with 409 INVALID_TRANSITION to revoke it again', async () => {
+    test('revoking it again answers 200 with it REVOKED as it was (reason kept), and adds no audit entry', async () => {
       const certificateId = await deviceWithCertificate('rev-2');
-      await harness.call('POST', `/devices/rev-2/certificates/${certificateId}/revoke`, { body: { reason: 'SUPERSEDED' } });
-      const again = await harness.call('POST', `/devices/rev-2/certificates/${certificateId}/revoke`, { body: { reason: 'SUPERSEDED' } });
-      expect(again).toMatchObject({ status: 409, body: { error: { code: 'INVALID_TRANSITION', message: 'A certificate in state REVOKED cannot move to REVOKED.' } } });
+      const first = await harness.call('POST', `/devices/rev-2/certificates/${certificateId}/revoke`, { body: { reason: 'SUPERSEDED' } });
+      const again = await harness.call('POST', `/devices/rev-2/certificates/${certificateId}/revoke`, { body: { reason: 'KEY_COMPROMISE' } });
+      expect(again).toMatchObject({ status: 200, body: { status: 'REVOKED', revocationReason: 'SUPERSEDED', updatedAt: first.body.updatedAt } });
+      const view = await harness.call('GET', '/devices/rev-2');
+      expect(view.body.events.filter((event: { type: string }) => event.type === 'CERTIFICATE_REVOKED')).toHaveLength(1);
     });
 
     test('rejects an unknown revocation reason with 400 naming the allowed ones', async () => {
@@ -173,13 +175,16 @@ describe('device API handler (real core, DynamoDB Local, AWS IoT and Private CA 
       expect(harness.aws.registry.findCertificate(certificateId)?.status).toBe('REVOKED');
     });
 
-    test('suspends and resumes a device; resuming twice answers 409', async () => {
+    test('suspends and resumes a device; resuming an ACTIVE device answers it unchanged; resuming a REVOKED one answers 409', async () => {
       const certificateId = await deviceWithCertificate('sus-1');
       expect((await harness.call('POST', '/devices/sus-1/suspend')).body.status).toBe('SUSPENDED');
       expect(harness.aws.registry.findCertificate(certificateId)?.status).toBe('INACTIVE');
       expect((await harness.call('POST', '/devices/sus-1/resume')).body.status).toBe('ACTIVE');
       expect(harness.aws.registry.findCertificate(certificateId)?.status).toBe('ACTIVE');
-      expect((await harness.call('POST', '/devices/sus-1/resume')).status).toBe(409);
+      const again = await harness.call('POST', '/devices/sus-1/resume');
+      expect(again).toMatchObject({ status: 200, body: { status: 'ACTIVE' } });
+      await harness.call('POST', '/devices/sus-1/revoke', { body: { reason: 'KEY_COMPROMISE' } });
+      expect(await harness.call('POST', '/devices/sus-1/resume')).toMatchObject({ status: 409, body: { error: { code: 'INVALID_TRANSITION', message: 'A device in state REVOKED cannot move to ACTIVE.' } } });
     });
 
     test('rejects a body on suspend with 400', async () => {

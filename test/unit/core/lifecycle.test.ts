@@ -3,7 +3,25 @@ import { makeCsr, makeForeignCa } from '../../support/pki';
 import type { InMemoryDeviceStore } from '../../support/in-memory-store';
 import type { LifecycleFixture } from '../../support/lifecycle-fixture';
 
-const actor = { actor: 'arn:aws:iam::123456789012:user/ops', requestKey: 'request-1' };
+/** A caller whose every spread is a new request (a fresh Idempotency-Key); a retry names its key itself. */
+const actor = {
+  actor: 'arn:aws:iam::123456789012:user/ops',
+  get requestKey(): string {
+    return globalThis.crypto.randomUUID();
+  },
+};
+
+/** The next call of `method` never returns (an invocation that hung); resolves once that call is reached, so no test waits on wall time. */
+function hangOnce<T extends object>(target: T, method: jest.FunctionPropertyNames<Required<T>>): Promise<void> {
+  let reached!: () => void;
+  const reachedCall = new Promise<void>((resolve) => (reached = resolve));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  (jest.spyOn(target, method) as jest.SpyInstance<any>).mockImplementationOnce(() => {
+    reached();
+    return new Promise(() => undefined);
+  });
+  return reachedCall;
+}
 
 async function registeredByJitr(fixture: LifecycleFixture<InMemoryDeviceStore>, deviceId: string) {
   const pem = await fixture.mintCertificate(deviceId);
@@ -23,7 +41,8 @@ describe('just-in-time registration', () => {
     expect(fixture.registry.findCertificate(event.certificateId)?.status).toBe('ACTIVE');
     expect(fixture.registry.findThing('sensor-1')).toMatchObject({ thingGroups: ['fleet'], principals: [event.certificateId] });
     const view = await fixture.lifecycle.getDevice('sensor-1');
-    expect(view.device).toMatchObject({ status: 'ACTIVE', certificateIds: [event.certificateId] });
+    expect(view.device).toMatchObject({ status: 'ACTIVE' });
+    expect(view.certificates.map((c) => c.certificateId)).toEqual([event.certificateId]);
     expect(view.certificates).toEqual([expect.objectContaining({ status: 'ACTIVE', source: 'JITR' })]);
     expect(view.events.map((e) => e.type).sort()).toEqual(['CERTIFICATE_ACTIVATED', 'CERTIFICATE_REGISTERED', 'DEVICE_ACTIVATED', 'DEVICE_CREATED']);
   });
@@ -60,10 +79,11 @@ describe('just-in-time registration', () => {
   test('a redelivery after the claiming invocation hung takes over once the lease ends', async () => {
     const fixture = await createLifecycleFixture({ activationLeaseSeconds: 60 });
     const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-4'));
-    const attach = jest.spyOn(fixture.registry, 'attachCertificate').mockImplementationOnce(() => new Promise<void>(() => undefined));
+    const hung = hangOnce(fixture.registry, 'attachCertificate');
+    const attach = jest.spyOn(fixture.registry, 'attachCertificate');
 
     void fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await hung;
     expect(await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' })).toEqual({ outcome: 'IN_PROGRESS', certificateId: event.certificateId });
     fixture.clock.advance(61_000);
     const retried = await fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-2' });
@@ -122,7 +142,7 @@ describe('just-in-time registration', () => {
     jest.spyOn(fixture.registry, 'updateCertificateStatus').mockRejectedValueOnce(new Error('IoT unavailable'));
     const commit = fixture.store.commit.bind(fixture.store);
     jest.spyOn(fixture.store, 'commit').mockImplementation(async (change) => {
-      if (change.idempotencyKey.includes(':release:')) throw new Error('table unreachable');
+      if (change.events.length === 0 && change.certificates?.some((c) => c.next.status === 'PENDING_ACTIVATION' && c.next.activationLeaseHolder === undefined)) throw new Error('table unreachable');
       return commit(change);
     });
 
@@ -149,7 +169,8 @@ describe('just-in-time registration', () => {
   test('with the preregistered policy, refuses an unknown device and accepts a pre-registered one', async () => {
     const fixture = await createLifecycleFixture({ enrollmentPolicy: 'preregistered' });
     const unknown = await fixture.firstConnect(await fixture.mintCertificate('stranger'));
-    expect(await fixture.lifecycle.registerOnFirstConnect(unknown)).toMatchObject({ outcome: 'REJECTED', code: 'ENROLLMENT_REFUSED' });
+    expect(await fixture.lifecycle.registerOnFirstConnect(unknown)).toMatchObject({ outcome: 'AWAITING_PRE_REGISTRATION', deviceId: 'stranger' });
+    expect(fixture.registry.findCertificate(unknown.certificateId)?.status).toBe('PENDING_ACTIVATION');
 
     await fixture.lifecycle.preRegisterDevice({ deviceId: 'known-1', attributes: { line: 'b' }, ...actor });
     const known = await fixture.firstConnect(await fixture.mintCertificate('known-1'));
@@ -170,9 +191,9 @@ describe('just-in-time registration', () => {
   test('closes a pending claim whose certificate was revoked in AWS IoT before it was activated', async () => {
     const fixture = await createLifecycleFixture({ activationLeaseSeconds: 60 });
     const event = await fixture.firstConnect(await fixture.mintCertificate('sensor-22'));
-    jest.spyOn(fixture.registry, 'attachCertificate').mockImplementationOnce(() => new Promise<void>(() => undefined));
+    const hung = hangOnce(fixture.registry, 'attachCertificate');
     void fixture.lifecycle.registerOnFirstConnect(event, { deliveryId: 'message-1' });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await hung;
     await fixture.registry.updateCertificateStatus(event.certificateId, 'REVOKED');
     fixture.clock.advance(61_000);
 
@@ -213,32 +234,41 @@ describe('signing CSRs', () => {
     const fixture = await createLifecycleFixture();
     await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-2', attributes: {}, ...actor });
     const { csrPem } = await makeCsr('factory-2');
-    const first = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-2', csrPem, ...actor });
+    const first = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-2', csrPem, actor: actor.actor, requestKey: 'issue-2' });
     const issue = jest.spyOn(fixture.ca, 'issueCertificate');
 
-    const again = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-2', csrPem, ...actor });
+    const again = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-2', csrPem, actor: actor.actor, requestKey: 'issue-2' });
 
     expect(again).toEqual(first);
     expect(issue).not.toHaveBeenCalled();
     expect(fixture.registry.findThing('factory-2')?.principals).toEqual([first.certificateId]);
   });
 
-  test('revokes what it issued when a later step fails, records it, and refuses to hand it out on a retry', async () => {
+  test('a failure after issuance undoes nothing: the retry with the same key finishes with the same certificate, issued once', async () => {
     const fixture = await createLifecycleFixture();
     await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-3', attributes: {}, ...actor });
     const { csrPem } = await makeCsr('factory-3');
     jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('AttachThingPrincipal failed'));
+    const issue = jest.spyOn(fixture.ca, 'issueCertificate');
+    const request = { deviceId: 'factory-3', csrPem, actor: actor.actor, requestKey: 'issue-3' };
 
-    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'factory-3', csrPem, ...actor })).rejects.toThrow('AttachThingPrincipal failed');
-    const [registered] = fixture.registry.snapshot().certificates;
-    expect(registered?.status).toBe('REVOKED');
-    const record = fixture.store.certificates.get(registered?.certificateId as string);
-    expect(record).toMatchObject({ status: 'REVOKED', statusReason: expect.stringContaining('AttachThingPrincipal failed') });
-    expect(await fixture.ca.isRevoked(record?.serialNumber as string)).toBe(true);
+    await expect(fixture.lifecycle.issueFromCsr(request)).rejects.toThrow('AttachThingPrincipal failed');
+    const issued = await fixture.lifecycle.issueFromCsr(request);
 
-    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'factory-3', csrPem, ...actor })).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('new Idempotency-Key') });
-    const fresh = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-3', csrPem, actor: actor.actor, requestKey: 'request-2' });
-    expect(fixture.registry.findCertificate(fresh.certificateId)?.status).toBe('ACTIVE');
+    expect(issue).toHaveBeenCalledTimes(1);
+    expect(fixture.registry.snapshot().certificates.map((c) => [c.certificateId, c.status])).toEqual([[issued.certificateId, 'ACTIVE']]);
+    expect(fixture.store.certificates.get(issued.certificateId)?.status).toBe('ACTIVE');
+    expect(await fixture.ca.isRevoked(fixture.store.certificates.get(issued.certificateId)?.serialNumber as string)).toBe(false);
+  });
+
+  test('a certificate revoked after it was handed out is never answered again to its key: 410 CERTIFICATE_WITHDRAWN', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-5', attributes: {}, ...actor });
+    const request = { deviceId: 'factory-5', csrPem: (await makeCsr('factory-5')).csrPem, actor: actor.actor, requestKey: 'issue-5' };
+    const issued = await fixture.lifecycle.issueFromCsr(request);
+    await fixture.lifecycle.revokeCertificate({ deviceId: 'factory-5', certificateId: issued.certificateId, reason: 'KEY_COMPROMISE', ...actor });
+
+    await expect(fixture.lifecycle.issueFromCsr(request)).rejects.toMatchObject({ code: 'CERTIFICATE_WITHDRAWN', message: expect.stringContaining('new Idempotency-Key') });
   });
 
   test('fails with DEVICE_NOT_FOUND for a device that does not exist, and issues nothing', async () => {
@@ -288,11 +318,12 @@ describe('revocation and suspension', () => {
     expect(fixture.store.events.find((e) => e.type === 'CERTIFICATE_REVOKED')).toMatchObject({ actor: actor.actor, reason: 'KEY_COMPROMISE', fromStatus: 'ACTIVE', toStatus: 'REVOKED' });
   });
 
-  test('fails with INVALID_TRANSITION to revoke a certificate twice', async () => {
+  test('revoking a certificate that is already REVOKED answers it as it is, with nothing changed and no second audit entry', async () => {
     const fixture = await createLifecycleFixture();
     const certificateId = await registeredByJitr(fixture, 'sensor-10');
-    await fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-10', certificateId, reason: 'SUPERSEDED', ...actor });
-    await expect(fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-10', certificateId, reason: 'SUPERSEDED', actor: 'x', requestKey: 'r2' })).rejects.toMatchObject({ code: 'INVALID_TRANSITION' });
+    const first = await fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-10', certificateId, reason: 'SUPERSEDED', ...actor });
+    await expect(fixture.lifecycle.revokeCertificate({ deviceId: 'sensor-10', certificateId, reason: 'KEY_COMPROMISE', actor: 'x', requestKey: 'r2' })).resolves.toEqual(first);
+    expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_REVOKED')).toHaveLength(1);
   });
 
   test('fails with CERTIFICATE_NOT_FOUND for a certificate of another device', async () => {
@@ -331,7 +362,7 @@ describe('revocation and suspension', () => {
     }
   });
 
-  test('switches back the certificates it already suspended when AWS IoT fails part-way, and records nothing', async () => {
+  test('a suspension that failed part-way in AWS IoT switches nothing back; its retry finishes: device SUSPENDED, every certificate INACTIVE', async () => {
     const fixture = await createLifecycleFixture();
     const first = await registeredByJitr(fixture, 'sensor-18');
     const second = (await fixture.lifecycle.issueFromCsr({ deviceId: 'sensor-18', csrPem: (await makeCsr('sensor-18')).csrPem, ...actor })).certificateId;
@@ -340,28 +371,37 @@ describe('revocation and suspension', () => {
       if (id === second && status === 'INACTIVE') throw new Error('UpdateCertificate failed');
       return update(id, status);
     });
+    const suspend = { deviceId: 'sensor-18', actor: 'ops', requestKey: 'suspend-1' };
 
-    await expect(fixture.lifecycle.suspendDevice({ deviceId: 'sensor-18', actor: 'ops', requestKey: 'suspend-1' })).rejects.toThrow('UpdateCertificate failed');
+    await expect(fixture.lifecycle.suspendDevice(suspend)).rejects.toThrow('UpdateCertificate failed');
+    expect(fixture.registry.findCertificate(first)?.status).toBe('INACTIVE');
+    jest.mocked(fixture.registry.updateCertificateStatus).mockRestore();
+    await expect(fixture.lifecycle.suspendDevice(suspend)).resolves.toMatchObject({ status: 'SUSPENDED' });
 
-    expect([first, second].map((id) => fixture.registry.findCertificate(id)?.status)).toEqual(['ACTIVE', 'ACTIVE']);
-    expect(fixture.store.devices.get('sensor-18')?.status).toBe('ACTIVE');
-    expect(fixture.store.events.some((e) => e.type === 'DEVICE_SUSPENDED')).toBe(false);
+    expect([first, second].map((id) => fixture.registry.findCertificate(id)?.status)).toEqual(['INACTIVE', 'INACTIVE']);
+    expect([first, second].map((id) => fixture.store.certificates.get(id)?.status)).toEqual(['INACTIVE', 'INACTIVE']);
+    expect(fixture.store.events.filter((e) => e.type === 'DEVICE_SUSPENDED')).toHaveLength(1);
+    expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_SUSPENDED')).toHaveLength(2);
   });
 
-  test('keeps a suspension whose commit was written but answered with an error, instead of switching AWS IoT back', async () => {
+  test('a suspension whose decision was written but answered with an error is not undone: the retry finishes it', async () => {
     const fixture = await createLifecycleFixture();
     const certificateId = await registeredByJitr(fixture, 'sensor-20');
     const commit = fixture.store.commit.bind(fixture.store);
-    jest.spyOn(fixture.store, 'commit').mockImplementationOnce(async (change) => {
+    jest.spyOn(fixture.store, 'commit').mockImplementation(async (change) => {
       await commit(change);
-      throw new Error('socket timeout after the write');
+      if (change.device?.next.status === 'SUSPENDED') throw new Error('socket timeout after the write');
     });
+    const suspend = { deviceId: 'sensor-20', actor: 'ops', requestKey: 'suspend-timeout' };
 
-    const device = await fixture.lifecycle.suspendDevice({ deviceId: 'sensor-20', actor: 'ops', requestKey: 'suspend-timeout' });
+    await expect(fixture.lifecycle.suspendDevice(suspend)).rejects.toThrow('socket timeout');
+    expect(fixture.registry.findCertificate(certificateId)?.status).toBe('ACTIVE');
+    const device = await fixture.lifecycle.suspendDevice(suspend);
 
     expect(device.status).toBe('SUSPENDED');
     expect(fixture.registry.findCertificate(certificateId)?.status).toBe('INACTIVE');
     expect(fixture.store.certificates.get(certificateId)?.status).toBe('INACTIVE');
+    expect(fixture.store.events.filter((e) => e.type === 'DEVICE_SUSPENDED')).toHaveLength(1);
   });
 
   test('answers a retried suspension or revocation with the same request key with the state it left, not an error', async () => {
@@ -376,19 +416,30 @@ describe('revocation and suspension', () => {
     expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_REVOKED')).toHaveLength(1);
   });
 
-  test('does not withdraw a certificate that a concurrent request with the same key recorded and answered', async () => {
+  test('a second execution with the same key while the first still runs answers REQUEST_IN_PROGRESS, then the first certificate', async () => {
     const fixture = await createLifecycleFixture();
     await fixture.lifecycle.preRegisterDevice({ deviceId: 'factory-4', attributes: {}, ...actor });
     const { csrPem } = await makeCsr('factory-4');
-    const first = await fixture.lifecycle.issueFromCsr({ deviceId: 'factory-4', csrPem, ...actor });
-    // The second request started before the first committed: it saw no recorded result, and then failed.
-    jest.spyOn(fixture.store, 'getChange').mockResolvedValueOnce(undefined);
-    jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValueOnce(new Error('throttled'));
+    let proceed!: () => void;
+    const gate = new Promise<void>((resolve) => (proceed = resolve));
+    let reached!: () => void;
+    const attaching = new Promise<void>((resolve) => (reached = resolve));
+    const attach = fixture.registry.attachCertificate.bind(fixture.registry);
+    jest.spyOn(fixture.registry, 'attachCertificate').mockImplementationOnce(async (thing, id) => {
+      reached();
+      await gate;
+      return attach(thing, id);
+    });
 
-    await expect(fixture.lifecycle.issueFromCsr({ deviceId: 'factory-4', csrPem, ...actor })).rejects.toThrow('throttled');
+    const request = { deviceId: 'factory-4', csrPem, actor: actor.actor, requestKey: 'issue-4' };
+    const first = fixture.lifecycle.issueFromCsr(request);
+    await attaching;
+    await expect(fixture.lifecycle.issueFromCsr(request)).rejects.toMatchObject({ code: 'REQUEST_IN_PROGRESS' });
+    proceed();
+    const answered = await first;
 
-    expect(fixture.registry.findCertificate(first.certificateId)?.status).toBe('ACTIVE');
-    expect(fixture.store.certificates.get(first.certificateId)?.status).toBe('ACTIVE');
+    await expect(fixture.lifecycle.issueFromCsr(request)).resolves.toEqual(expect.objectContaining({ certificateId: answered.certificateId }));
+    expect(fixture.registry.snapshot().certificates.filter((c) => c.status === 'ACTIVE')).toHaveLength(1);
   });
 
   test('a device revocation that failed part-way records what it revoked, and a retry finishes it', async () => {
@@ -399,7 +450,9 @@ describe('revocation and suspension', () => {
 
     await expect(fixture.lifecycle.revokeDevice({ deviceId: 'sensor-19', reason: 'KEY_COMPROMISE', actor: 'ops', requestKey: 'r-1' })).rejects.toThrow('throttled');
     expect(fixture.store.certificates.get(first)?.status).toBe('REVOKED');
-    expect(fixture.store.devices.get('sensor-19')?.status).toBe('ACTIVE');
+    // Decided first, so nothing can enroll meanwhile; the other certificate is already refused by AWS IoT.
+    expect(fixture.store.devices.get('sensor-19')?.status).toBe('REVOKED');
+    expect(fixture.registry.findCertificate(second)?.status).toBe('REVOKED');
 
     const device = await fixture.lifecycle.revokeDevice({ deviceId: 'sensor-19', reason: 'KEY_COMPROMISE', actor: 'ops', requestKey: 'r-2' });
     expect(device.status).toBe('REVOKED');
@@ -407,12 +460,14 @@ describe('revocation and suspension', () => {
     expect(fixture.registry.findCertificate(second)?.status).toBe('REVOKED');
   });
 
-  test('fails with INVALID_TRANSITION to resume a device that is not suspended, and changes nothing', async () => {
+  test('resuming a device that is already ACTIVE answers it with nothing changed; resuming a REVOKED one fails with INVALID_TRANSITION', async () => {
     const fixture = await createLifecycleFixture();
     await registeredByJitr(fixture, 'sensor-15');
     const before = fixture.store.devices.get('sensor-15');
-    await expect(fixture.lifecycle.resumeDevice({ deviceId: 'sensor-15', ...actor })).rejects.toMatchObject({ code: 'INVALID_TRANSITION', message: 'A device in state ACTIVE cannot move to ACTIVE.' });
-    expect(fixture.store.devices.get('sensor-15')).toBe(before);
+    await expect(fixture.lifecycle.resumeDevice({ deviceId: 'sensor-15', ...actor })).resolves.toEqual(before);
+    expect(fixture.store.devices.get('sensor-15')).toEqual(before);
+    await fixture.lifecycle.revokeDevice({ deviceId: 'sensor-15', reason: 'KEY_COMPROMISE', ...actor });
+    await expect(fixture.lifecycle.resumeDevice({ deviceId: 'sensor-15', ...actor })).rejects.toMatchObject({ code: 'INVALID_TRANSITION', message: 'A device in state REVOKED cannot move to ACTIVE.' });
   });
 });
 

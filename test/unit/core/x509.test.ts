@@ -1,7 +1,7 @@
 import * as x509 from '@peculiar/x509';
 import { checkCsr, checkDeviceCertificate, certificateIdOf, CERTIFICATE_LIMITS } from '../../../functions/core/x509';
 import { SoftwareCertificateAuthority } from '../../../functions/adapters/local/software-ca';
-import { makeCsr, makeForeignCa, withBrokenSignature } from '../../support/pki';
+import { deviceCertificateExtensions, makeCa, makeCsr, makeForeignCa, withBrokenSignature, withTrailingBytes } from '../../support/pki';
 import { createHash } from 'node:crypto';
 
 describe('checkCsr', () => {
@@ -81,6 +81,133 @@ describe('checkDeviceCertificate', () => {
     const { ca, material } = await SoftwareCertificateAuthority.create('Fleet CA');
     const { csrPem } = await makeCsr('x', { subject: 'CN=bad id with spaces' });
     const pem = await ca.issueCertificate({ csrPem, validityDays: 10, idempotencyToken: 't1' });
-    await expect(checkDeviceCertificate(pem.certificatePem, [material.certificatePem], new Date())).rejects.toMatchObject({ message: 'The subject common name "bad id with spaces" is not a valid device id.' });
+    await expect(checkDeviceCertificate(pem.certificatePem, [material.certificatePem], new Date())).rejects.toMatchObject({
+      code: 'INVALID_CERTIFICATE',
+      message: 'The certificate subject common name "bad id with spaces" is not a valid device id: use 1 to 128 characters from a-z, A-Z, 0-9, ":", "_" and "-".',
+    });
+  });
+});
+
+describe('one set of device rules for CSR signing and JITR', () => {
+  /** What a device identity is built from, on either path. */
+  interface IdentitySpec {
+    readonly subject?: string;
+    /** CSR: the extensions it requests (default none). Certificate: the extensions the CA puts in (default a device certificate's). */
+    readonly extensions?: x509.Extension[];
+    /** Changes the PEM before it is checked. */
+    readonly alter?: (pem: string) => string;
+  }
+  interface Wording {
+    readonly noun: string;
+    readonly has: string;
+    readonly label: string;
+  }
+
+  const DEVICE_ID = 'dev-a';
+  const unchanged = (pem: string): string => pem;
+
+  const PATHS = [
+    {
+      path: 'CSR signing',
+      code: 'INVALID_CSR',
+      wording: { noun: 'The CSR', has: 'requests', label: 'CERTIFICATE REQUEST' },
+      check: async (spec: IdentitySpec): Promise<unknown> => {
+        const { csrPem } = await makeCsr(DEVICE_ID, { subject: spec.subject, extensions: spec.extensions });
+        return checkCsr((spec.alter ?? unchanged)(csrPem), DEVICE_ID);
+      },
+    },
+    {
+      path: 'JITR',
+      code: 'INVALID_CERTIFICATE',
+      wording: { noun: 'The certificate', has: 'has', label: 'CERTIFICATE' },
+      check: async (spec: IdentitySpec): Promise<unknown> => {
+        const ca = await makeCa('Fleet CA');
+        const pem = await ca.issue(DEVICE_ID, { subject: spec.subject, extensions: spec.extensions });
+        return checkDeviceCertificate((spec.alter ?? unchanged)(pem), [ca.certificatePem], new Date());
+      },
+    },
+  ] as const;
+
+  const REFUSED: readonly [string, IdentitySpec, (wording: Wording) => string][] = [
+    [
+      'two common names (CN=dev-a, CN=dev-b)',
+      { subject: 'CN=dev-a, CN=dev-b' },
+      ({ noun }) => `${noun} subject must hold exactly one common name (CN), the device id; it holds 2: "dev-a", "dev-b".`,
+    ],
+    ['no common name', { subject: 'O=Fleet' }, ({ noun }) => `${noun} subject must hold exactly one common name (CN), the device id; it holds none.`],
+    [
+      'basicConstraints CA:TRUE',
+      { extensions: [new x509.BasicConstraintsExtension(true, 0, true)] },
+      ({ noun, has }) => `${noun} ${has} basicConstraints CA:TRUE: a device certificate is an end entity, never a CA; leave basicConstraints out or set CA:FALSE.`,
+    ],
+    [
+      'an extended key usage without clientAuth',
+      { extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth])] },
+      ({ noun, has }) => `${noun} ${has} extended key usage without clientAuth (1.3.6.1.5.5.7.3.2): a device authenticates as a TLS client; include clientAuth.`,
+    ],
+    [
+      'key usage keyCertSign',
+      { extensions: [new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyCertSign, true)] },
+      ({ noun, has }) => `${noun} ${has} key usage keyCertSign or cRLSign, which only a CA may have: leave them out.`,
+    ],
+    [
+      'a key usage without digitalSignature',
+      { extensions: [new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyEncipherment, true)] },
+      ({ noun, has }) => `${noun} ${has} key usage without digitalSignature: a device signs its TLS handshake with its key; include digitalSignature.`,
+    ],
+    [
+      'a critical extension nobody understands',
+      { extensions: [new x509.Extension('1.3.6.1.4.1.55555.1', true, new Uint8Array([0x05, 0x00]))] },
+      ({ noun, has }) => `${noun} ${has} critical extension 1.3.6.1.4.1.55555.1, which devices' verifiers do not understand and must refuse: leave it out or make it non-critical.`,
+    ],
+    [
+      'the same extension twice',
+      { extensions: [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]), new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])] },
+      ({ noun, has }) => `${noun} ${has} extension 2.5.29.37 more than once: each extension may appear once.`,
+    ],
+    [
+      'bytes after the DER',
+      { alter: (pem) => withTrailingBytes(pem) },
+      ({ noun }) => `${noun} PEM block holds 2 byte(s) after its DER encoding: encode exactly one DER object in it, with nothing appended.`,
+    ],
+    ['two PEM blocks', { alter: (pem) => `${pem}\n${pem}` }, ({ noun, label }) => `${noun} PEM holds 2 blocks: send exactly one "-----BEGIN ${label}-----" block.`],
+    [
+      'a PEM block of another type',
+      { alter: (pem) => pem.replace(/(BEGIN|END) [A-Z ]+-----/g, '$1 X509 CRL-----') },
+      ({ noun, label }) => `${noun} must be PEM text starting with "-----BEGIN ${label}-----".`,
+    ],
+  ];
+
+  describe.each(PATHS)('on the $path path', ({ code, wording, check }) => {
+    test.each<[string, IdentitySpec]>([
+      ['a single CN equal to the device id', {}],
+      ['the extensions of a device certificate (CA:FALSE, digitalSignature, clientAuth)', { extensions: deviceCertificateExtensions() }],
+      ['other subject attributes next to the one CN', { subject: `O=Fleet, OU=Line 1, CN=${DEVICE_ID}` }],
+    ])('accepts %s', async (_name, spec) => {
+      // Act
+      const checking = check(spec);
+
+      // Assess
+      await expect(checking).resolves.toBeDefined();
+    });
+
+    test.each(REFUSED)('refuses %s', async (_name, spec, message) => {
+      // Act
+      const checking = check(spec);
+
+      // Assess
+      await expect(checking).rejects.toMatchObject({ name: 'ValidationError', code, message: message(wording) });
+    });
+  });
+
+  test('CSR signing still takes the "NEW CERTIFICATE REQUEST" label some tools write', async () => {
+    const { csrPem } = await makeCsr(DEVICE_ID);
+    await expect(checkCsr(csrPem.replace(/CERTIFICATE REQUEST/g, 'NEW CERTIFICATE REQUEST'), DEVICE_ID)).resolves.toMatchObject({ keyAlgorithm: 'EC_P_256' });
+  });
+
+  test('JITR names the device from the one CN of a certificate with more subject attributes', async () => {
+    const ca = await makeCa('Fleet CA');
+    const pem = await ca.issue(DEVICE_ID, { subject: `O=Fleet, CN=${DEVICE_ID}` });
+    await expect(checkDeviceCertificate(pem, [ca.certificatePem], new Date())).resolves.toMatchObject({ deviceId: DEVICE_ID });
   });
 });

@@ -2,7 +2,6 @@ import { readConfig } from '../../../functions/handlers/config';
 
 const complete = {
   DEVICE_TABLE_NAME: 'devices',
-  IDEMPOTENCY_TABLE_NAME: 'idempotency',
   CA_ARN: 'arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555',
   CA_SIGNING_ALGORITHM: 'SHA256WITHECDSA',
   CA_TEMPLATE_ARN: 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1',

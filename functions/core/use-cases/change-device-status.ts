@@ -1,0 +1,174 @@
+import { ConflictError, LifecycleError } from '../errors';
+import { assertValidDeviceId } from '../device-id';
+import type { AuditEventType, CertificateRecord, Device, DeviceStatus, OperationType, RevocationReason } from '../model';
+import { assertDeviceTransition } from '../state-machines';
+import type { ChangeRecorder, DeviceCommand } from '../change-recorder';
+
+export interface RevokeDeviceCommand extends DeviceCommand {
+  readonly reason: RevocationReason;
+}
+
+interface StatusPlan {
+  readonly operation: OperationType;
+  readonly to: Extract<DeviceStatus, 'ACTIVE' | 'SUSPENDED' | 'REVOKED'>;
+  readonly eventType: AuditEventType;
+  readonly reason?: RevocationReason;
+}
+
+/** How many times the certificates are brought in line with a device that keeps changing under us, before answering CONFLICT. */
+const MAX_RECONCILE_ROUNDS = 5;
+
+export const suspendDevice = (recorder: ChangeRecorder, command: DeviceCommand): Promise<Device> =>
+  changeDeviceStatus(recorder, command, { operation: 'SUSPEND_DEVICE', to: 'SUSPENDED', eventType: 'DEVICE_SUSPENDED' });
+
+export const resumeDevice = (recorder: ChangeRecorder, command: DeviceCommand): Promise<Device> =>
+  changeDeviceStatus(recorder, command, { operation: 'RESUME_DEVICE', to: 'ACTIVE', eventType: 'DEVICE_RESUMED' });
+
+export const revokeDevice = (recorder: ChangeRecorder, command: RevokeDeviceCommand): Promise<Device> =>
+  changeDeviceStatus(recorder, command, { operation: 'REVOKE_DEVICE', to: 'REVOKED', eventType: 'DEVICE_REVOKED', reason: command.reason });
+
+/**
+ * Suspension, resumption and device revocation. The store decides first: the device's new status is one
+ * versioned write, so of concurrent changes exactly one order wins. Then the device's certificates are brought
+ * in line with whatever status the device has now (not the one this request wanted), in AWS IoT first and then
+ * on record, one certificate at a time, until a re-read shows the device did not change meanwhile. Nothing is
+ * ever switched back: a failure leaves the operation PENDING, and its retry (or any later change of the device)
+ * finishes the alignment. A device already in the wanted status is not an error: nothing changes, the
+ * certificates are still aligned, and the device is answered.
+ */
+async function changeDeviceStatus(recorder: ChangeRecorder, command: DeviceCommand, plan: StatusPlan): Promise<Device> {
+  assertValidDeviceId(command.deviceId);
+  return recorder.operations.execute(
+    {
+      caller: command.actor,
+      handle: command.requestKey,
+      operation: plan.operation,
+      target: command.deviceId,
+      payload: { deviceId: command.deviceId, ...(plan.reason ? { reason: plan.reason } : {}) },
+    },
+    async (run) => {
+      const key = run.record.operationId;
+      if (run.progress.statusDecided === undefined) {
+        await recorder.retryOnConflict(async () => {
+          const device = await recorder.requireDevice(command.deviceId);
+          if (device.status === plan.to) return run.saveProgress({ statusDecided: 'ALREADY' });
+          assertDeviceTransition(device.status, plan.to);
+          const next: Device = {
+            ...recorder.touched(device),
+            status: plan.to,
+            ...(plan.reason ? { revocationReason: plan.reason, statusReason: `revoked: ${plan.reason}` } : {}),
+          };
+          return run.commit(
+            {
+              device: { next, expectedVersion: device.version },
+              events: [recorder.event(plan.eventType, command.actor, key, { deviceId: device.deviceId, fromStatus: device.status, toStatus: plan.to, reason: plan.reason })],
+            },
+            { progress: { ...run.progress, statusDecided: 'CHANGED' } },
+          );
+        });
+      }
+      const device = await alignDeviceCertificates(recorder, command.deviceId, command.actor, key);
+      await run.finish({ events: [] }, { device });
+      return device;
+    },
+    async (record) => {
+      if (record.outcome?.device) return record.outcome.device;
+      return recorder.requireDevice(command.deviceId);
+    },
+  );
+}
+
+type WantedCertificateStatus = 'ACTIVE' | 'INACTIVE' | 'REVOKED';
+
+/** What a device's live certificates must be, given the device's status. */
+function wantedCertificateStatus(status: DeviceStatus): WantedCertificateStatus {
+  if (status === 'SUSPENDED') return 'INACTIVE';
+  if (status === 'REVOKED' || status === 'DECOMMISSIONED') return 'REVOKED';
+  return 'ACTIVE';
+}
+
+/**
+ * Brings every certificate of the device in line with the device's current status, in AWS IoT and on record,
+ * and answers the device as it was when a full pass saw it unchanged. Idempotent: every call is safe to repeat.
+ */
+export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId: string, actor: string, key: string): Promise<Device> {
+  for (let round = 0; round < MAX_RECONCILE_ROUNDS; round += 1) {
+    const device = await recorder.requireDevice(deviceId);
+    const wanted = wantedCertificateStatus(device.status);
+    const certificates = await recorder.store.listDeviceCertificates(deviceId);
+    for (const certificate of certificates) {
+      if (wanted === 'REVOKED') await revokeCertificateOfRevokedDevice(recorder, device, certificate, actor, key);
+      else await switchCertificate(recorder, device, certificate, wanted, actor, key);
+    }
+    const after = await recorder.requireDevice(deviceId);
+    if (after.version === device.version) return after;
+  }
+  throw new ConflictError(`Device ${deviceId} kept changing while its certificates were being updated; retry with the same Idempotency-Key.`);
+}
+
+/** ACTIVE or INACTIVE: the registry first (where it takes effect), then the record. A certificate revoked meanwhile is left to its revocation. */
+async function switchCertificate(recorder: ChangeRecorder, device: Device, certificate: CertificateRecord, wanted: 'ACTIVE' | 'INACTIVE', actor: string, key: string): Promise<void> {
+  if (certificate.status !== 'ACTIVE' && certificate.status !== 'INACTIVE') return;
+  // An expired certificate cannot authenticate anyway; AWS IoT need not hear of it.
+  if (Date.parse(certificate.notAfter) <= recorder.deps.clock.now().getTime()) return;
+  try {
+    // Always sent, even when the record already agrees: a change that failed half-way may have left AWS IoT behind.
+    await recorder.registry.updateCertificateStatus(certificate.certificateId, wanted);
+  } catch (error) {
+    if (await isRevokedInRegistry(recorder, certificate.certificateId, error)) return;
+    throw error;
+  }
+  let current: CertificateRecord | undefined = certificate;
+  await recorder.retryOnConflict(async () => {
+    if (current === undefined || current.status === wanted || (current.status !== 'ACTIVE' && current.status !== 'INACTIVE')) return;
+    const fromStatus = current.status;
+    try {
+      await recorder.store.commit({
+        certificates: [{ next: recorder.withStatus(current, wanted), expectedVersion: current.version }],
+        events: [
+          recorder.event(wanted === 'INACTIVE' ? 'CERTIFICATE_SUSPENDED' : 'CERTIFICATE_RESUMED', actor, key, {
+            deviceId: device.deviceId,
+            certificateId: current.certificateId,
+            fromStatus,
+            toStatus: wanted,
+          }),
+        ],
+      });
+    } catch (error) {
+      if (error instanceof ConflictError) current = await recorder.store.getCertificate(certificate.certificateId);
+      throw error;
+    }
+  });
+}
+
+async function revokeCertificateOfRevokedDevice(recorder: ChangeRecorder, device: Device, certificate: CertificateRecord, actor: string, key: string): Promise<void> {
+  if (certificate.status !== 'ACTIVE' && certificate.status !== 'INACTIVE' && certificate.status !== 'PENDING_ACTIVATION') return;
+  const reason = device.revocationReason ?? 'PRIVILEGE_WITHDRAWN';
+  await recorder.revokeEverywhere(device.thingName, certificate, reason);
+  let current: CertificateRecord | undefined = certificate;
+  await recorder.retryOnConflict(async () => {
+    if (current === undefined || current.status === 'REVOKED' || current.status === 'RETIRED' || current.status === 'REJECTED') return;
+    const fromStatus = current.status;
+    try {
+      await recorder.store.commit({
+        certificates: [
+          {
+            next: recorder.withStatus(current, 'REVOKED', { revocationReason: reason, statusReason: `device ${device.deviceId} revoked`, activationLeaseUntil: undefined, activationLeaseHolder: undefined, awaitingPreRegistration: undefined }),
+            expectedVersion: current.version,
+          },
+        ],
+        events: [recorder.event('CERTIFICATE_REVOKED', actor, key, { deviceId: device.deviceId, certificateId: current.certificateId, fromStatus, toStatus: 'REVOKED', reason })],
+      });
+    } catch (error) {
+      if (error instanceof ConflictError) current = await recorder.store.getCertificate(certificate.certificateId);
+      throw error;
+    }
+  });
+}
+
+/** The registry refused the change: if it is because the certificate is REVOKED there (terminal), that is not our failure. */
+async function isRevokedInRegistry(recorder: ChangeRecorder, certificateId: string, error: unknown): Promise<boolean> {
+  if (!(error instanceof LifecycleError) || error.code !== 'INVALID_TRANSITION') return false;
+  const registered = await recorder.registry.describeCertificate(certificateId);
+  return registered.status === 'REVOKED';
+}

@@ -1,0 +1,151 @@
+import { ConflictError, InvalidTransitionError, LifecycleError, NotFoundError } from '../errors';
+import { assertValidDeviceId } from '../device-id';
+import type { Device } from '../model';
+import type { RunningOperation } from '../operations';
+import { deviceAcceptsNewCertificates } from '../state-machines';
+import { checkCsr, inspectCertificate, splitPemChain, type CertificateFacts } from '../x509';
+import type { Actor, ChangeRecorder } from '../change-recorder';
+
+export interface IssueFromCsrRequest extends Actor {
+  readonly deviceId: string;
+  readonly csrPem: string;
+}
+
+export interface IssuedDeviceCertificate {
+  readonly certificateId: string;
+  readonly certificatePem: string;
+  readonly certificateChainPem: string;
+  readonly notAfter: string;
+}
+
+/**
+ * Signs a CSR through the CA and makes the certificate usable: registered ACTIVE with AWS IoT (read back),
+ * attached to the thing, recorded. The steps, each idempotent:
+ *  1. the CA issues, and the certificate is kept in the operation's progress before anything else happens,
+ *     so a retry never issues a second one;
+ *  2. AWS IoT registers it; its status is read back and must be ACTIVE;
+ *  3. it is attached, then recorded together with the operation's DONE, on condition that the device did not change.
+ * A failure at any step leaves the operation PENDING and the retry goes on from there: nothing whose outcome is
+ * unknown is undone. Only a definite refusal (the device stopped accepting certificates, or someone revoked the
+ * new certificate) withdraws what this operation issued: revoked at the CA and in AWS IoT, recorded REVOKED,
+ * and the operation WITHDRAWN, so every retry gets the same refusal and never the certificate.
+ */
+export async function issueCertificate(recorder: ChangeRecorder, request: IssueFromCsrRequest): Promise<IssuedDeviceCertificate> {
+  assertValidDeviceId(request.deviceId);
+  const { csrPem } = await checkCsr(request.csrPem, request.deviceId);
+  return recorder.operations.execute(
+    { caller: request.actor, handle: request.requestKey, operation: 'ISSUE_CERTIFICATE', target: request.deviceId, payload: { deviceId: request.deviceId, csr: csrPem } },
+    (run) => issueSteps(recorder, run, request, csrPem),
+    async (record) => answerRecorded(recorder, record.outcome?.certificateId),
+  );
+}
+
+async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, request: IssueFromCsrRequest, csrPem: string): Promise<IssuedDeviceCertificate> {
+  let device = await recorder.requireDevice(request.deviceId);
+  if (run.progress.certificatePem === undefined) {
+    // Refused before anything is issued: nothing to withdraw.
+    assertAcceptsNewCertificates(device);
+    const issued = await recorder.ca.issueCertificate({ csrPem, validityDays: recorder.settings.validityDays, idempotencyToken: run.record.operationId.slice(0, 36) });
+    await run.saveProgress({ certificatePem: issued.certificatePem, certificateChainPem: issued.certificateChainPem });
+  }
+  const certificatePem = run.progress.certificatePem as string;
+  const certificateChainPem = run.progress.certificateChainPem ?? '';
+  const facts = await inspectCertificate(certificatePem);
+  if (run.progress.withdrawal !== undefined) {
+    return withdraw(recorder, run, request.actor, device, facts, new LifecycleError(run.progress.withdrawal as LifecycleError['code'], run.progress.withdrawalReason ?? 'The certificate was withdrawn.'));
+  }
+  if (!deviceAcceptsNewCertificates(device.status)) return withdraw(recorder, run, request.actor, device, facts, refusalFor(device));
+
+  const caCertificatePem = splitPemChain(certificateChainPem)[0] ?? (await recorder.ca.getCaCertificates()).certificatePem;
+  await recorder.registry.ensureThing(device.thingName, device.attributes);
+  const { certificateId } = await recorder.registry.registerCertificate({ certificatePem, caCertificatePem });
+  // Registering a certificate AWS IoT already has leaves its status as it is: read it back before handing it out.
+  const registered = await recorder.registry.describeCertificate(certificateId);
+  if (registered.status !== 'ACTIVE') {
+    return withdraw(recorder, run, request.actor, device, facts, new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is ${registered.status} in AWS IoT; send a new request with a new Idempotency-Key.`, { details: { certificateId } }));
+  }
+  await recorder.registry.attachCertificate(device.thingName, certificateId);
+
+  return recorder.retryOnConflict(async () => {
+    device = await recorder.requireDevice(request.deviceId);
+    if (!deviceAcceptsNewCertificates(device.status)) return withdraw(recorder, run, request.actor, device, facts, refusalFor(device));
+    const key = run.record.operationId;
+    const next: Device = { ...recorder.touched(device), status: 'ACTIVE' };
+    await run.finish(
+      {
+        device: { next, expectedVersion: device.version },
+        certificates: [{ next: recorder.newCertificateRecord(facts, request.deviceId, 'ACTIVE', 'CSR') }],
+        events: [
+          recorder.event('CERTIFICATE_ISSUED', request.actor, key, { deviceId: request.deviceId, certificateId, toStatus: 'ACTIVE' }),
+          ...(device.status === 'REGISTERED' ? [recorder.event('DEVICE_ACTIVATED', request.actor, key, { deviceId: request.deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })] : []),
+        ],
+      },
+      { certificateId },
+    );
+    return { certificateId, certificatePem, certificateChainPem, notAfter: facts.notAfter.toISOString() };
+  });
+}
+
+/**
+ * Undoes what this operation issued, for good: the reason is saved first, so a retry after a failure here
+ * finishes the withdrawal instead of handing the certificate out. Then throws the refusal.
+ */
+async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: string, device: Device, facts: CertificateFacts, refusal: LifecycleError): Promise<never> {
+  if (run.progress.withdrawal === undefined) await run.saveProgress({ withdrawal: refusal.code, withdrawalReason: refusal.message.slice(0, 500) });
+  const { certificateId } = facts;
+  await recorder.ca.revokeCertificate({ serialNumber: facts.serialNumber, reason: 'PRIVILEGE_WITHDRAWN', certificatePem: facts.certificatePem });
+  let registered = true;
+  try {
+    await recorder.registry.updateCertificateStatus(certificateId, 'REVOKED');
+  } catch (error) {
+    if (!(error instanceof NotFoundError)) throw error;
+    registered = false;
+  }
+  if (registered) await recorder.registry.detachCertificate(device.thingName, certificateId);
+  const reason = `withdrawn: ${refusal.message}`.slice(0, 500);
+  const existing = await recorder.store.getCertificate(certificateId);
+  const record = existing
+    ? existing.status === 'REVOKED'
+      ? undefined
+      : { next: recorder.withStatus(existing, 'REVOKED', { revocationReason: 'PRIVILEGE_WITHDRAWN', statusReason: reason }), expectedVersion: existing.version }
+    : { next: { ...recorder.newCertificateRecord(facts, device.deviceId, 'REVOKED', 'CSR'), revocationReason: 'PRIVILEGE_WITHDRAWN' as const, statusReason: reason } };
+  try {
+    await run.withdraw(
+      {
+        certificates: record ? [record] : [],
+        events: record ? [recorder.event('CERTIFICATE_REVOKED', actor, run.record.operationId, { deviceId: device.deviceId, certificateId, fromStatus: existing?.status, toStatus: 'REVOKED', reason })] : [],
+      },
+      { certificateId, error: { code: refusal.code, message: refusal.message } },
+    );
+  } catch (error) {
+    // Lost a race on the certificate record: the retry re-reads it and finishes the withdrawal.
+    if (error instanceof ConflictError) throw new ConflictError('The certificate record changed while the issuance was being withdrawn; retry with the same Idempotency-Key.', { cause: error });
+    throw error;
+  }
+  throw refusal;
+}
+
+/** The answer of an issuance finished before, rebuilt from the record, and only while the certificate is still ACTIVE. */
+async function answerRecorded(recorder: ChangeRecorder, certificateId: string | undefined): Promise<IssuedDeviceCertificate> {
+  const certificate = certificateId === undefined ? undefined : await recorder.store.getCertificate(certificateId);
+  if (!certificate) throw new LifecycleError('CERTIFICATE_WITHDRAWN', 'The certificate issued for this request is no longer on record; send a new request with a new Idempotency-Key.');
+  if (certificate.status !== 'ACTIVE') {
+    throw new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is now ${certificate.status}; send a new request with a new Idempotency-Key.`, {
+      details: { certificateId: certificate.certificateId, status: certificate.status },
+    });
+  }
+  const ca = await recorder.ca.getCaCertificates();
+  return {
+    certificateId: certificate.certificateId,
+    certificatePem: certificate.certificatePem,
+    certificateChainPem: [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)].join(''),
+    notAfter: certificate.notAfter,
+  };
+}
+
+function assertAcceptsNewCertificates(device: Device): void {
+  if (!deviceAcceptsNewCertificates(device.status)) throw refusalFor(device);
+}
+
+const refusalFor = (device: Device): InvalidTransitionError =>
+  new InvalidTransitionError('DEVICE', device.status, 'ACTIVE', { details: { deviceId: device.deviceId, hint: 'Only REGISTERED or ACTIVE devices receive new certificates.' } });

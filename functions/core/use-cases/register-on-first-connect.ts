@@ -1,0 +1,276 @@
+import { ConflictError, EnrollmentRefusedError, LifecycleError, ValidationError } from '../errors';
+import { isValidDeviceId } from '../device-id';
+import type { CertificateRecord, CertificateStatus, Device } from '../model';
+import type { StoreChange } from '../ports';
+import { deviceAcceptsNewCertificates } from '../state-machines';
+import { certificateIdOf, checkDeviceCertificate, inspectCertificate, splitPemChain, type CertificateFacts } from '../x509';
+import type { ChangeRecorder } from '../change-recorder';
+
+/** The AWS IoT event published on `$aws/events/certificates/registered/<caCertificateId>`. */
+export interface RegistrationEvent {
+  readonly certificateId: string;
+  readonly caCertificateId: string;
+  readonly timestamp: number;
+  readonly certificateStatus: string;
+  readonly awsAccountId: string;
+  readonly certificateRegistrationTimestamp: string;
+}
+
+export type RegistrationOutcome =
+  | { readonly outcome: 'ACTIVATED'; readonly deviceId: string; readonly certificateId: string }
+  | { readonly outcome: 'REJECTED'; readonly certificateId: string; readonly reason: string; readonly code: string }
+  /** The device is not pre-registered yet (policy `preregistered`): the certificate waits, and is activated when it is. */
+  | { readonly outcome: 'AWAITING_PRE_REGISTRATION'; readonly deviceId: string; readonly certificateId: string }
+  /** Processed before (this delivery is a duplicate): nothing changed. */
+  | { readonly outcome: 'ALREADY_PROCESSED'; readonly certificateId: string; readonly status: CertificateStatus }
+  /** A concurrent delivery holds the activation; it finishes the work. */
+  | { readonly outcome: 'IN_PROGRESS'; readonly certificateId: string }
+  /** AWS IoT no longer shows the certificate pending (someone revoked or deactivated it): nothing to do. */
+  | { readonly outcome: 'IGNORED'; readonly certificateId: string; readonly reason: string };
+
+export interface Delivery {
+  readonly actor?: string;
+  /** The SQS message id, or the Lambda request id (kept across Lambda's own retries). */
+  readonly deliveryId?: string;
+}
+
+/**
+ * Just-in-time registration, for one delivery of the AWS IoT registration event. The certificate's record is
+ * this flow's operation record: it is claimed (PENDING_ACTIVATION with a lease naming the delivery) before any
+ * side effect, so concurrent duplicates make one activation, and a redelivery takes over a claim whose lease ran
+ * out (the same delivery takes its own claim over at once). Every step is idempotent.
+ */
+export async function registerOnFirstConnect(recorder: ChangeRecorder, event: RegistrationEvent, delivery: Delivery = {}): Promise<RegistrationOutcome> {
+  const actor = delivery.actor ?? 'jitr';
+  const { certificateId } = event;
+  const ca = await recorder.ca.getCaCertificates();
+  const caPems = [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)];
+  const ourCaCertificateIds = await Promise.all(caPems.map(certificateIdOf));
+  if (!ourCaCertificateIds.includes(event.caCertificateId)) {
+    // Another CA registered in the account: its certificates are not ours to activate or revoke.
+    return { outcome: 'IGNORED', certificateId, reason: `The event is for CA ${event.caCertificateId}, not this fleet's CA.` };
+  }
+
+  const existing = await recorder.store.getCertificate(certificateId);
+  if (existing && existing.status !== 'PENDING_ACTIVATION') {
+    return { outcome: 'ALREADY_PROCESSED', certificateId, status: existing.status };
+  }
+  const leaseIsLive = existing?.activationLeaseUntil !== undefined && Date.parse(existing.activationLeaseUntil) > recorder.deps.clock.now().getTime();
+  const leaseIsOurs = delivery.deliveryId !== undefined && existing?.activationLeaseHolder === delivery.deliveryId;
+  if (leaseIsLive && !leaseIsOurs) return { outcome: 'IN_PROGRESS', certificateId };
+
+  const registered = await recorder.registry.describeCertificate(certificateId);
+  const ourClaimSurvivedACrash = existing !== undefined && registered.status === 'ACTIVE';
+  if (registered.status !== 'PENDING_ACTIVATION' && !ourClaimSurvivedACrash) {
+    const reason = `AWS IoT shows the certificate ${registered.status}, not PENDING_ACTIVATION.`;
+    if (existing) await closeAbandonedClaim(recorder, existing, registered.status === 'REVOKED' ? 'REVOKED' : 'REJECTED', reason, actor);
+    return { outcome: 'IGNORED', certificateId, reason };
+  }
+  if (registered.caCertificateId !== undefined && registered.caCertificateId !== event.caCertificateId) {
+    return { outcome: 'IGNORED', certificateId, reason: `AWS IoT links the certificate to CA ${registered.caCertificateId}, not to the event's CA.` };
+  }
+
+  let deviceId: string;
+  let facts: CertificateFacts;
+  try {
+    ({ deviceId, facts } = await checkDeviceCertificate(registered.certificatePem, caPems, recorder.deps.clock.now()));
+  } catch (error) {
+    if (error instanceof ValidationError) return rejectRegistration(recorder, registered.certificatePem, existing, error, actor);
+    throw error;
+  }
+
+  const device = await recorder.store.getDevice(deviceId);
+  if (!device && recorder.settings.enrollmentPolicy === 'preregistered') return awaitPreRegistration(recorder, event, facts, deviceId, existing, actor, delivery);
+  const refusal = enrollmentRefusal(deviceId, device);
+  if (refusal) return rejectRegistration(recorder, registered.certificatePem, existing, refusal, actor);
+
+  const claimed = await claimActivation(recorder, facts, deviceId, existing, actor, delivery.deliveryId);
+  if (!claimed) return { outcome: 'IN_PROGRESS', certificateId };
+  try {
+    return await activateClaimed(recorder, facts, deviceId, actor);
+  } catch (error) {
+    await releaseClaim(recorder, certificateId);
+    throw error;
+  }
+}
+
+/**
+ * Activates the certificates that connected before their device was pre-registered (policy `preregistered`):
+ * each goes through the same steps as a first connect, so the device's next connect succeeds.
+ */
+export async function activateAwaitingCertificates(recorder: ChangeRecorder, deviceId: string, actor: string): Promise<void> {
+  const waiting = (await recorder.store.listDeviceCertificates(deviceId)).filter((certificate) => certificate.status === 'PENDING_ACTIVATION' && certificate.awaitingPreRegistration === true);
+  if (waiting.length === 0) return;
+  const ca = await recorder.ca.getCaCertificates();
+  const caCertificateId = await certificateIdOf(ca.certificatePem);
+  for (const certificate of waiting) {
+    // An IN_PROGRESS answer is fine: another delivery is activating that certificate and finishes the work.
+    await registerOnFirstConnect(
+      recorder,
+      { certificateId: certificate.certificateId, caCertificateId, timestamp: recorder.deps.clock.now().getTime(), certificateStatus: 'PENDING_ACTIVATION', awsAccountId: '', certificateRegistrationTimestamp: certificate.createdAt },
+      { actor },
+    );
+  }
+}
+
+/** The side effects of an activation, then the record; undone when the device stopped accepting certificates meanwhile. */
+async function activateClaimed(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, actor: string): Promise<RegistrationOutcome> {
+  const { certificateId } = facts;
+  const key = `jitr:${certificateId}`;
+  const thingAttributes = (await recorder.store.getDevice(deviceId))?.attributes ?? {};
+  await recorder.registry.ensureThing(deviceId, thingAttributes);
+  await recorder.registry.attachCertificate(deviceId, certificateId);
+  await recorder.registry.updateCertificateStatus(certificateId, 'ACTIVE');
+
+  return recorder.retryOnConflict(async (): Promise<RegistrationOutcome> => {
+    const [currentDevice, currentCertificate] = await Promise.all([recorder.requireDevice(deviceId), recorder.store.getCertificate(certificateId)]);
+    if (!currentCertificate) throw new ConflictError(`Certificate ${certificateId} claim disappeared.`);
+    if (currentCertificate.status !== 'PENDING_ACTIVATION') return { outcome: 'ALREADY_PROCESSED', certificateId, status: currentCertificate.status };
+    if (!deviceAcceptsNewCertificates(currentDevice.status)) {
+      // Suspended or revoked while we activated: the certificate must not stay usable.
+      const reason = `Device ${deviceId} became ${currentDevice.status} while its certificate was being activated.`;
+      await recorder.revokeEverywhere(currentDevice.thingName, currentCertificate, 'PRIVILEGE_WITHDRAWN');
+      await recorder.store.commit({
+        certificates: [{ next: recorder.withStatus(currentCertificate, 'REVOKED', { ...noLease, revocationReason: 'PRIVILEGE_WITHDRAWN', statusReason: reason }), expectedVersion: currentCertificate.version }],
+        events: [recorder.event('CERTIFICATE_REVOKED', actor, key, { deviceId, certificateId, fromStatus: 'PENDING_ACTIVATION', toStatus: 'REVOKED', reason })],
+      });
+      return { outcome: 'REJECTED', certificateId, reason, code: 'ENROLLMENT_REFUSED' };
+    }
+    await recorder.store.commit({
+      device: { next: { ...recorder.touched(currentDevice), status: 'ACTIVE' }, expectedVersion: currentDevice.version },
+      certificates: [{ next: recorder.withStatus(currentCertificate, 'ACTIVE', noLease), expectedVersion: currentCertificate.version }],
+      events: [
+        recorder.event('CERTIFICATE_ACTIVATED', actor, key, { deviceId, certificateId, fromStatus: 'PENDING_ACTIVATION', toStatus: 'ACTIVE' }),
+        ...(currentDevice.status === 'REGISTERED' ? [recorder.event('DEVICE_ACTIVATED', actor, key, { deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })] : []),
+      ],
+    });
+    return { outcome: 'ACTIVATED', deviceId, certificateId };
+  });
+}
+
+const noLease = { activationLeaseUntil: undefined, activationLeaseHolder: undefined, awaitingPreRegistration: undefined } as const;
+
+/**
+ * A claim whose certificate someone revoked or deactivated in AWS IoT before it was activated: the record follows
+ * AWS IoT, so the certificate no longer counts as live. Losing a race here is fine (another delivery closed it).
+ */
+async function closeAbandonedClaim(recorder: ChangeRecorder, claim: CertificateRecord, to: 'REVOKED' | 'REJECTED', reason: string, actor: string): Promise<void> {
+  await recorder.store
+    .commit({
+      certificates: [{ next: recorder.withStatus(claim, to, { ...noLease, statusReason: reason }), expectedVersion: claim.version }],
+      events: [recorder.event(to === 'REVOKED' ? 'CERTIFICATE_REVOKED' : 'CERTIFICATE_REJECTED', actor, `jitr:${claim.certificateId}`, { deviceId: claim.deviceId, certificateId: claim.certificateId, fromStatus: claim.status, toStatus: to, reason })],
+    })
+    .catch((error: unknown) => {
+      if (!(error instanceof ConflictError)) throw error;
+    });
+}
+
+/** After a failure, ends our lease at once so the retry (or a duplicate) does not wait for it. Best effort. */
+async function releaseClaim(recorder: ChangeRecorder, certificateId: string): Promise<void> {
+  try {
+    const claim = await recorder.store.getCertificate(certificateId);
+    if (!claim || claim.status !== 'PENDING_ACTIVATION') return;
+    await recorder.store.commit({
+      certificates: [{ next: { ...claim, activationLeaseUntil: recorder.now(), activationLeaseHolder: undefined, updatedAt: recorder.now(), version: claim.version + 1 }, expectedVersion: claim.version }],
+      events: [],
+    });
+  } catch {
+    // The lease then simply runs out.
+  }
+}
+
+function enrollmentRefusal(deviceId: string, device: Device | undefined): EnrollmentRefusedError | undefined {
+  if (device && !deviceAcceptsNewCertificates(device.status)) {
+    return new EnrollmentRefusedError(`Device ${deviceId} is ${device.status}: it cannot enroll a new certificate.`);
+  }
+  return undefined;
+}
+
+/**
+ * Policy `preregistered`, device unknown: the certificate is recorded PENDING_ACTIVATION and left PENDING_ACTIVATION in
+ * AWS IoT (whose connects it refuses), instead of being revoked for good. Pre-registering the device activates it.
+ * If the device was pre-registered while we decided, the re-read after our write sees it and activates at once.
+ */
+async function awaitPreRegistration(recorder: ChangeRecorder, event: RegistrationEvent, facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string, delivery: Delivery): Promise<RegistrationOutcome> {
+  const { certificateId } = facts;
+  if (!existing) {
+    try {
+      await recorder.store.commit({
+        certificates: [{ next: { ...recorder.newCertificateRecord(facts, deviceId, 'PENDING_ACTIVATION', 'JITR'), awaitingPreRegistration: true, statusReason: `Device ${deviceId} is not pre-registered yet; the certificate is activated when it is.` } }],
+        events: [recorder.event('CERTIFICATE_REGISTERED', actor, `jitr:${certificateId}`, { deviceId, certificateId, toStatus: 'PENDING_ACTIVATION', reason: 'waiting for the device to be pre-registered' })],
+      });
+    } catch (error) {
+      // A concurrent delivery recorded it first.
+      if (!(error instanceof ConflictError)) throw error;
+    }
+  }
+  if (await recorder.store.getDevice(deviceId)) return registerOnFirstConnect(recorder, event, delivery);
+  return { outcome: 'AWAITING_PRE_REGISTRATION', deviceId, certificateId };
+}
+
+/** Records the certificate as PENDING_ACTIVATION with a lease; `false` when another delivery holds it. */
+async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string, holder: string | undefined): Promise<boolean> {
+  const leaseUntil = new Date(recorder.deps.clock.now().getTime() + recorder.settings.activationLeaseSeconds * 1000).toISOString();
+  const key = `jitr:${facts.certificateId}`;
+  if (existing) {
+    try {
+      await recorder.store.commit({
+        certificates: [{ next: { ...existing, activationLeaseUntil: leaseUntil, activationLeaseHolder: holder, awaitingPreRegistration: undefined, updatedAt: recorder.now(), version: existing.version + 1 }, expectedVersion: existing.version }],
+        events: [],
+      });
+      return true;
+    } catch (error) {
+      if (error instanceof ConflictError) return false;
+      throw error;
+    }
+  }
+  try {
+    await recorder.retryOnConflict(async () => {
+      const device = await recorder.store.getDevice(deviceId);
+      const refusal = enrollmentRefusal(deviceId, device);
+      if (refusal) throw refusal;
+      const now = recorder.now();
+      const change: StoreChange = {
+        // Written even when unchanged: a claim must lose to any concurrent change of the device (a suspension, say).
+        device: device ? { next: recorder.touched(device), expectedVersion: device.version } : { next: { deviceId, thingName: deviceId, status: 'REGISTERED', attributes: {}, createdAt: now, updatedAt: now, version: 1 } },
+        certificates: [{ next: { ...recorder.newCertificateRecord(facts, deviceId, 'PENDING_ACTIVATION', 'JITR'), activationLeaseUntil: leaseUntil, ...(holder ? { activationLeaseHolder: holder } : {}) } }],
+        events: [
+          ...(device ? [] : [recorder.event('DEVICE_CREATED', actor, key, { deviceId, toStatus: 'REGISTERED', reason: 'first connect with a certificate from the fleet CA' })]),
+          recorder.event('CERTIFICATE_REGISTERED', actor, key, { deviceId, certificateId: facts.certificateId, toStatus: 'PENDING_ACTIVATION' }),
+        ],
+      };
+      try {
+        await recorder.store.commit(change);
+      } catch (error) {
+        // The certificate item exists now: a concurrent delivery claimed it. Otherwise the device changed: decide again.
+        if (error instanceof ConflictError && (await recorder.store.getCertificate(facts.certificateId))) throw new ClaimedElsewhere();
+        throw error;
+      }
+    });
+    return true;
+  } catch (error) {
+    if (error instanceof ClaimedElsewhere) return false;
+    throw error;
+  }
+}
+
+class ClaimedElsewhere extends Error {}
+
+async function rejectRegistration(recorder: ChangeRecorder, certificatePem: string, existing: CertificateRecord | undefined, reason: LifecycleError, actor: string): Promise<RegistrationOutcome> {
+  const facts = await inspectCertificate(certificatePem);
+  await recorder.registry.updateCertificateStatus(facts.certificateId, 'REVOKED');
+  const deviceId = facts.commonName !== undefined && isValidDeviceId(facts.commonName) ? facts.commonName : undefined;
+  const rejected: CertificateRecord = existing
+    ? recorder.withStatus(existing, 'REJECTED', { ...noLease, statusReason: reason.message })
+    : { ...recorder.newCertificateRecord(facts, deviceId, 'REJECTED', 'JITR'), statusReason: reason.message };
+  try {
+    await recorder.store.commit({
+      certificates: [{ next: rejected, expectedVersion: existing?.version }],
+      events: [recorder.event('CERTIFICATE_REJECTED', actor, `jitr:${facts.certificateId}`, { deviceId, certificateId: facts.certificateId, fromStatus: 'PENDING_ACTIVATION', toStatus: 'REJECTED', reason: reason.message })],
+    });
+  } catch (error) {
+    // A concurrent duplicate recorded the rejection first.
+    if (!(error instanceof ConflictError)) throw error;
+  }
+  return { outcome: 'REJECTED', certificateId: facts.certificateId, reason: reason.message, code: reason.code };
+}

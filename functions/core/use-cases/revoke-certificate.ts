@@ -1,0 +1,82 @@
+import { ConflictError, NotFoundError } from '../errors';
+import { assertValidDeviceId } from '../device-id';
+import type { CertificateRecord, RevocationReason } from '../model';
+import { assertCertificateTransition } from '../state-machines';
+import type { ChangeRecorder, DeviceCommand } from '../change-recorder';
+
+export interface RevokeCertificateCommand extends DeviceCommand {
+  readonly certificateId: string;
+  readonly reason: RevocationReason;
+}
+
+/**
+ * Revokes one certificate: REVOKED in AWS IoT (refused at the next connect), detached, revoked at the CA (on the
+ * CRL), then REVOKED on record with reason and actor. Every step is idempotent, so a retry after any failure
+ * repeats them and records once. A certificate already REVOKED is answered as it is, with nothing changed.
+ */
+export async function revokeCertificate(recorder: ChangeRecorder, command: RevokeCertificateCommand): Promise<CertificateRecord> {
+  assertValidDeviceId(command.deviceId);
+  return recorder.operations.execute(
+    {
+      caller: command.actor,
+      handle: command.requestKey,
+      operation: 'REVOKE_CERTIFICATE',
+      target: `${command.deviceId}/${command.certificateId}`,
+      payload: { deviceId: command.deviceId, certificateId: command.certificateId, reason: command.reason },
+    },
+    async (run) => {
+      const device = await recorder.requireDevice(command.deviceId);
+      const certificate = await recorder.store.getCertificate(command.certificateId);
+      if (!certificate || certificate.deviceId !== command.deviceId) {
+        throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${command.certificateId} does not belong to device ${command.deviceId}.`, {
+          details: { deviceId: command.deviceId, certificateId: command.certificateId },
+        });
+      }
+      if (certificate.status !== 'REVOKED') {
+        assertCertificateTransition(certificate.status, 'REVOKED');
+        await recorder.revokeEverywhere(device.thingName, certificate, command.reason);
+      }
+      let current: CertificateRecord | undefined = certificate;
+      return recorder.retryOnConflict(async () => {
+        if (!current) throw new ConflictError(`Certificate ${command.certificateId} disappeared while it was being revoked.`);
+        if (current.status === 'REVOKED') {
+          await run.finish({ events: [] }, { certificate: current });
+          return current;
+        }
+        const revoked = recorder.withStatus(current, 'REVOKED', {
+          revocationReason: command.reason,
+          activationLeaseUntil: undefined,
+          activationLeaseHolder: undefined,
+          awaitingPreRegistration: undefined,
+        });
+        try {
+          await run.finish(
+            {
+              certificates: [{ next: revoked, expectedVersion: current.version }],
+              events: [
+                recorder.event('CERTIFICATE_REVOKED', command.actor, run.record.operationId, {
+                  deviceId: device.deviceId,
+                  certificateId: current.certificateId,
+                  fromStatus: current.status,
+                  toStatus: 'REVOKED',
+                  reason: command.reason,
+                }),
+              ],
+            },
+            { certificate: revoked },
+          );
+        } catch (error) {
+          if (error instanceof ConflictError) current = await recorder.store.getCertificate(command.certificateId);
+          throw error;
+        }
+        return revoked;
+      });
+    },
+    async (record) => {
+      if (record.outcome?.certificate) return record.outcome.certificate;
+      const certificate = await recorder.store.getCertificate(command.certificateId);
+      if (!certificate) throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${command.certificateId} does not exist.`);
+      return certificate;
+    },
+  );
+}
