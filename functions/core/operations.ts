@@ -67,8 +67,7 @@ export class RunningOperation {
     try {
       await this.deps.store.commit({ ...change, operation: { next, expectedVersion: this.current.version } });
     } catch (error) {
-      if (error instanceof ConflictError) await this.assertStillOurs(error);
-      throw error;
+      if (!(error instanceof ConflictError) || !(await this.landedAnyway(next, error))) throw error;
     }
     this.current = next;
   }
@@ -99,15 +98,21 @@ export class RunningOperation {
     }
   }
 
-  /** A conflict on our own record means another execution took the operation over: it finishes the job. */
-  private async assertStillOurs(cause: ConflictError): Promise<void> {
+  /**
+   * A conflict on our own record: either our write landed and only its answer was lost (the SDK retried it and the
+   * retry found it done), then the whole transaction is written and we go on; or another execution took the
+   * operation over, then it finishes the job and we stop. Any other conflict (the device moved) is the caller's.
+   */
+  private async landedAnyway(next: OperationRecord, cause: ConflictError): Promise<boolean> {
     let stored: OperationRecord | undefined;
     try {
       stored = await this.deps.store.getOperation(this.current.operationId);
     } catch {
-      return;
+      return false;
     }
-    if (stored && stored.version !== this.current.version && stored.leaseHolder !== this.current.leaseHolder) throw new RequestInProgressError({ cause });
+    if (!stored || stored.version === this.current.version) return false;
+    if (stored.version === next.version && stored.updatedAt === next.updatedAt && stored.leaseHolder === next.leaseHolder && stored.status === next.status) return true;
+    throw new RequestInProgressError({ cause });
   }
 }
 
@@ -169,21 +174,30 @@ export class Operations {
           await this.deps.store.commit({ operation: { next: record }, events: [] });
           return { kind: 'running', run: new RunningOperation(record, this.deps) };
         } catch (error) {
-          if (!(error instanceof ConflictError)) throw error;
-          continue; // A concurrent request with the same handle wrote it first: decide again on what it wrote.
+          if (!(error instanceof ConflictError)) {
+            // It may have been written: end our lease, so the client's retry does not wait for it.
+            await new RunningOperation(record, this.deps).release();
+            throw error;
+          }
+          continue; // A concurrent request with the same handle wrote it first (or our own write landed): decide again on what is stored.
         }
       }
       if (existing.operation !== request.operation || existing.target !== request.target || existing.payloadHash !== payloadHash) {
         throw new IdempotencyKeyReusedError({ operation: existing.operation, target: existing.target });
       }
       if (existing.status !== 'PENDING') return { kind: 'finished', record: existing };
+      // Our own write of a moment ago, whose answer was lost: it is ours.
+      if (existing.leaseHolder === holder) return { kind: 'running', run: new RunningOperation(existing, this.deps) };
       if (existing.leaseUntil !== undefined && Date.parse(existing.leaseUntil) > now.getTime()) throw new RequestInProgressError();
       const taken: OperationRecord = { ...existing, leaseUntil, leaseHolder: holder, updatedAt: now.toISOString(), version: existing.version + 1 };
       try {
         await this.deps.store.commit({ operation: { next: taken, expectedVersion: existing.version }, events: [] });
         return { kind: 'running', run: new RunningOperation(taken, this.deps) };
       } catch (error) {
-        if (!(error instanceof ConflictError)) throw error;
+        if (!(error instanceof ConflictError)) {
+          await new RunningOperation(taken, this.deps).release();
+          throw error;
+        }
       }
     }
     throw new RequestInProgressError();

@@ -1,4 +1,4 @@
-import { ConflictError, LifecycleError } from '../errors';
+import { ConflictError, InvalidTransitionError, LifecycleError } from '../errors';
 import { assertValidDeviceId } from '../device-id';
 import type { AuditEventType, CertificateRecord, Device, DeviceStatus, OperationType, RevocationReason } from '../model';
 import { assertDeviceTransition } from '../state-machines';
@@ -10,6 +10,8 @@ export interface RevokeDeviceCommand extends DeviceCommand {
 
 interface StatusPlan {
   readonly operation: OperationType;
+  /** The statuses the change starts from (besides `to` itself, which is answered unchanged). */
+  readonly from: readonly DeviceStatus[];
   readonly to: Extract<DeviceStatus, 'ACTIVE' | 'SUSPENDED' | 'REVOKED'>;
   readonly eventType: AuditEventType;
   readonly reason?: RevocationReason;
@@ -19,13 +21,13 @@ interface StatusPlan {
 const MAX_RECONCILE_ROUNDS = 5;
 
 export const suspendDevice = (recorder: ChangeRecorder, command: DeviceCommand): Promise<Device> =>
-  changeDeviceStatus(recorder, command, { operation: 'SUSPEND_DEVICE', to: 'SUSPENDED', eventType: 'DEVICE_SUSPENDED' });
+  changeDeviceStatus(recorder, command, { operation: 'SUSPEND_DEVICE', from: ['ACTIVE'], to: 'SUSPENDED', eventType: 'DEVICE_SUSPENDED' });
 
 export const resumeDevice = (recorder: ChangeRecorder, command: DeviceCommand): Promise<Device> =>
-  changeDeviceStatus(recorder, command, { operation: 'RESUME_DEVICE', to: 'ACTIVE', eventType: 'DEVICE_RESUMED' });
+  changeDeviceStatus(recorder, command, { operation: 'RESUME_DEVICE', from: ['SUSPENDED'], to: 'ACTIVE', eventType: 'DEVICE_RESUMED' });
 
 export const revokeDevice = (recorder: ChangeRecorder, command: RevokeDeviceCommand): Promise<Device> =>
-  changeDeviceStatus(recorder, command, { operation: 'REVOKE_DEVICE', to: 'REVOKED', eventType: 'DEVICE_REVOKED', reason: command.reason });
+  changeDeviceStatus(recorder, command, { operation: 'REVOKE_DEVICE', from: ['REGISTERED', 'ACTIVE', 'SUSPENDED'], to: 'REVOKED', eventType: 'DEVICE_REVOKED', reason: command.reason });
 
 /**
  * Suspension, resumption and device revocation. The store decides first: the device's new status is one
@@ -53,6 +55,8 @@ async function changeDeviceStatus(recorder: ChangeRecorder, command: DeviceComma
           const device = await recorder.requireDevice(command.deviceId);
           if (device.status === plan.to) return run.saveProgress({ statusDecided: 'ALREADY' });
           assertDeviceTransition(device.status, plan.to);
+          // A REGISTERED device was never activated: resuming it is no resumption.
+          if (!plan.from.includes(device.status)) throw new InvalidTransitionError('DEVICE', device.status, plan.to, { details: { deviceId: device.deviceId } });
           const next: Device = {
             ...recorder.touched(device),
             status: plan.to,
@@ -108,6 +112,7 @@ export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId
 
 /** ACTIVE or INACTIVE: the registry first (where it takes effect), then the record. A certificate revoked meanwhile is left to its revocation. */
 async function switchCertificate(recorder: ChangeRecorder, device: Device, certificate: CertificateRecord, wanted: 'ACTIVE' | 'INACTIVE', actor: string, key: string): Promise<void> {
+  if (certificate.status === 'PENDING_ACTIVATION' && wanted === 'INACTIVE') return deactivateHalfActivated(recorder, certificate);
   if (certificate.status !== 'ACTIVE' && certificate.status !== 'INACTIVE') return;
   // An expired certificate cannot authenticate anyway; AWS IoT need not hear of it.
   if (Date.parse(certificate.notAfter) <= recorder.deps.clock.now().getTime()) return;
@@ -139,6 +144,15 @@ async function switchCertificate(recorder: ChangeRecorder, device: Device, certi
       throw error;
     }
   });
+}
+
+/**
+ * A first-connect activation that stopped between AWS IoT (ACTIVE) and the record (still PENDING_ACTIVATION) must not
+ * leave a suspended device able to connect. Its JITR redelivery then sees the device SUSPENDED and revokes it.
+ */
+async function deactivateHalfActivated(recorder: ChangeRecorder, certificate: CertificateRecord): Promise<void> {
+  const registered = await recorder.registry.describeCertificate(certificate.certificateId);
+  if (registered.status === 'ACTIVE') await recorder.registry.updateCertificateStatus(certificate.certificateId, 'INACTIVE');
 }
 
 async function revokeCertificateOfRevokedDevice(recorder: ChangeRecorder, device: Device, certificate: CertificateRecord, actor: string, key: string): Promise<void> {

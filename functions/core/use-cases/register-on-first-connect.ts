@@ -1,4 +1,4 @@
-import { ConflictError, EnrollmentRefusedError, LifecycleError, ValidationError } from '../errors';
+import { ConflictError, EnrollmentRefusedError, LifecycleError, RequestInProgressError, ValidationError } from '../errors';
 import { isValidDeviceId } from '../device-id';
 import type { CertificateRecord, CertificateStatus, Device } from '../model';
 import type { StoreChange } from '../ports';
@@ -104,12 +104,14 @@ export async function activateAwaitingCertificates(recorder: ChangeRecorder, dev
   const ca = await recorder.ca.getCaCertificates();
   const caCertificateId = await certificateIdOf(ca.certificatePem);
   for (const certificate of waiting) {
-    // An IN_PROGRESS answer is fine: another delivery is activating that certificate and finishes the work.
-    await registerOnFirstConnect(
+    const outcome = await registerOnFirstConnect(
       recorder,
       { certificateId: certificate.certificateId, caCertificateId, timestamp: recorder.deps.clock.now().getTime(), certificateStatus: 'PENDING_ACTIVATION', awsAccountId: '', certificateRegistrationTimestamp: certificate.createdAt },
-      { actor },
+      // A stable delivery id: the pre-registration's retry takes over its own claim at once.
+      { actor, deliveryId: `pre-register:${deviceId}` },
     );
+    // Someone else holds the activation: the pre-registration is not done until it is, so its retry looks again.
+    if (outcome.outcome === 'IN_PROGRESS') throw new RequestInProgressError();
   }
 }
 
@@ -155,6 +157,8 @@ const noLease = { activationLeaseUntil: undefined, activationLeaseHolder: undefi
  * AWS IoT, so the certificate no longer counts as live. Losing a race here is fine (another delivery closed it).
  */
 async function closeAbandonedClaim(recorder: ChangeRecorder, claim: CertificateRecord, to: 'REVOKED' | 'REJECTED', reason: string, actor: string): Promise<void> {
+  // Recorded REVOKED means revoked at the CA too (its CRL), whoever revoked it in AWS IoT. Idempotent.
+  if (to === 'REVOKED') await recorder.ca.revokeCertificate({ serialNumber: claim.serialNumber, reason: 'UNSPECIFIED', certificatePem: claim.certificatePem });
   await recorder.store
     .commit({
       certificates: [{ next: recorder.withStatus(claim, to, { ...noLease, statusReason: reason }), expectedVersion: claim.version }],
@@ -215,7 +219,8 @@ async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts
   if (existing) {
     try {
       await recorder.store.commit({
-        certificates: [{ next: { ...existing, activationLeaseUntil: leaseUntil, activationLeaseHolder: holder, awaitingPreRegistration: undefined, updatedAt: recorder.now(), version: existing.version + 1 }, expectedVersion: existing.version }],
+        // A waiting certificate keeps its flag until its activation is recorded, so a failed activation is found again.
+        certificates: [{ next: { ...existing, activationLeaseUntil: leaseUntil, activationLeaseHolder: holder, updatedAt: recorder.now(), version: existing.version + 1 }, expectedVersion: existing.version }],
         events: [],
       });
       return true;

@@ -35,6 +35,9 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
       if (certificate.status !== 'REVOKED') {
         assertCertificateTransition(certificate.status, 'REVOKED');
         await recorder.revokeEverywhere(device.thingName, certificate, command.reason);
+      } else {
+        // Already REVOKED on record: make sure the CA has it too (a revocation that stopped before the CA, then recorded elsewhere).
+        await recorder.ca.revokeCertificate({ serialNumber: certificate.serialNumber, reason: certificate.revocationReason ?? command.reason, certificatePem: certificate.certificatePem });
       }
       let current: CertificateRecord | undefined = certificate;
       return recorder.retryOnConflict(async () => {
