@@ -32,7 +32,13 @@ export interface CaCertificates {
 }
 
 export interface CertificateAuthority {
-  issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate>;
+  /**
+   * Asks the CA to sign; answers an id to collect the certificate with. Keeping that id is what makes a retry never
+   * issue twice: the idempotency token alone is honoured only for a while (AWS Private CA: 5 minutes).
+   */
+  requestCertificate(request: IssueCertificateRequest): Promise<{ readonly issuanceId: string }>;
+  /** The certificate of an accepted request; a retryable `UpstreamError` while the CA is still signing it. */
+  collectCertificate(issuanceId: string): Promise<IssuedCertificate>;
   /** Revoking an already revoked certificate succeeds. */
   revokeCertificate(request: RevokeCertificateRequest): Promise<void>;
   getCaCertificates(): Promise<CaCertificates>;

@@ -111,11 +111,20 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
     this.sleep = options.sleep ?? defaultSleep;
   }
 
-  public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {
-    const certificateArn = await this.requestIssuance(request);
+  /** The issuance id is the certificate's ARN. */
+  public async requestCertificate(request: IssueCertificateRequest): Promise<{ readonly issuanceId: string }> {
+    return { issuanceId: await this.requestIssuance(request) };
+  }
+
+  public async collectCertificate(certificateArn: string): Promise<IssuedCertificate> {
     const { Certificate, CertificateChain } = await this.waitForCertificate(certificateArn);
     if (!Certificate) throw new UpstreamError('UPSTREAM_FAILURE', `${SERVICE} GetCertificate answered without the certificate ${certificateArn}.`, false);
     return { certificatePem: Certificate, certificateChainPem: CertificateChain ?? '' };
+  }
+
+  /** Request and collect in one call (the CA registration and tests). */
+  public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {
+    return this.collectCertificate((await this.requestCertificate(request)).issuanceId);
   }
 
   public async revokeCertificate(request: RevokeCertificateRequest): Promise<void> {

@@ -53,6 +53,8 @@ export class InMemoryRevocationList implements RevocationList {
 }
 
 /** The CA's key and certificate as PEM: what the local mode keeps under `.local/` (key file mode 0600). */
+const LOCAL_ISSUANCE_PREFIX = 'local-ca:';
+
 export interface SoftwareCaMaterial {
   readonly certificatePem: string;
   readonly privateKeyPem: string;
@@ -125,6 +127,21 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
 
   public async getCaCertificates(): Promise<CaCertificates> {
     return { certificatePem: this.caCertificate.toString('pem'), certificateChainPem: '' };
+  }
+
+  /**
+   * This CA signs at once, so the issuance id carries the certificate itself (its DER, base64url): it can be collected
+   * after a restart, with nothing else kept.
+   */
+  public async requestCertificate(request: IssueCertificateRequest): Promise<{ readonly issuanceId: string }> {
+    const { certificatePem } = await this.issueCertificate(request);
+    return { issuanceId: `${LOCAL_ISSUANCE_PREFIX}${Buffer.from(x509.PemConverter.decodeFirst(certificatePem)).toString('base64url')}` };
+  }
+
+  public async collectCertificate(issuanceId: string): Promise<IssuedCertificate> {
+    if (!issuanceId.startsWith(LOCAL_ISSUANCE_PREFIX)) throw new ValidationError('INVALID_REQUEST', `Issuance ${issuanceId.slice(0, 40)} was not made by this CA.`);
+    const certificate = new x509.X509Certificate(Buffer.from(issuanceId.slice(LOCAL_ISSUANCE_PREFIX.length), 'base64url'));
+    return { certificatePem: certificate.toString('pem'), certificateChainPem: this.caCertificate.toString('pem') };
   }
 
   public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {

@@ -21,8 +21,8 @@ export interface IssuedDeviceCertificate {
 /**
  * Signs a CSR through the CA and makes the certificate usable: registered ACTIVE with AWS IoT (read back),
  * attached to the thing, recorded. The steps, each idempotent:
- *  1. the CA issues, and the certificate is kept in the operation's progress before anything else happens,
- *     so a retry never issues a second one;
+ *  1. the CA accepts the request and its issuance id is kept in the operation's progress, then the certificate
+ *     itself, so a retry collects the same certificate and never issues a second one;
  *  2. AWS IoT registers it; its status is read back and must be ACTIVE;
  *  3. it is attached, then recorded together with the operation's DONE, on condition that the device did not change.
  * A failure at any step leaves the operation PENDING and the retry goes on from there: nothing whose outcome is
@@ -43,9 +43,13 @@ export async function issueCertificate(recorder: ChangeRecorder, request: IssueF
 async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, request: IssueFromCsrRequest, csrPem: string): Promise<IssuedDeviceCertificate> {
   let device = await recorder.requireDevice(request.deviceId);
   if (run.progress.certificatePem === undefined) {
-    // Refused before anything is issued: nothing to withdraw.
-    assertAcceptsNewCertificates(device);
-    const issued = await recorder.ca.issueCertificate({ csrPem, validityDays: recorder.settings.validityDays, idempotencyToken: run.record.operationId.slice(0, 36) });
+    if (run.progress.issuanceId === undefined) {
+      // Refused before anything is issued: nothing to withdraw.
+      assertAcceptsNewCertificates(device);
+      const { issuanceId } = await recorder.ca.requestCertificate({ csrPem, validityDays: recorder.settings.validityDays, idempotencyToken: run.record.operationId.slice(0, 36) });
+      await run.saveProgress({ issuanceId });
+    }
+    const issued = await recorder.ca.collectCertificate(run.progress.issuanceId as string);
     await run.saveProgress({ certificatePem: issued.certificatePem, certificateChainPem: issued.certificateChainPem });
   }
   const certificatePem = run.progress.certificatePem as string;
