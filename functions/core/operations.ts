@@ -22,8 +22,17 @@ export interface OperationDependencies {
 
 export const sha256Hex = (value: string): string => createHash('sha256').update(value).digest('hex');
 
+/**
+ * Whose keys these are. An assumed IAM role's ARN names the session too (`…:assumed-role/<role>/<session>`), and a
+ * retry from another worker or after a credential refresh comes with another session name: the role is the caller.
+ */
+export function idempotencyNamespaceOf(caller: string): string {
+  const assumed = /^(arn:aws[a-z-]*:sts::\d{12}:assumed-role\/[^/]+)\/.+$/.exec(caller);
+  return assumed ? (assumed[1] as string) : caller;
+}
+
 /** The record's key: one namespace of handles per caller, so one caller's key never answers another's request. */
-export const operationIdOf = (caller: string, handle: string): string => sha256Hex(`${caller}\u0000${handle}`);
+export const operationIdOf = (caller: string, handle: string): string => sha256Hex(`${idempotencyNamespaceOf(caller)}\u0000${handle}`);
 
 /** JSON with sorted keys, so the same payload always hashes the same. */
 function canonicalJson(value: unknown): string {

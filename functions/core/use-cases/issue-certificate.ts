@@ -133,6 +133,12 @@ async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: 
 async function answerRecorded(recorder: ChangeRecorder, certificateId: string | undefined): Promise<IssuedDeviceCertificate> {
   const certificate = certificateId === undefined ? undefined : await recorder.store.getCertificate(certificateId);
   if (!certificate) throw new LifecycleError('CERTIFICATE_WITHDRAWN', 'The certificate issued for this request is no longer on record; send a new request with a new Idempotency-Key.');
+  if (certificate.status === 'INACTIVE') {
+    // Not withdrawn: its device is suspended, and the certificate comes back when the device is resumed.
+    throw new LifecycleError('INVALID_TRANSITION', `The certificate issued for this request is INACTIVE while device ${certificate.deviceId ?? ''} is suspended; resume the device, then retry with the same Idempotency-Key.`, {
+      details: { certificateId: certificate.certificateId, status: certificate.status },
+    });
+  }
   if (certificate.status !== 'ACTIVE') {
     throw new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is now ${certificate.status}; send a new request with a new Idempotency-Key.`, {
       details: { certificateId: certificate.certificateId, status: certificate.status },

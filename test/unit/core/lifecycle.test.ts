@@ -483,3 +483,40 @@ describe('pre-registration', () => {
     await expect(fixture.lifecycle.preRegisterDevice({ deviceId: 'has space', attributes: {}, ...actor })).rejects.toMatchObject({ code: 'INVALID_DEVICE_ID' });
   });
 });
+
+describe('operation records', () => {
+  test('an assumed role is one caller whatever its session name: a retry from another session answers the same certificate', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'sessions-1', attributes: {}, ...actor });
+    const csrPem = (await makeCsr('sessions-1')).csrPem;
+    const role = 'arn:aws:sts::123456789012:assumed-role/factory-line';
+
+    const first = await fixture.lifecycle.issueFromCsr({ deviceId: 'sessions-1', csrPem, actor: `${role}/worker-a`, requestKey: 'issue-sessions' });
+    const retried = await fixture.lifecycle.issueFromCsr({ deviceId: 'sessions-1', csrPem, actor: `${role}/worker-b`, requestKey: 'issue-sessions' });
+    const otherRole = await fixture.lifecycle.issueFromCsr({ deviceId: 'sessions-1', csrPem, actor: 'arn:aws:sts::123456789012:assumed-role/backend/worker-a', requestKey: 'issue-sessions' });
+
+    expect(retried.certificateId).toBe(first.certificateId);
+    expect(otherRole.certificateId).not.toBe(first.certificateId);
+  });
+
+  test('a replay of an issuance whose device is now suspended answers 409, not 410: the certificate comes back on resume', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'replay-suspended', attributes: {}, ...actor });
+    const request = { deviceId: 'replay-suspended', csrPem: (await makeCsr('replay-suspended')).csrPem, actor: actor.actor, requestKey: 'issue-replay-suspended' };
+    const issued = await fixture.lifecycle.issueFromCsr(request);
+    await fixture.lifecycle.suspendDevice({ deviceId: 'replay-suspended', ...actor });
+
+    await expect(fixture.lifecycle.issueFromCsr(request)).rejects.toMatchObject({ code: 'INVALID_TRANSITION', message: expect.stringContaining('resume the device') });
+    await fixture.lifecycle.resumeDevice({ deviceId: 'replay-suspended', ...actor });
+    await expect(fixture.lifecycle.issueFromCsr(request)).resolves.toMatchObject({ certificateId: issued.certificateId });
+  });
+
+  test('a resume of a device never activated (REGISTERED) fails with INVALID_TRANSITION and writes nothing', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'never-active', attributes: {}, ...actor });
+    const events = fixture.store.events.length;
+    await expect(fixture.lifecycle.resumeDevice({ deviceId: 'never-active', ...actor })).rejects.toMatchObject({ code: 'INVALID_TRANSITION', message: 'A device in state REGISTERED cannot move to ACTIVE.' });
+    expect(fixture.store.devices.get('never-active')?.status).toBe('REGISTERED');
+    expect(fixture.store.events.length).toBe(events);
+  });
+});
