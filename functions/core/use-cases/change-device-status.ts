@@ -19,6 +19,17 @@ interface StatusPlan {
 
 /** How many times the certificates are brought in line with a device that keeps changing under us, before answering CONFLICT. */
 const MAX_RECONCILE_ROUNDS = 5;
+/** How many certificates are aligned between two saves of the operation's progress. */
+const CHECKPOINT_EVERY = 25;
+
+/**
+ * Where an alignment got to for one device version, so the retry of an operation that failed part-way through a
+ * device with many certificates (AWS IoT throttling, a timeout) goes on from there instead of starting over.
+ */
+export interface AlignmentCheckpoint {
+  load(): { readonly version: number; readonly done: number } | undefined;
+  save(version: number, done: number): Promise<void>;
+}
 
 export const suspendDevice = (recorder: ChangeRecorder, command: DeviceCommand): Promise<Device> =>
   changeDeviceStatus(recorder, command, { operation: 'SUSPEND_DEVICE', from: ['ACTIVE'], to: 'SUSPENDED', eventType: 'DEVICE_SUSPENDED' });
@@ -71,7 +82,11 @@ async function changeDeviceStatus(recorder: ChangeRecorder, command: DeviceComma
           );
         });
       }
-      const device = await alignDeviceCertificates(recorder, command.deviceId, command.actor, key);
+      const checkpoint: AlignmentCheckpoint = {
+        load: () => (run.progress.alignedVersion === undefined ? undefined : { version: Number(run.progress.alignedVersion), done: Number(run.progress.alignedCount ?? 0) }),
+        save: (version, done) => run.saveProgress({ alignedVersion: String(version), alignedCount: String(done) }),
+      };
+      const device = await alignDeviceCertificates(recorder, command.deviceId, command.actor, key, checkpoint);
       await run.finish({ events: [] }, { device });
       return device;
     },
@@ -95,14 +110,19 @@ function wantedCertificateStatus(status: DeviceStatus): WantedCertificateStatus 
  * Brings every certificate of the device in line with the device's current status, in AWS IoT and on record,
  * and answers the device as it was when a full pass saw it unchanged. Idempotent: every call is safe to repeat.
  */
-export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId: string, actor: string, key: string): Promise<Device> {
+export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId: string, actor: string, key: string, checkpoint?: AlignmentCheckpoint): Promise<Device> {
   for (let round = 0; round < MAX_RECONCILE_ROUNDS; round += 1) {
     const device = await recorder.requireDevice(deviceId);
     const wanted = wantedCertificateStatus(device.status);
+    // Oldest first, and any new certificate changes the device's version: the first `done` are the ones aligned before.
     const certificates = await recorder.store.listDeviceCertificates(deviceId);
-    for (const certificate of certificates) {
+    const saved = checkpoint?.load();
+    const start = saved && saved.version === device.version ? Math.min(saved.done, certificates.length) : 0;
+    for (let index = start; index < certificates.length; index += 1) {
+      const certificate = certificates[index] as CertificateRecord;
       if (wanted === 'REVOKED') await revokeCertificateOfRevokedDevice(recorder, device, certificate, actor, key);
       else await switchCertificate(recorder, device, certificate, wanted, actor, key);
+      if (checkpoint && (index + 1) % CHECKPOINT_EVERY === 0 && index + 1 < certificates.length) await checkpoint.save(device.version, index + 1);
     }
     const after = await recorder.requireDevice(deviceId);
     if (after.version === device.version) return after;

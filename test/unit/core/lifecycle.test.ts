@@ -520,3 +520,34 @@ describe('operation records', () => {
     expect(fixture.store.events.length).toBe(events);
   });
 });
+
+describe('devices with many certificates', () => {
+  test('the retry of a suspension that failed part-way through 60 certificates goes on from its last checkpoint, and ends consistent', async () => {
+    const fixture = await createLifecycleFixture();
+    await fixture.lifecycle.preRegisterDevice({ deviceId: 'many-1', attributes: {}, ...actor });
+    const csrPem = (await makeCsr('many-1')).csrPem;
+    const certificates: string[] = [];
+    for (let i = 0; i < 60; i += 1) certificates.push((await fixture.lifecycle.issueFromCsr({ deviceId: 'many-1', csrPem, ...actor })).certificateId);
+    const update = fixture.registry.updateCertificateStatus.bind(fixture.registry);
+    let calls = 0;
+    const spy = jest.spyOn(fixture.registry, 'updateCertificateStatus').mockImplementation(async (id, status) => {
+      calls += 1;
+      if (calls === 40) throw new Error('UpdateCertificate: ThrottlingException');
+      return update(id, status);
+    });
+    const suspend = { deviceId: 'many-1', actor: 'ops', requestKey: 'suspend-many' };
+
+    await expect(fixture.lifecycle.suspendDevice(suspend)).rejects.toThrow('ThrottlingException');
+    calls = 0;
+    spy.mockImplementation(async (id, status) => {
+      calls += 1;
+      return update(id, status);
+    });
+    await expect(fixture.lifecycle.suspendDevice(suspend)).resolves.toMatchObject({ status: 'SUSPENDED' });
+
+    expect(calls).toBe(60 - 25);
+    expect(new Set(certificates.map((id) => fixture.registry.findCertificate(id)?.status))).toEqual(new Set(['INACTIVE']));
+    expect(new Set(certificates.map((id) => fixture.store.certificates.get(id)?.status))).toEqual(new Set(['INACTIVE']));
+    expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_SUSPENDED')).toHaveLength(60);
+  });
+});
