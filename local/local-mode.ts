@@ -131,6 +131,8 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     // The same wiring as functions/handlers/dependencies.ts, with local stand-ins for AWS IoT and Private CA.
     const logLevel = config.verbose ? 'INFO' : 'WARN';
     const store = new DynamoDbDeviceStore({ tableName: deviceTableName(config), documentClient });
+    const migrated = await store.migrateCertificateLists();
+    if (migrated > 0) log(`[local] linked the certificates of ${migrated} device(s) written by iotcert 0.1.0`);
     const lifecycle = new DeviceLifecycle(
       { store, registry, ca, clock: systemClock, ids: randomIds },
       { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays },

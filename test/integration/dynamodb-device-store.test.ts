@@ -1,4 +1,4 @@
-import { QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { PutCommand, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../../functions/core/errors';
 import { DeviceLifecycle } from '../../functions/core/lifecycle';
 import type { AuditEvent, CertificateRecord, Device } from '../../functions/core/model';
@@ -205,5 +205,28 @@ describe('DynamoDbDeviceStore on DynamoDB Local', () => {
     expect(await table.store.getDevice(id)).toMatchObject({ status: 'SUSPENDED', version: 2 });
     const trail = await table.documentClient.send(new ScanCommand({ TableName: table.tableName, FilterExpression: '#t = :t AND deviceId = :d', ExpressionAttributeNames: { '#t': 'type' }, ExpressionAttributeValues: { ':t': 'DEVICE_SUSPENDED', ':d': id } }));
     expect(trail.Items).toHaveLength(1);
+  });
+});
+
+describe('upgrade from 0.1.0', () => {
+  test('a device item that lists its certificates gets their links, loses the list, and a second run changes nothing', async () => {
+    const table = await createTestTable();
+    try {
+      const certificates = Array.from({ length: 120 }, (_, i) => certificate(`legacy-${String(i).padStart(3, '0')}`, 'legacy-1', '2027-01-01T00:00:00.000Z'));
+      for (let start = 0; start < certificates.length; start += 40) {
+        await table.store.commit({ certificates: certificates.slice(start, start + 40).map((next) => ({ next: { ...next, deviceId: undefined } })), events: [] });
+      }
+      const legacyDevice = { ...device('legacy-1'), certificateIds: certificates.map((c) => c.certificateId) };
+      await table.documentClient.send(new PutCommand({ TableName: table.tableName, Item: { PK: 'DEVICE#legacy-1', SK: 'DEVICE', itemType: 'Device', GSI1PK: 'STATUS#ACTIVE', GSI1SK: 'legacy-1', ...legacyDevice } }));
+      expect(await table.store.listDeviceCertificates('legacy-1')).toEqual([]);
+
+      expect(await table.store.migrateCertificateLists()).toBe(1);
+      expect(await table.store.migrateCertificateLists()).toBe(0);
+
+      expect((await table.store.listDeviceCertificates('legacy-1')).map((c) => c.certificateId).sort()).toEqual(certificates.map((c) => c.certificateId));
+      expect(await table.store.getDevice('legacy-1')).toEqual(device('legacy-1'));
+    } finally {
+      await table.drop();
+    }
   });
 });

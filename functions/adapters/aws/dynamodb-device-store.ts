@@ -4,6 +4,7 @@ import {
   DynamoDBDocumentClient,
   GetCommand,
   QueryCommand,
+  ScanCommand,
   TransactWriteCommand,
   type TransactWriteCommandInput,
 } from '@aws-sdk/lib-dynamodb';
@@ -222,6 +223,46 @@ export class DynamoDbDeviceStore implements DeviceStore {
       }
       throw toUpstreamError(error, 'DynamoDB', 'TransactWriteItems');
     }
+  }
+
+  /**
+   * Version 0.1.0 kept a device's certificates as a list on the device item (`certificateIds`); this version finds them
+   * by their links. Writes the missing links and drops the list, device by device, each on condition that the device
+   * did not change meanwhile. Safe to run again; answers how many devices it migrated.
+   */
+  public async migrateCertificateLists(): Promise<number> {
+    let migrated = 0;
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.send('Scan', () =>
+        this.client.send(
+          new ScanCommand({
+            TableName: this.tableName,
+            FilterExpression: 'itemType = :device AND attribute_exists(certificateIds)',
+            ExpressionAttributeValues: { ':device': 'Device' },
+            ConsistentRead: true,
+            ExclusiveStartKey: startKey,
+          }),
+        ),
+      );
+      for (const item of page.Items ?? []) {
+        const { certificateIds, ...device } = stripStorage(item) as unknown as Device & { certificateIds?: string[] };
+        const certificates = await this.getCertificates(certificateIds ?? []);
+        for (let start = 0; start < certificates.length; start += MAX_TRANSACTION_ITEMS - 1) {
+          const links = certificates.slice(start, start + MAX_TRANSACTION_ITEMS - 1).map((certificate) => ({
+            Put: { TableName: this.tableName, Item: { ...certificateLinkKey({ ...certificate, deviceId: device.deviceId }), itemType: 'CertificateLink', certificateId: certificate.certificateId } },
+          }));
+          const last = start + MAX_TRANSACTION_ITEMS - 1 >= certificates.length;
+          // The device item, without its list, goes with the last links: until then a rerun finds the list and finishes.
+          const deviceWrite = last ? [{ Put: this.versionedPut(deviceItem(device), device.version) }] : [];
+          await this.send('TransactWriteItems', () => this.client.send(new TransactWriteCommand({ TransactItems: [...links, ...deviceWrite] })));
+        }
+        if (certificates.length === 0) await this.send('TransactWriteItems', () => this.client.send(new TransactWriteCommand({ TransactItems: [{ Put: this.versionedPut(deviceItem(device), device.version) }] })));
+        migrated += 1;
+      }
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
+    return migrated;
   }
 
   public async getOperation(operationId: string): Promise<OperationRecord | undefined> {
