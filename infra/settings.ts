@@ -1,6 +1,7 @@
 import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
 import type { Schedule } from 'aws-cdk-lib/aws-events';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { PRIVATE_CA_ARN_PATTERN } from '../functions/adapters/aws/private-ca-arns';
 
 /*
  * The choices the construct offers, its secure defaults and the rules that tie the choices
@@ -58,7 +59,7 @@ export const LIMITS = {
   /** Leaves room for the suffixes added to IoT, API and stack names. */
   namePrefixPattern: /^[A-Za-z][A-Za-z0-9-]{0,31}$/,
   topicRootPattern: /^[A-Za-z0-9_-]{1,64}$/,
-  caArnPattern: /^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority\/[0-9a-f-]{36}$/,
+  caArnPattern: PRIVATE_CA_ARN_PATTERN,
 } as const;
 
 /** The secure defaults, in one place. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigurationError } from '../core/errors';
+import { PRIVATE_CA_ARN_PATTERN, PRIVATE_CA_TEMPLATE_ARN_PATTERN } from '../adapters/aws/private-ca-arns';
 
 /**
  * Every environment variable the functions read, with its meaning. The CDK construct sets
@@ -23,9 +24,9 @@ const nonEmpty = z.string().trim().min(1);
 
 const configSchema = z.object({
   DEVICE_TABLE_NAME: nonEmpty,
-  CA_ARN: z.string().regex(/^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority\/[0-9a-f-]{36}$/, 'must be an AWS Private CA ARN'),
+  CA_ARN: z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be an AWS Private CA ARN'),
   CA_SIGNING_ALGORITHM: z.enum(['SHA256WITHECDSA', 'SHA384WITHECDSA', 'SHA512WITHECDSA', 'SHA256WITHRSA', 'SHA384WITHRSA', 'SHA512WITHRSA']),
-  CA_TEMPLATE_ARN: z.string().regex(/^arn:aws[a-z-]*:acm-pca:::template\/[A-Za-z0-9_/]+$/, 'must be an AWS Private CA template ARN'),
+  CA_TEMPLATE_ARN: z.string().regex(PRIVATE_CA_TEMPLATE_ARN_PATTERN, 'must be an AWS Private CA template ARN'),
   THING_GROUP_NAME: z.string().regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name'),
   ENROLLMENT_POLICY: z.enum(['open', 'preregistered']),
   CERTIFICATE_VALIDITY_DAYS: z.coerce.number().int().min(1).max(3650),

@@ -1,11 +1,13 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
-import { ACMPCAClient, GetCertificateAuthorityCertificateCommand, GetCertificateCommand, IssueCertificateCommand, type SigningAlgorithm } from '@aws-sdk/client-acm-pca';
+import { ACMPCAClient, GetCertificateAuthorityCertificateCommand, IssueCertificateCommand, type SigningAlgorithm } from '@aws-sdk/client-acm-pca';
 import { DeleteCACertificateCommand, DescribeCACertificateCommand, GetRegistrationCodeCommand, IoTClient, RegisterCACertificateCommand, UpdateCACertificateCommand } from '@aws-sdk/client-iot';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { errorName, retryingClientConfig } from '../adapters/aws/aws-errors';
+import { PRIVATE_CA_ARN_PATTERN, PRIVATE_CA_TEMPLATE_ARN_PATTERN } from '../adapters/aws/private-ca-arns';
+import { collectIssuedCertificate, IssuanceStillInProgressError } from '../adapters/aws/private-ca-issuance';
 
 /*
  * CloudFormation custom resource (run by the CDK Provider framework): registers an AWS Private CA
@@ -27,9 +29,9 @@ export interface RegistrationProperties {
 
 // Checked with plain patterns rather than a schema library, to keep this bundle small.
 const PROPERTY_PATTERNS: Readonly<Record<keyof RegistrationProperties, RegExp>> = {
-  CertificateAuthorityArn: /^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:\d{12}:certificate-authority\/[0-9a-f-]{36}$/,
+  CertificateAuthorityArn: PRIVATE_CA_ARN_PATTERN,
   SigningAlgorithm: /^SHA(256|384|512)WITH(ECDSA|RSA)$/,
-  TemplateArn: /^arn:aws[a-z-]*:acm-pca:::template\/[A-Za-z0-9_/]+$/,
+  TemplateArn: PRIVATE_CA_TEMPLATE_ARN_PATTERN,
 };
 
 /** What the Provider framework hands back to CloudFormation. */
@@ -54,10 +56,8 @@ export interface RegisterCaDependencies {
   readonly logger?: Logger;
   /** Waits between GetCertificate polls (IssueCertificate is asynchronous). */
   readonly sleep?: (milliseconds: number) => Promise<void>;
-  /** @default 1000 */
-  readonly pollIntervalMs?: number;
-  /** @default 60 */
-  readonly maxPolls?: number;
+  /** How long to wait for the verification certificate in all. @default 60 000 (the custom resource's function has minutes) */
+  readonly maxWaitMs?: number;
 }
 
 const crypto = webcrypto as unknown as Crypto;
@@ -76,8 +76,7 @@ export function createRegisterCaHandler(dependencies: RegisterCaDependencies): (
   const { iot, pca } = dependencies;
   const logger = dependencies.logger ?? new Logger({ serviceName: 'register-ca-with-iot' });
   const sleep = dependencies.sleep ?? ((milliseconds: number) => new Promise<void>((resolve) => setTimeout(resolve, milliseconds)));
-  const pollIntervalMs = dependencies.pollIntervalMs ?? 1000;
-  const maxPolls = dependencies.maxPolls ?? 60;
+  const maxWaitMs = dependencies.maxWaitMs ?? 60_000;
 
   async function issueVerificationCertificate(properties: RegistrationProperties, registrationCode: string): Promise<string> {
     const keys = (await crypto.subtle.generateKey(VERIFICATION_KEY, false, ['sign', 'verify'])) as CryptoKeyPair;
@@ -92,18 +91,13 @@ export function createRegisterCaHandler(dependencies: RegisterCaDependencies): (
       }),
     );
     if (!CertificateArn) throw new CaRegistrationError('AWS Private CA issued no certificate ARN for the verification certificate.', { certificateAuthorityArn: properties.CertificateAuthorityArn });
-    for (let poll = 1; ; poll += 1) {
-      try {
-        const { Certificate } = await pca.send(new GetCertificateCommand({ CertificateAuthorityArn: properties.CertificateAuthorityArn, CertificateArn }));
-        if (!Certificate) throw new CaRegistrationError(`AWS Private CA returned no PEM for ${CertificateArn}.`, { certificateAuthorityArn: properties.CertificateAuthorityArn });
-        return Certificate;
-      } catch (error) {
-        if (errorName(error) !== 'RequestInProgressException') throw error;
-        if (poll >= maxPolls) {
-          throw new CaRegistrationError(`The verification certificate ${CertificateArn} was still being issued after ${maxPolls} polls.`, { cause: error, certificateAuthorityArn: properties.CertificateAuthorityArn });
-        }
-        await sleep(pollIntervalMs);
-      }
+    try {
+      const { Certificate } = await collectIssuedCertificate(pca, { certificateAuthorityArn: properties.CertificateAuthorityArn, certificateArn: CertificateArn, maxWaitMs, sleep });
+      if (!Certificate) throw new CaRegistrationError(`AWS Private CA returned no PEM for ${CertificateArn}.`, { certificateAuthorityArn: properties.CertificateAuthorityArn });
+      return Certificate;
+    } catch (error) {
+      if (!(error instanceof IssuanceStillInProgressError)) throw error;
+      throw new CaRegistrationError(`The verification certificate ${CertificateArn} was still being issued after ${error.waitedMs} ms.`, { cause: error, certificateAuthorityArn: properties.CertificateAuthorityArn });
     }
   }
 

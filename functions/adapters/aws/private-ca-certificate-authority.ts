@@ -1,7 +1,6 @@
 import {
   ACMPCAClient,
   GetCertificateAuthorityCertificateCommand,
-  GetCertificateCommand,
   IssueCertificateCommand,
   RevokeCertificateCommand,
   type GetCertificateCommandOutput,
@@ -12,6 +11,7 @@ import { UpstreamError, ValidationError } from '../../core/errors';
 import type { RevocationReason } from '../../core/model';
 import type { CaCertificates, CertificateAuthority, IssueCertificateRequest, IssuedCertificate, RevokeCertificateRequest } from '../../core/ports';
 import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
+import { collectIssuedCertificate, ISSUANCE_POLLING, IssuanceStillInProgressError } from './private-ca-issuance';
 
 /** The AWS Private CA actions this adapter can call: what the CDK stack grants a function that uses it. */
 export const PRIVATE_CA_IAM_ACTIONS = [
@@ -25,11 +25,6 @@ export const PRIVATE_CA_IAM_ACTIONS = [
 export const DEFAULT_DEVICE_TEMPLATE_ARN = 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1';
 
 /** How `issueCertificate` waits for `GetCertificate` while the CA is still signing. */
-export const ISSUANCE_POLLING = {
-  firstDelayMs: 200,
-  maxDelayMs: 2000,
-  defaultMaxWaitMs: 30_000,
-} as const;
 
 /** RFC 5280 reasons → AWS Private CA's enum (they happen to share names; the map keeps the vendor enum here). */
 export const PCA_REVOCATION_REASONS: Readonly<Record<RevocationReason, PcaRevocationReason>> = {
@@ -206,26 +201,14 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
     return certificateArn;
   }
 
-  /** Polls with exponential backoff (200 ms doubling to 2 s) until the certificate is ready or `maxWaitMs` of waiting is spent. */
   private async waitForCertificate(certificateArn: string): Promise<GetCertificateCommandOutput> {
-    let waitedMs = 0;
-    for (let delayMs: number = ISSUANCE_POLLING.firstDelayMs; ; delayMs = Math.min(delayMs * 2, ISSUANCE_POLLING.maxDelayMs)) {
-      try {
-        return await this.client.send(new GetCertificateCommand({ CertificateAuthorityArn: this.options.certificateAuthorityArn, CertificateArn: certificateArn }));
-      } catch (error) {
-        if (errorName(error) !== 'RequestInProgressException') throw toUpstreamError(error, SERVICE, 'GetCertificate');
-        const nextMs = Math.min(delayMs, this.maxWaitMs - waitedMs);
-        if (nextMs <= 0) {
-          throw new UpstreamError(
-            'UPSTREAM_FAILURE',
-            `${SERVICE} had not finished issuing certificate ${certificateArn} after ${this.maxWaitMs} ms; retry with the same idempotency token to collect it.`,
-            true,
-            { cause: error, details: { certificateArn } },
-          );
-        }
-        await this.sleep(nextMs);
-        waitedMs += nextMs;
+    try {
+      return await collectIssuedCertificate(this.client, { certificateAuthorityArn: this.options.certificateAuthorityArn, certificateArn, maxWaitMs: this.maxWaitMs, sleep: this.sleep });
+    } catch (error) {
+      if (error instanceof IssuanceStillInProgressError) {
+        throw new UpstreamError('UPSTREAM_FAILURE', `${error.message.replace(/\.$/, '')}; retry with the same idempotency token to collect it.`, true, { cause: error, details: { certificateArn } });
       }
+      throw toUpstreamError(error, SERVICE, 'GetCertificate');
     }
   }
 }

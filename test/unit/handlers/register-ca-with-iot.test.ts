@@ -29,6 +29,7 @@ import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { mockable, mockIotClient } from '../../support/iot-mock';
 import { createRegisterCaHandler, type RegisterCaDependencies } from '../../../functions/handlers/register-ca-with-iot';
+import { ISSUANCE_POLLING } from '../../../functions/adapters/aws/private-ca-issuance';
 import { makeForeignCa } from '../../support/pki';
 
 // The IoT stub goes through the type bridge in test/support/iot-mock.ts.
@@ -137,16 +138,16 @@ describe('on create', () => {
       .rejectsOnce(new RequestInProgressException({ message: 'in progress', ...metadata }))
       .resolves({ Certificate: verificationPem });
 
-    await handler({ pollIntervalMs: 500 })(createEvent());
+    await handler()(createEvent());
 
     expect(pca).toHaveReceivedCommandTimes(GetCertificateCommand, 3);
-    expect(waits).toEqual([500, 500]);
+    expect(waits).toEqual([ISSUANCE_POLLING.firstDelayMs, ISSUANCE_POLLING.firstDelayMs * 2]);
   });
 
   test('fails when the certificate is still being issued after the last poll', async () => {
     pca.on(GetCertificateCommand).rejects(new RequestInProgressException({ message: 'in progress', ...metadata }));
 
-    await expect(handler({ maxPolls: 3 })(createEvent())).rejects.toThrow(`The verification certificate ${VERIFICATION_ARN} was still being issued after 3 polls.`);
+    await expect(handler({ maxWaitMs: 1000 })(createEvent())).rejects.toThrow(`The verification certificate ${VERIFICATION_ARN} was still being issued after 1000 ms.`);
     expect(iot).not.toHaveReceivedCommand(RegisterCACertificateCommand);
   });
 
