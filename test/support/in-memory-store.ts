@@ -50,6 +50,7 @@ export class InMemoryDeviceStore implements DeviceStore {
     };
     if (change.operation) check(this.operations.get(change.operation.next.operationId), change.operation.expectedVersion, 'operation');
     if (change.device) check(this.devices.get(change.device.next.deviceId), change.device.expectedVersion, 'device');
+    if (change.deviceUnchanged) check(this.devices.get(change.deviceUnchanged.deviceId), change.deviceUnchanged.version, 'device');
     for (const c of change.certificates ?? []) check(this.certificates.get(c.next.certificateId), c.expectedVersion, 'certificate');
     if (change.operation) this.operations.set(change.operation.next.operationId, change.operation.next);
     if (change.device) this.devices.set(change.device.next.deviceId, change.device.next);

@@ -201,6 +201,18 @@ export class DynamoDbDeviceStore implements DeviceStore {
         labels.push(`link of certificate ${certificate.next.certificateId}`);
       }
     }
+    if (change.deviceUnchanged) {
+      transactItems.push({
+        ConditionCheck: {
+          TableName: this.tableName,
+          Key: deviceKey(change.deviceUnchanged.deviceId),
+          ConditionExpression: '#version = :expectedVersion',
+          ExpressionAttributeNames: { '#version': 'version' },
+          ExpressionAttributeValues: { ':expectedVersion': change.deviceUnchanged.version },
+        },
+      });
+      labels.push(`device ${change.deviceUnchanged.deviceId} unchanged`);
+    }
     for (const event of change.events) {
       transactItems.push({ Put: { TableName: this.tableName, Item: eventItem(event), ConditionExpression: 'attribute_not_exists(PK)' } });
       labels.push(`event ${event.eventId}`);

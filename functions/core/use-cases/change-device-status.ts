@@ -118,12 +118,25 @@ export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId
     const certificates = await recorder.store.listDeviceCertificates(deviceId);
     const saved = checkpoint?.load();
     const start = saved && saved.version === device.version ? Math.min(saved.done, certificates.length) : 0;
+    let interrupted = false;
     for (let index = start; index < certificates.length; index += 1) {
+      // A pass acts only for the device status it read: another change of the device ends it (the next pass follows that change).
+      if ((await recorder.requireDevice(deviceId)).version !== device.version) {
+        interrupted = true;
+        break;
+      }
       const certificate = certificates[index] as CertificateRecord;
-      if (wanted === 'REVOKED') await revokeCertificateOfRevokedDevice(recorder, device, certificate, actor, key);
-      else await switchCertificate(recorder, device, certificate, wanted, actor, key);
+      try {
+        if (wanted === 'REVOKED') await revokeCertificateOfRevokedDevice(recorder, device, certificate, actor, key);
+        else await switchCertificate(recorder, device, certificate, wanted, actor, key);
+      } catch (error) {
+        if (!(error instanceof DeviceChangedError)) throw error;
+        interrupted = true;
+        break;
+      }
       if (checkpoint && (index + 1) % CHECKPOINT_EVERY === 0 && index + 1 < certificates.length) await checkpoint.save(device.version, index + 1);
     }
+    if (interrupted) continue;
     const after = await recorder.requireDevice(deviceId);
     if (after.version === device.version) return after;
   }
@@ -150,6 +163,7 @@ async function switchCertificate(recorder: ChangeRecorder, device: Device, certi
     try {
       await recorder.store.commit({
         certificates: [{ next: recorder.withStatus(current, wanted), expectedVersion: current.version }],
+        deviceUnchanged: { deviceId: device.deviceId, version: device.version },
         events: [
           recorder.event(wanted === 'INACTIVE' ? 'CERTIFICATE_SUSPENDED' : 'CERTIFICATE_RESUMED', actor, key, {
             deviceId: device.deviceId,
@@ -160,11 +174,17 @@ async function switchCertificate(recorder: ChangeRecorder, device: Device, certi
         ],
       });
     } catch (error) {
-      if (error instanceof ConflictError) current = await recorder.store.getCertificate(certificate.certificateId);
+      if (error instanceof ConflictError) {
+        if ((await recorder.requireDevice(device.deviceId)).version !== device.version) throw new DeviceChangedError();
+        current = await recorder.store.getCertificate(certificate.certificateId);
+      }
       throw error;
     }
   });
 }
+
+/** The device changed while a pass aligned its certificates: the pass stops, and the next one follows the new status. */
+class DeviceChangedError extends Error {}
 
 /**
  * A first-connect activation that stopped between AWS IoT (ACTIVE) and the record (still PENDING_ACTIVATION) must not

@@ -133,15 +133,17 @@ async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: 
 async function answerRecorded(recorder: ChangeRecorder, certificateId: string | undefined): Promise<IssuedDeviceCertificate> {
   const certificate = certificateId === undefined ? undefined : await recorder.store.getCertificate(certificateId);
   if (!certificate) throw new LifecycleError('CERTIFICATE_WITHDRAWN', 'The certificate issued for this request is no longer on record; send a new request with a new Idempotency-Key.');
-  if (certificate.status === 'INACTIVE') {
+  // The record follows AWS IoT (a revocation or suspension changes AWS IoT first): it is asked too, at the moment of answering.
+  const status = certificate.status === 'ACTIVE' ? (await recorder.registry.describeCertificate(certificate.certificateId)).status : certificate.status;
+  if (status === 'INACTIVE') {
     // Not withdrawn: its device is suspended, and the certificate comes back when the device is resumed.
     throw new LifecycleError('INVALID_TRANSITION', `The certificate issued for this request is INACTIVE while device ${certificate.deviceId ?? ''} is suspended; resume the device, then retry with the same Idempotency-Key.`, {
-      details: { certificateId: certificate.certificateId, status: certificate.status },
+      details: { certificateId: certificate.certificateId, status },
     });
   }
-  if (certificate.status !== 'ACTIVE') {
-    throw new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is now ${certificate.status}; send a new request with a new Idempotency-Key.`, {
-      details: { certificateId: certificate.certificateId, status: certificate.status },
+  if (status !== 'ACTIVE') {
+    throw new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is now ${status}; send a new request with a new Idempotency-Key.`, {
+      details: { certificateId: certificate.certificateId, status },
     });
   }
   const ca = await recorder.ca.getCaCertificates();

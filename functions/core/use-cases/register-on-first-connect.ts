@@ -85,6 +85,8 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
   if (refusal) return rejectRegistration(recorder, registered.certificatePem, existing, refusal, actor);
 
   const claimed = await claimActivation(recorder, facts, deviceId, existing, actor, delivery.deliveryId);
+  // Suspended or revoked between our read and our claim: the same refusal as had we read it so.
+  if (claimed instanceof EnrollmentRefusedError) return rejectRegistration(recorder, registered.certificatePem, undefined, claimed, actor);
   if (!claimed) return { outcome: 'IN_PROGRESS', certificateId };
   try {
     return await activateClaimed(recorder, facts, deviceId, actor);
@@ -212,8 +214,8 @@ async function awaitPreRegistration(recorder: ChangeRecorder, event: Registratio
   return { outcome: 'AWAITING_PRE_REGISTRATION', deviceId, certificateId };
 }
 
-/** Records the certificate as PENDING_ACTIVATION with a lease; `false` when another delivery holds it. */
-async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string, holder: string | undefined): Promise<boolean> {
+/** Records the certificate as PENDING_ACTIVATION with a lease; `false` when another delivery holds it, the refusal when the device stopped accepting certificates. */
+async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string, holder: string | undefined): Promise<boolean | EnrollmentRefusedError> {
   const leaseUntil = new Date(recorder.deps.clock.now().getTime() + recorder.settings.activationLeaseSeconds * 1000).toISOString();
   const key = `jitr:${facts.certificateId}`;
   if (existing) {
@@ -255,6 +257,7 @@ async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts
     return true;
   } catch (error) {
     if (error instanceof ClaimedElsewhere) return false;
+    if (error instanceof EnrollmentRefusedError) return error;
     throw error;
   }
 }
@@ -271,7 +274,7 @@ async function rejectRegistration(recorder: ChangeRecorder, certificatePem: stri
   try {
     await recorder.store.commit({
       certificates: [{ next: rejected, expectedVersion: existing?.version }],
-      events: [recorder.event('CERTIFICATE_REJECTED', actor, `jitr:${facts.certificateId}`, { deviceId, certificateId: facts.certificateId, fromStatus: 'PENDING_ACTIVATION', toStatus: 'REJECTED', reason: reason.message })],
+      events: [recorder.event('CERTIFICATE_REJECTED', actor, `jitr:${facts.certificateId}`, { deviceId, certificateId: facts.certificateId, fromStatus: existing ? existing.status : undefined, toStatus: 'REJECTED', reason: reason.message })],
     });
   } catch (error) {
     // A concurrent duplicate recorded the rejection first.
