@@ -4,8 +4,9 @@ import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
-import { DEVICE_ID_PATTERN } from '../functions/core/device-id';
-import { REVOCATION_REASONS } from '../functions/core/model';
+import { GATEWAY_ERRORS, gatewayErrorTemplate, type GatewayError } from '../functions/handlers/http/errors';
+import { REQUEST_BODIES, requestJsonSchema, type RequestBodyName } from '../functions/handlers/http/requests';
+import { API_ROUTES, pathParameterNames, takesIdempotencyKey, type ApiRoute } from '../functions/handlers/http/routes';
 
 export interface DeviceApiProps {
   readonly handler: IFunction;
@@ -17,83 +18,30 @@ export interface DeviceApiProps {
   readonly webAclArn?: string;
 }
 
-/** Every route of the device API, as the router in functions/handlers/api.ts knows them. */
-export const DEVICE_API_ROUTES = [
-  { method: 'POST', path: '/devices', body: 'CreateDevice' },
-  { method: 'GET', path: '/devices' },
-  { method: 'GET', path: '/devices/{deviceId}' },
-  { method: 'POST', path: '/devices/{deviceId}/certificates', body: 'SignCsr' },
-  { method: 'POST', path: '/devices/{deviceId}/certificates/{certificateId}/revoke', body: 'Revoke' },
-  { method: 'POST', path: '/devices/{deviceId}/revoke', body: 'Revoke' },
-  { method: 'POST', path: '/devices/{deviceId}/suspend' },
-  { method: 'POST', path: '/devices/{deviceId}/resume' },
-] as const;
-
-type BodyModel = 'CreateDevice' | 'SignCsr' | 'Revoke';
+/** Every route of the device API: the route table the function's router serves (functions/handlers/http/routes.ts). */
+export const DEVICE_API_ROUTES: readonly ApiRoute[] = API_ROUTES;
 
 /**
  * How long API Gateway waits for the API function: its REST API maximum (29 s). The function gets the same
- * timeout; its slowest step, waiting for AWS Private CA to issue, gives up after maxWaitMs = 15 000 ms
- * (functions/handlers/dependencies.ts) and answers UPSTREAM_FAILURE well before API Gateway would answer 504.
+ * timeout; its slowest step, waiting for AWS Private CA to issue, gives up well before (test/infra/function-wiring.test.ts
+ * checks the margin) and answers UPSTREAM_FAILURE before API Gateway would answer 504.
  */
 export const API_INTEGRATION_TIMEOUT = Duration.seconds(29);
 
-/** What API Gateway's own error answers say, in the handler's shape `{ error: { code, message } }`. */
-export interface GatewayErrorResponse {
+/** One of API Gateway's own error answers (functions/handlers/http/errors.ts `GATEWAY_ERRORS`), with its CDK response type. */
+export interface GatewayErrorResponse extends Omit<GatewayError, 'type'> {
   readonly type: apigateway.ResponseType;
-  readonly code: string;
-  /** A fixed message; @default - API Gateway's own message (`$context.error.message`) */
-  readonly message?: string;
-  readonly headers?: Readonly<Record<string, string>>;
 }
 
-/**
- * API Gateway's answers that never reach the function: the specific ones, then DEFAULT_4XX and DEFAULT_5XX for
- * every other type. The codes are the handler's (functions/core/errors.ts) plus UNAUTHORIZED, FORBIDDEN and
- * INTERNAL_ERROR, which only these answers (and the 500 fallback) use.
- */
-export const GATEWAY_ERROR_RESPONSES: readonly GatewayErrorResponse[] = [
-  { type: apigateway.ResponseType.BAD_REQUEST_BODY, code: 'INVALID_REQUEST' },
-  { type: apigateway.ResponseType.BAD_REQUEST_PARAMETERS, code: 'INVALID_REQUEST' },
-  {
-    type: apigateway.ResponseType.MISSING_AUTHENTICATION_TOKEN,
-    code: 'UNAUTHORIZED',
-    // API Gateway answers an unknown method or path the same way, signed or not.
-    message: 'Sign the request with AWS Signature Version 4 (service execute-api), and check its method and path: an unknown route is answered this way too.',
-  },
-  { type: apigateway.ResponseType.INVALID_SIGNATURE, code: 'UNAUTHORIZED' },
-  { type: apigateway.ResponseType.EXPIRED_TOKEN, code: 'UNAUTHORIZED' },
-  { type: apigateway.ResponseType.UNAUTHORIZED, code: 'UNAUTHORIZED' },
-  { type: apigateway.ResponseType.ACCESS_DENIED, code: 'FORBIDDEN' },
-  { type: apigateway.ResponseType.WAF_FILTERED, code: 'FORBIDDEN', message: 'The request was blocked by the web ACL in front of this API.' },
-  {
-    type: apigateway.ResponseType.THROTTLED,
-    code: 'UPSTREAM_THROTTLED',
-    message: 'Too many requests to this API: retry in a few seconds, with the same Idempotency-Key.',
-    headers: { 'Retry-After': '2' },
-  },
-  { type: apigateway.ResponseType.REQUEST_TOO_LARGE, code: 'PAYLOAD_TOO_LARGE', message: 'The request is larger than this API accepts.' },
-  {
-    type: apigateway.ResponseType.INTEGRATION_TIMEOUT,
-    code: 'UPSTREAM_FAILURE',
-    message: 'The request did not finish in time; retry later with the same Idempotency-Key.',
-  },
-  { type: apigateway.ResponseType.INTEGRATION_FAILURE, code: 'UPSTREAM_FAILURE', message: 'The request failed on our side; retry later with the same Idempotency-Key.' },
-  { type: apigateway.ResponseType.DEFAULT_4XX, code: 'INVALID_REQUEST' },
-  { type: apigateway.ResponseType.DEFAULT_5XX, code: 'INTERNAL_ERROR', message: 'The request failed on our side; it is safe to retry with the same Idempotency-Key.' },
-];
-
-/** The response template of a gateway error: valid JSON whatever API Gateway's message holds (`messageString` is JSON-quoted). */
-export function gatewayErrorTemplate(response: Pick<GatewayErrorResponse, 'code' | 'message'>): string {
-  const message = response.message === undefined ? '$context.error.messageString' : JSON.stringify(response.message);
-  return `{"error":{"code":${JSON.stringify(response.code)},"message":${message}}}`;
-}
+/** API Gateway's answers that never reach the function, from the API's error catalogue. */
+export const GATEWAY_ERROR_RESPONSES: readonly GatewayErrorResponse[] = GATEWAY_ERRORS.map((gatewayError) => ({ ...gatewayError, type: apigateway.ResponseType.of(gatewayError.type) }));
 
 /**
  * The device REST API: AWS_IAM (SigV4) authorization on every method, request validation
- * (path and query parameters, and JSON bodies against models that mirror the handler's own
- * checks), JSON access logs, stage throttling and X-Ray tracing; every route is proxied to
- * the one API function, which re-validates everything and answers with precise errors.
+ * (path and query parameters, and JSON bodies against models built from the zod schemas the
+ * handler validates with), JSON access logs, stage throttling and X-Ray tracing; every route of
+ * the route table is proxied to the one API function, which re-validates everything and answers
+ * with precise errors.
  */
 export class DeviceApi extends Construct {
   public readonly restApi: apigateway.RestApi;
@@ -131,22 +79,17 @@ export class DeviceApi extends Construct {
     }
 
     const validator = this.restApi.addRequestValidator('Validator', { validateRequestBody: true, validateRequestParameters: true });
-    const models = this.models();
+    // One model per body the routes take, named after it (a body shared by two routes is one model).
+    const bodies = [...new Set(API_ROUTES.flatMap((route) => (route.body === undefined ? [] : [route.body])))];
+    const models = new Map(bodies.map((name) => [name, this.model(name)] as const));
     const integration = new apigateway.LambdaIntegration(props.handler, { proxy: true, allowTestInvoke: false, timeout: API_INTEGRATION_TIMEOUT });
-    for (const route of DEVICE_API_ROUTES) {
-      const resource = this.restApi.root.resourceForPath(route.path);
-      // true = required (API Gateway refuses the request without it), false = optional.
-      const requestParameters: Record<string, boolean> = {};
-      for (const match of route.path.matchAll(/\{(\w+)\}/g)) requestParameters[`method.request.path.${match[1]}`] = true;
-      if (route.method === 'GET' && route.path === '/devices') {
-        Object.assign(requestParameters, { 'method.request.querystring.status': true, 'method.request.querystring.limit': false, 'method.request.querystring.nextToken': false });
-      }
-      if (route.method === 'POST') requestParameters['method.request.header.Idempotency-Key'] = false;
+    for (const route of API_ROUTES) {
+      const resource = this.restApi.root.resourceForPath(route.resource);
       resource.addMethod(route.method, integration, {
         authorizationType: apigateway.AuthorizationType.IAM,
         requestValidator: validator,
-        requestParameters,
-        requestModels: 'body' in route ? { 'application/json': models[route.body] } : undefined,
+        requestParameters: requestParametersOf(route),
+        requestModels: route.body !== undefined ? { 'application/json': models.get(route.body) as apigateway.Model } : undefined,
       });
     }
 
@@ -168,32 +111,22 @@ export class DeviceApi extends Construct {
     });
   }
 
-  /** JSON schemas (draft 4) mirroring functions/handlers/http/requests.ts, from the same constants. */
-  private models(): Record<BodyModel, apigateway.Model> {
-    const model = (name: BodyModel, schema: apigateway.JsonSchema) =>
-      this.restApi.addModel(name, { contentType: 'application/json', modelName: name, schema: { schema: apigateway.JsonSchemaVersion.DRAFT4, title: name, ...schema } });
-    return {
-      CreateDevice: model('CreateDevice', {
-        type: apigateway.JsonSchemaType.OBJECT,
-        required: ['deviceId'],
-        additionalProperties: false,
-        properties: {
-          deviceId: { type: apigateway.JsonSchemaType.STRING, pattern: DEVICE_ID_PATTERN.source },
-          attributes: { type: apigateway.JsonSchemaType.OBJECT, maxProperties: 3, additionalProperties: { type: apigateway.JsonSchemaType.STRING } },
-        },
-      }),
-      SignCsr: model('SignCsr', {
-        type: apigateway.JsonSchemaType.OBJECT,
-        required: ['csr'],
-        additionalProperties: false,
-        properties: { csr: { type: apigateway.JsonSchemaType.STRING, minLength: 1 } },
-      }),
-      Revoke: model('Revoke', {
-        type: apigateway.JsonSchemaType.OBJECT,
-        required: ['reason'],
-        additionalProperties: false,
-        properties: { reason: { type: apigateway.JsonSchemaType.STRING, enum: [...REVOCATION_REASONS] } },
-      }),
-    };
+  /** The model (JSON schema draft 4) of a request body, from the zod schema the handler validates it with. */
+  private model(name: RequestBodyName): apigateway.Model {
+    const schema = requestJsonSchema(REQUEST_BODIES[name], 'draft-4') as apigateway.JsonSchema;
+    return this.restApi.addModel(name, { contentType: 'application/json', modelName: name, schema: { schema: apigateway.JsonSchemaVersion.DRAFT4, title: name, ...schema } });
   }
+}
+
+/** What API Gateway checks before proxying (true = required: refused without it; false = optional): path, query and Idempotency-Key. */
+function requestParametersOf(route: ApiRoute): Record<string, boolean> {
+  const requestParameters: Record<string, boolean> = {};
+  for (const name of pathParameterNames(route.resource)) requestParameters[`method.request.path.${name}`] = true;
+  if (route.query !== undefined) {
+    const query = requestJsonSchema(route.query, 'draft-4');
+    const required = (query.required ?? []) as string[];
+    for (const name of Object.keys((query.properties ?? {}) as Record<string, unknown>)) requestParameters[`method.request.querystring.${name}`] = required.includes(name);
+  }
+  if (takesIdempotencyKey(route)) requestParameters['method.request.header.Idempotency-Key'] = false;
+  return requestParameters;
 }

@@ -1,6 +1,7 @@
 /** What an app embedding the construct imports. */
-export { API_REGISTRY_MODES, DeviceCertificateLifecycle, resolveSettings, tableDefaults } from './device-certificate-lifecycle';
-export type { ApiThrottling, DeviceCertificateLifecycleProps, ResolvedSettings } from './device-certificate-lifecycle';
+export { DeviceCertificateLifecycle } from './device-certificate-lifecycle';
+export type { ApiThrottling, DeviceCertificateLifecycleProps } from './device-certificate-lifecycle';
+export { tableDefaults } from './device-table';
 export { DeviceCertificateLifecycleStack } from './device-certificate-lifecycle-stack';
 export type { DeviceCertificateLifecycleStackProps } from './device-certificate-lifecycle-stack';
 export { NewCertificateAuthority } from './certificate-authority';
@@ -12,4 +13,5 @@ export { API_INTEGRATION_TIMEOUT, DeviceApi, DEVICE_API_ROUTES, GATEWAY_ERROR_RE
 export type { GatewayErrorResponse } from './device-api';
 export { LifecycleFunction, HANDLER_ENTRIES } from './lifecycle-function';
 export { CONTEXT_VALUES, stackPropsFromContext } from './context';
-export { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, InvalidConfigurationError, LIMITS } from './settings';
+export { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, InvalidConfigurationError, LIMITS, resolveSettings } from './settings';
+export type { ResolvedSettings } from './settings';

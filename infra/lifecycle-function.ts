@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Arn, ArnFormat, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { Arn, ArnFormat, type CfnElement, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
@@ -232,6 +232,25 @@ export function iotStatements(stack: Stack, fleet: FleetBinding, actions: readon
     byResources.set(key, group);
   }
   return [...byResources.values()].map(({ actions: grouped, resources }) => new iam.PolicyStatement({ actions: grouped, resources }));
+}
+
+/**
+ * The IAM5 (wildcard) findings of the role of a function that uses the device table and the AWS IoT registry
+ * (`useDeviceTable`, `useFleet`), each with the reason it cannot be narrower; `starReason` says why "*" is needed.
+ */
+export function acknowledgeRegistryFunctionWildcards(fn: LifecycleFunction, deviceTable: ITable, starReason: string): void {
+  const stack = Stack.of(fn);
+  const iotArn = 'arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>';
+  const reasons: Record<string, string> = {
+    'Resource::*': starReason,
+    [`Resource::${iotArn}:cert/*`]:
+      'Device certificate ids (SHA-256 fingerprints) are only known at run time; the grant is limited to certificates of this account and region ' +
+      '(DescribeCertificate, UpdateCertificate, and AttachThingPrincipal/DetachThingPrincipal, which IAM authorizes against the certificate).',
+    [`Resource::${iotArn}:thing/*`]: 'Thing names are device ids, only known at run time; the grant is limited to things of this account and region.',
+    [`Resource::<${stack.getLogicalId(deviceTable.node.defaultChild as CfnElement)}.Arn>/index/*`]:
+      'The indexes of the device table (ByStatus, ByExpiry), which the store queries to list devices by status and certificates by expiry.',
+  };
+  for (const [finding, reason] of Object.entries(reasons)) Validations.of(fn.executionRole).acknowledge({ id: `AwsSolutions-IAM5[${finding}]`, reason });
 }
 
 /** The ARN of an AWS Private CA template, e.g. `EndEntityClientAuthCertificate/V1`. */

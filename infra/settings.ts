@@ -1,7 +1,9 @@
 import { Duration, RemovalPolicy, Token } from 'aws-cdk-lib';
-import type { Schedule } from 'aws-cdk-lib/aws-events';
+import { Schedule } from 'aws-cdk-lib/aws-events';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { PRIVATE_CA_ARN_PATTERN } from '../functions/adapters/aws/private-ca-arns';
+import type { CaSubject } from './certificate-authority';
+import type { ApiThrottling, DeviceCertificateLifecycleProps } from './device-certificate-lifecycle';
 
 /*
  * The choices the construct offers, its secure defaults and the rules that tie the choices
@@ -217,4 +219,78 @@ export function checkExpiryMonitorSchedule(schedule: Schedule): void {
 /** IoT topic rule names allow letters, digits and "_" only. */
 export function ruleNameFrom(namePrefix: string, suffix: string): string {
   return `${namePrefix.replace(/-/g, '_')}_${suffix}`;
+}
+
+/** The props with every default applied and every rule checked: what the construct builds from. */
+export interface ResolvedSettings {
+  readonly newCa: boolean;
+  readonly caType: CaType;
+  readonly caKeyAlgorithm: CaKeyAlgorithm;
+  readonly caUsageMode: CaUsageMode;
+  readonly caSubject: CaSubject;
+  readonly caValidityYears: number;
+  readonly certificateValidityDays: number;
+  readonly enrollmentPolicy: EnrollmentPolicy;
+  readonly removalPolicy: RemovalPolicy;
+  readonly namePrefix: string;
+  readonly topicRoot: string;
+  readonly logRetention: RetentionDays;
+  readonly apiThrottling: ApiThrottling;
+  readonly expiryMonitorSchedule: Schedule;
+  readonly expiryWarningDays: number;
+  readonly caExpiryAlarmDays: number;
+}
+
+/** Applies the defaults above and fails with a message naming the prop when a combination cannot work. */
+export function resolveSettings(props: DeviceCertificateLifecycleProps): ResolvedSettings {
+  const existing = props.existingCertificateAuthority;
+  const newCa = existing === undefined;
+  if (existing) {
+    checkCaArn(existing.certificateAuthorityArn);
+    for (const [name, value] of Object.entries({ caType: props.caType, caSubject: props.caSubject, caValidityYears: props.caValidityYears, subordinateCaCertificate: props.subordinateCaCertificate })) {
+      if (value !== undefined) fail(`${name} applies only to a CA this stack creates; it cannot change the existing CA ${existing.certificateAuthorityArn}.`);
+    }
+  }
+  const caType = props.caType ?? DEFAULTS.caType;
+  if (props.subordinateCaCertificate && caType !== CaType.SUBORDINATE) fail('subordinateCaCertificate applies only when caType is SUBORDINATE.');
+  const caUsageMode = props.caUsageMode ?? DEFAULTS.caUsageMode;
+  const namePrefix = props.namePrefix ?? DEFAULTS.namePrefix;
+  checkNamePrefix(namePrefix);
+  const topicRoot = props.topicRoot ?? DEFAULTS.topicRoot;
+  checkTopicRoot(topicRoot);
+  const certificateValidityDays = props.certificateValidityDays ?? DEFAULTS.certificateValidityDays[caUsageMode];
+  checkCertificateValidityDays(certificateValidityDays, caUsageMode);
+  const caValidityYears = props.caValidityYears ?? DEFAULTS.caValidityYears;
+  checkCaValidityYears(caValidityYears);
+  if (newCa && caType === CaType.ROOT && certificateValidityDays > caValidityYears * 365) {
+    fail(`certificateValidityDays (${certificateValidityDays}) outlasts the root CA (${caValidityYears} years): shorten it or raise caValidityYears.`);
+  }
+  const apiThrottling = props.apiThrottling ?? DEFAULTS.apiThrottling;
+  if (!(apiThrottling.rateLimit > 0) || !Number.isInteger(apiThrottling.burstLimit) || apiThrottling.burstLimit < 1) {
+    fail(`apiThrottling needs a positive rateLimit and a whole positive burstLimit (got ${apiThrottling.rateLimit} and ${apiThrottling.burstLimit}).`);
+  }
+  const expiryMonitorSchedule = props.expiryMonitorSchedule ?? Schedule.expression(DEFAULTS.expiryMonitor.schedule);
+  checkExpiryMonitorSchedule(expiryMonitorSchedule);
+  const expiryWarningDays = props.expiryWarningDays ?? DEFAULTS.expiryMonitor.warningDays[caUsageMode];
+  checkExpiryWarningDays(expiryWarningDays);
+  const caExpiryAlarmDays = props.caExpiryAlarmDays ?? certificateValidityDays + DEFAULTS.expiryMonitor.caAlarmLeadDays;
+  checkCaExpiryAlarmDays(caExpiryAlarmDays, certificateValidityDays);
+  return {
+    newCa,
+    caType,
+    caKeyAlgorithm: props.caKeyAlgorithm ?? DEFAULTS.caKeyAlgorithm,
+    caUsageMode,
+    caSubject: props.caSubject ?? { commonName: `${namePrefix} device CA` },
+    caValidityYears,
+    certificateValidityDays,
+    enrollmentPolicy: props.enrollmentPolicy ?? DEFAULTS.enrollmentPolicy,
+    removalPolicy: props.removalPolicy ?? DEFAULTS.removalPolicy,
+    namePrefix,
+    topicRoot,
+    logRetention: props.logRetention ?? DEFAULTS.logRetention,
+    apiThrottling,
+    expiryMonitorSchedule,
+    expiryWarningDays,
+    caExpiryAlarmDays,
+  };
 }

@@ -1,6 +1,9 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { ERROR_MESSAGES } from '../functions/handlers/http/errors';
+import { apiErrorResponse } from '../functions/handlers/http/responses';
+import { matchPath } from '../functions/handlers/http/routes';
 import { lambdaContext } from './lambda-context';
 import { escaped } from './log-text';
 import { listen, runningHttpServer } from './listen';
@@ -9,12 +12,6 @@ import { listen, runningHttpServer } from './listen';
 export const LOCAL_API_CALLER = 'local-api-token';
 /** API Gateway's own payload limit is 10 MB; the handler refuses anything over 64 KiB itself. */
 const MAX_REQUEST_BYTES = 1024 * 1024;
-
-export interface RouteTemplate {
-  readonly method: string;
-  /** An API Gateway resource template such as `/devices/{deviceId}`. */
-  readonly resource: string;
-}
 
 export interface ApiServerOptions {
   readonly host: string;
@@ -25,8 +22,6 @@ export interface ApiServerOptions {
   readonly handler: (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
   /** The function's timeout, for the context's remaining time. @default 29000 (API Gateway's own limit) */
   readonly timeoutMs?: number;
-  /** The API's resources, so events carry `resource` and `pathParameters` as API Gateway fills them. */
-  readonly routes: readonly RouteTemplate[];
   readonly log: (message: string) => void;
 }
 
@@ -45,23 +40,15 @@ export function isAuthorized(authorization: string | undefined, token: string): 
   return match !== null && timingSafeEqual(sha256(match[1] as string), sha256(token));
 }
 
-/** The resource template and path parameters API Gateway would match `path` with. */
-export function matchResource(routes: readonly RouteTemplate[], method: string, path: string): { resource: string; pathParameters: Record<string, string> | null } {
-  let fallback: { resource: string; pathParameters: Record<string, string> | null } | undefined;
-  for (const route of routes) {
-    const names: string[] = [];
-    const pattern = new RegExp(`^${route.resource.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'))}/?$`);
-    const match = pattern.exec(path);
-    if (!match) continue;
-    const pathParameters = names.length === 0 ? null : Object.fromEntries(names.map((name, index) => [name, match[index + 1] as string]));
-    if (route.method === method) return { resource: route.resource, pathParameters };
-    fallback ??= { resource: route.resource, pathParameters };
-  }
-  return fallback ?? { resource: path, pathParameters: null };
+/** The resource template and path parameters (still percent-encoded) API Gateway would match `path` with, from the route table. */
+export function matchResource(method: string, path: string): { resource: string; pathParameters: Record<string, string> | null } {
+  const matched = matchPath(method, path);
+  if (matched === undefined) return { resource: path, pathParameters: null };
+  return { resource: matched.route.resource, pathParameters: Object.keys(matched.pathParameters).length === 0 ? null : { ...matched.pathParameters } };
 }
 
 /** An API Gateway REST API proxy event for one HTTP request. */
-export function toApiGatewayEvent(request: { method: string; url: string; headers: IncomingMessage['headers']; body: string }, routes: readonly RouteTemplate[]): APIGatewayProxyEvent {
+export function toApiGatewayEvent(request: { method: string; url: string; headers: IncomingMessage['headers']; body: string }): APIGatewayProxyEvent {
   const url = new URL(request.url, 'http://localhost');
   const headers: Record<string, string> = {};
   const multiValueHeaders: Record<string, string[]> = {};
@@ -79,7 +66,7 @@ export function toApiGatewayEvent(request: { method: string; url: string; header
   }
   const hasQuery = Object.keys(query).length > 0;
   const path = url.pathname; // still percent-encoded: the handler decodes path parameters itself
-  const { resource, pathParameters } = matchResource(routes, request.method, path);
+  const { resource, pathParameters } = matchResource(request.method, path);
   const requestId = randomUUID();
   const now = new Date();
   return {
@@ -135,9 +122,12 @@ function safeDecode(value: string): string {
   }
 }
 
-function sendJson(response: ServerResponse, statusCode: number, body: unknown, headers: Record<string, string> = {}): void {
-  response.writeHead(statusCode, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
-  response.end(JSON.stringify(body));
+/** Writes a handler's result, or one of the server's own error answers (built the same way). */
+function send(response: ServerResponse, result: APIGatewayProxyResult): void {
+  const headers: Record<string, string | string[]> = { ...(result.headers as Record<string, string> | undefined) };
+  for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) headers[name] = values.map(String);
+  response.writeHead(result.statusCode, headers);
+  response.end(result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body);
 }
 
 async function readBody(request: IncomingMessage): Promise<string | 'TOO_LARGE'> {
@@ -162,25 +152,22 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     const method = request.method ?? 'GET';
     void (async () => {
       if (!isAuthorized(request.headers.authorization, options.token)) {
-        sendJson(response, 401, { error: { code: 'UNAUTHORIZED', message: 'Send the local API token as "Authorization: Bearer <token>" (the token is in .local/api-token).' } }, { 'WWW-Authenticate': 'Bearer realm="iotcert-local"' });
+        send(response, apiErrorResponse('UNAUTHORIZED', ERROR_MESSAGES.localTokenMissing, { headers: { 'WWW-Authenticate': 'Bearer realm="iotcert-local"' } }));
         options.log(`[api] ${method} ${escaped(request.url ?? '')} → 401 (no or wrong token)`);
         return;
       }
       const body = await readBody(request);
       if (body === 'TOO_LARGE') {
-        sendJson(response, 413, { error: { code: 'PAYLOAD_TOO_LARGE', message: `The request body is larger than ${MAX_REQUEST_BYTES} bytes.` } }, { Connection: 'close' });
+        send(response, apiErrorResponse('PAYLOAD_TOO_LARGE', ERROR_MESSAGES.bodyTooLarge(MAX_REQUEST_BYTES), { headers: { Connection: 'close' } }));
         return;
       }
-      const event = toApiGatewayEvent({ method, url: request.url ?? '/', headers: request.headers, body }, options.routes);
+      const event = toApiGatewayEvent({ method, url: request.url ?? '/', headers: request.headers, body });
       const result = await options.handler(event, lambdaContext('iotcert-local-api', event.requestContext.requestId, options.timeoutMs ?? 29_000));
-      const headers: Record<string, string | string[]> = { ...(result.headers as Record<string, string> | undefined) };
-      for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) headers[name] = values.map(String);
-      response.writeHead(result.statusCode, headers);
-      response.end(result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body);
+      send(response, result);
       options.log(`[api] ${method} ${escaped(event.path)} → ${result.statusCode} (${Date.now() - started} ms)`);
     })().catch((error: unknown) => {
       options.log(`[api] ${method} ${escaped(request.url ?? '')} failed: ${escaped((error as Error).message)}`);
-      if (!response.headersSent) sendJson(response, 500, { error: { code: 'INTERNAL_ERROR', message: 'The request failed on our side.' } });
+      if (!response.headersSent) send(response, apiErrorResponse('INTERNAL_ERROR', ERROR_MESSAGES.localServerFailed));
       else response.destroy();
     });
   });

@@ -13,7 +13,7 @@ import { JsonLinesRevocationList } from '../functions/adapters/local/json-lines-
 import { LocalDeviceRegistry } from '../functions/adapters/local/local-device-registry';
 import { RegistrySnapshotFile } from '../functions/adapters/local/registry-snapshot-file';
 import { SoftwareCertificateAuthority } from '../functions/adapters/local/software-ca';
-import { createApiHandler, createRoutes } from '../functions/handlers/api';
+import { createApiHandler } from '../functions/handlers/api';
 import { createJitrHandler } from '../functions/handlers/jitr';
 import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
 import { AsyncInvoker } from './async-invoker';
@@ -128,7 +128,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     parts.clients = [dynamoClient, documentClient];
     await ensureTable(dynamoClient, deviceTableDefinition(deviceTableName(config)));
 
-    // The same wiring as functions/handlers/dependencies.ts, with local stand-ins for AWS IoT and Private CA.
+    // The same wiring as functions/handlers/aws-wiring.ts, with local stand-ins for AWS IoT and Private CA.
     const logLevel = config.verbose ? 'INFO' : 'WARN';
     const store = new DynamoDbDeviceStore({ tableName: deviceTableName(config), documentClient });
     const migrated = await store.migrateCertificateLists();
@@ -188,7 +188,6 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
         port: config.apiPort,
         token,
         handler: (event, context) => apiHandler(event, context),
-        routes: createRoutes({ lifecycle, clock: systemClock }).map(({ method, resource }) => ({ method, resource })),
         log,
       }),
     );

@@ -1,4 +1,4 @@
-import type { AuditEvent, CertificateRecord, Device, DeviceStatus, DeviceView, OperationRecord, Page, RevocationReason } from './model';
+import type { AuditEvent, CertificateRecord, CertificateStatus, Device, DeviceStatus, DeviceView, OperationRecord, Page, RevocationReason } from './model';
 
 /* ----------------------------------------------------------------------------
  * The certificate authority: AWS Private CA in the cloud, a software CA locally.
@@ -48,13 +48,11 @@ export interface CertificateAuthority {
  * The device registry: AWS IoT Core's view of certificates and things.
  * -------------------------------------------------------------------------- */
 
-export type RegistryCertificateStatus =
-  | 'ACTIVE'
-  | 'INACTIVE'
-  | 'REVOKED'
-  | 'PENDING_TRANSFER'
-  | 'REGISTER_INACTIVE'
-  | 'PENDING_ACTIVATION';
+/**
+ * A certificate's status in the registry, in the core's own words: the certificate statuses a registry can
+ * hold. An adapter maps its provider's statuses to these and refuses any other.
+ */
+export type RegistryCertificateStatus = Extract<CertificateStatus, 'PENDING_ACTIVATION' | 'ACTIVE' | 'INACTIVE' | 'REVOKED'>;
 
 export interface RegistryCertificate {
   readonly certificateId: string;
@@ -98,6 +96,8 @@ export interface StoreChange {
   readonly operation?: { readonly next: OperationRecord; readonly expectedVersion?: number };
   readonly device?: { readonly next: Device; readonly expectedVersion?: number };
   readonly certificates?: readonly { readonly next: CertificateRecord; readonly expectedVersion?: number }[];
+  /** Written only if this device is still at this version (nothing is written to it): a change decided on the device's status. */
+  readonly deviceUnchanged?: { readonly deviceId: string; readonly version: number };
   readonly events: readonly AuditEvent[];
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigurationError } from '../core/errors';
+import type { DeviceRegistry } from '../core/ports';
 import { PRIVATE_CA_ARN_PATTERN, PRIVATE_CA_TEMPLATE_ARN_PATTERN } from '../adapters/aws/private-ca-arns';
 
 /**
@@ -59,9 +60,23 @@ export function readConfig<K extends EnvironmentVariable>(names: readonly K[], e
 /**
  * How the functions use AWS IoT: the fleet policy is attached to the thing group (never per certificate, which
  * would hit the 15 TPS AttachPolicy quota) and certificates are registered with the CA registered for JITR.
- * The CDK construct grants exactly the IoT actions these modes need.
+ * The CDK construct grants each function the IoT actions these modes need for its {@link REGISTRY_OPERATIONS}.
  */
 export const REGISTRY_MODES = { policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' } as const;
+
+/**
+ * The registry operations each function's flows call. The CDK construct grants a function's role the IoT actions
+ * the adapter declares for exactly these (`iotRegistryIamActions` in functions/adapters/aws/iot-device-registry.ts).
+ */
+export const REGISTRY_OPERATIONS = {
+  /**
+   * First connect: reads the certificate AWS IoT registered, creates the thing and links them, activates or refuses
+   * the certificate, and unlinks it again when the activation is withdrawn. It never registers a certificate.
+   */
+  jitr: ['describeCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
+  /** Every flow of the API; signing a CSR also registers the certificate it issued. */
+  api: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
+} as const satisfies Readonly<Record<string, readonly (keyof DeviceRegistry)[]>>;
 
 /**
  * The CloudWatch metrics the expiry monitor publishes (Powertools Metrics, embedded metric format), with the

@@ -1,9 +1,10 @@
 import type { Context, ScheduledEvent } from 'aws-lambda';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { MetricUnit, type Metrics } from '@aws-lambda-powertools/metrics';
-import type { CaExpiry, ExpiringCertificatesReport, ExpiryMonitor } from '../core/expiry';
-import { EXPIRY_METRICS } from './config';
-import { expiryMonitorDependencies } from './dependencies';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { ExpiryMonitor, type CaExpiry, type ExpiringCertificatesReport } from '../core/expiry';
+import { systemClock } from '../core/ports';
+import { awsCertificateAuthority, awsDeviceStore } from './aws-wiring';
+import { EXPIRY_METRICS, readConfig } from './config';
 
 export interface ExpiryMonitorHandlerDependencies {
   readonly monitor: ExpiryMonitor;
@@ -76,6 +77,18 @@ export function createExpiryMonitorHandler(dependencies: ExpiryMonitorHandlerDep
       deviceCertificatesExpiringSoon: devices.value.count,
       deviceIds: devices.value.deviceIds,
     };
+  };
+}
+
+/**
+ * The function's AWS wiring, built once per cold start. It reads only: the device table's expiry index and the
+ * CA's certificates (the stack grants it GetCertificateAuthorityCertificate alone).
+ */
+export function expiryMonitorDependencies(): ExpiryMonitorHandlerDependencies {
+  const config = readConfig(['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME']);
+  return {
+    monitor: new ExpiryMonitor({ store: awsDeviceStore(config.DEVICE_TABLE_NAME), ca: awsCertificateAuthority(config), clock: systemClock }, { warningDays: config.EXPIRY_WARNING_DAYS }),
+    metrics: new Metrics({ namespace: EXPIRY_METRICS.namespace, serviceName: config.METRICS_SERVICE_NAME }),
   };
 }
 

@@ -3,7 +3,8 @@ import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-p
 import { Logger } from '@aws-lambda-powertools/logger';
 import { z } from 'zod';
 import type { DeviceLifecycle, RegistrationOutcome } from '../core/lifecycle';
-import { jitrDependencies } from './dependencies';
+import { awsLifecycle, LIFECYCLE_VARIABLES } from './aws-wiring';
+import { readConfig } from './config';
 
 export interface JitrDependencies {
   readonly lifecycle: DeviceLifecycle;
@@ -91,6 +92,11 @@ export function createJitrHandler(dependencies: JitrDependencies): JitrHandler {
     }
     return processOne(event, context?.awsRequestId);
   }) as JitrHandler;
+}
+
+/** The function's AWS wiring, built once per cold start. */
+export function jitrDependencies(): JitrDependencies {
+  return { lifecycle: awsLifecycle(readConfig(LIFECYCLE_VARIABLES)) };
 }
 
 let awsHandler: JitrHandler | undefined;

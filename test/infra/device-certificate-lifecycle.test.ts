@@ -256,7 +256,7 @@ describe('functions', () => {
     const granted = statementsOfFunction(template, 'LifecycleApiFunction')
       .flatMap(actionsOf)
       .filter((action) => action.startsWith('iot:'));
-    // The modes functions/handlers/dependencies.ts wires the API function's registry with (function-wiring.test.ts checks them).
+    // The modes functions/handlers/aws-wiring.ts wires the API function's registry with (function-wiring.test.ts checks them).
     expect([...new Set(granted)].sort()).toEqual([...iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' })].sort());
     expect(granted).toHaveLength(new Set(granted).size);
   });
@@ -430,6 +430,30 @@ describe('device API', () => {
       RequestParameters: { 'method.request.querystring.status': true, 'method.request.querystring.limit': false, 'method.request.querystring.nextToken': false },
     });
     template.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'SignCsr', Schema: Match.objectLike({ required: ['csr'], additionalProperties: false }) });
+  });
+
+  test('checks each body against a model built from the handler\'s zod schema, one model per body', () => {
+    template.resourceCountIs('AWS::ApiGateway::Model', 3);
+    template.hasResourceProperties('AWS::ApiGateway::Model', {
+      Name: 'CreateDevice',
+      Schema: Match.objectLike({
+        $schema: 'http://json-schema.org/draft-04/schema#',
+        required: ['deviceId'],
+        additionalProperties: false,
+        properties: { deviceId: { type: 'string', pattern: '^[a-zA-Z0-9:_-]{1,128}$' }, attributes: Match.objectLike({ type: 'object', maxProperties: 3 }) },
+      }),
+    });
+    template.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'SignCsr', Schema: Match.objectLike({ properties: { csr: { type: 'string', minLength: 1, maxLength: 16384 } } }) });
+    const [revoke] = Object.keys(template.findResources('AWS::ApiGateway::Model', { Properties: { Name: 'Revoke' } }));
+    const revokeMethods = Object.values(template.findResources('AWS::ApiGateway::Method')).filter((method) => method.Properties.RequestModels?.['application/json']?.Ref === revoke);
+    expect(revokeMethods).toHaveLength(2);
+  });
+
+  test('requires the path parameters of a route and lets every POST carry an Idempotency-Key', () => {
+    template.hasResourceProperties('AWS::ApiGateway::Method', {
+      HttpMethod: 'POST',
+      RequestParameters: { 'method.request.path.deviceId': true, 'method.request.path.certificateId': true, 'method.request.header.Idempotency-Key': false },
+    });
   });
 
   test.each([

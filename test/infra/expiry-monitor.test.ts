@@ -2,7 +2,7 @@ import { App, Duration } from 'aws-cdk-lib';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { Schedule } from 'aws-cdk-lib/aws-events';
 import { EXPIRY_METRICS } from '../../functions/handlers/config';
-import { expiryMonitorDependencies } from '../../functions/handlers/dependencies';
+import { expiryMonitorDependencies } from '../../functions/handlers/expiry-monitor';
 import { stackPropsFromContext } from '../../infra/context';
 import { DeviceCertificateLifecycleStack } from '../../infra/device-certificate-lifecycle-stack';
 import { CaType, CaUsageMode } from '../../infra/settings';

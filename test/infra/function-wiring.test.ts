@@ -1,12 +1,14 @@
 import type { IotDeviceRegistryOptions } from '../../functions/adapters/aws/iot-device-registry';
 import type { PrivateCaCertificateAuthorityOptions } from '../../functions/adapters/aws/private-ca-certificate-authority';
-import { apiDependencies, jitrDependencies } from '../../functions/handlers/dependencies';
-import { API_REGISTRY_MODES } from '../../infra/device-certificate-lifecycle';
+import { apiDependencies } from '../../functions/handlers/api-wiring';
+import { PRIVATE_CA_MAX_WAIT_MS } from '../../functions/handlers/aws-wiring';
+import { REGISTRY_MODES } from '../../functions/handlers/config';
+import { jitrDependencies } from '../../functions/handlers/jitr';
 import { API_INTEGRATION_TIMEOUT } from '../../infra/device-api';
 
 /*
- * The stack grants and times the functions for the way functions/handlers/dependencies.ts wires their
- * adapters. These tests build that wiring (nothing is sent to AWS) and record the options the adapters
+ * The stack grants and times the functions for the way each handler wires its adapters (functions/handlers/aws-wiring.ts and the
+ * handlers' own wiring). These tests build that wiring (nothing is sent to AWS) and record the options the adapters
  * receive, so a change on either side that the other does not follow fails here.
  */
 const registryOptions: IotDeviceRegistryOptions[] = [];
@@ -65,7 +67,19 @@ test('the API function runs the IoT registry adapter in the modes the stack gran
 
   // Assess
   expect(registryOptions).toHaveLength(1);
-  expect({ policyAttachment: registryOptions[0]?.policyAttachment, certificateRegistration: registryOptions[0]?.certificateRegistration }).toEqual(API_REGISTRY_MODES);
+  expect({ policyAttachment: registryOptions[0]?.policyAttachment, certificateRegistration: registryOptions[0]?.certificateRegistration }).toEqual(REGISTRY_MODES);
+});
+
+test.each([
+  ['API', apiDependencies],
+  ['JITR', jitrDependencies],
+])('the %s function gives the IoT registry adapter its thing group and no policy name (the policy is attached to the group)', (_name, wire) => {
+  // Act
+  wire();
+
+  // Assess
+  expect(registryOptions[0]).toMatchObject({ policyAttachment: 'THING_GROUP', thingGroupName: ENV.THING_GROUP_NAME });
+  expect(registryOptions[0]).not.toHaveProperty('policyName');
 });
 
 test('the JITR function runs the IoT registry adapter in THING_GROUP mode, so it never calls AttachPolicy (its role does not allow it)', () => {
@@ -82,6 +96,6 @@ test('the API function stops waiting for AWS Private CA well before API Gateway 
 
   // Assess: at least 10 s left for DynamoDB and AWS IoT after the longest wait for the CA.
   const maxWaitMs = privateCaOptions[0]?.maxWaitMs;
-  expect(maxWaitMs).toBe(15_000);
+  expect(maxWaitMs).toBe(PRIVATE_CA_MAX_WAIT_MS);
   expect(API_INTEGRATION_TIMEOUT.toMilliseconds() - (maxWaitMs ?? Infinity)).toBeGreaterThanOrEqual(10_000);
 });

@@ -4,20 +4,21 @@ import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../../functi
 import { systemClock } from '../../functions/core/ports';
 import { IotDeviceRegistry } from '../../functions/adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../../functions/adapters/aws/private-ca-certificate-authority';
-import { createApiHandler, createRoutes } from '../../functions/handlers/api';
+import { createApiHandler } from '../../functions/handlers/api';
+import { matchPath } from '../../functions/handlers/http/routes';
 import { createJitrHandler } from '../../functions/handlers/jitr';
 import { createTestTable, type TestTable } from './dynamodb';
 import { CA_ARN, createFakeAws, type FakeAws } from './fake-aws';
 
-/** What API Gateway sends: the matched resource template and the decoded path parameters (the route table of the API). */
-function asApiGatewayRoute(path: string): { resource: string; pathParameters: Record<string, string> | null } {
-  const templates = [...new Set(createRoutes({ lifecycle: {} as DeviceLifecycle, clock: systemClock }).map((route) => route.resource))];
-  for (const template of templates) {
-    const names: string[] = [];
-    const match = new RegExp(`^${template.replace(/\{(\w+)\}/g, (_, name: string) => (names.push(name), '([^/]+)'))}$`).exec(path);
-    if (match) return { resource: template, pathParameters: names.length ? Object.fromEntries(names.map((name, i) => [name, decodeURIComponent(match[i + 1] as string)])) : null };
-  }
-  return { resource: '/{proxy+}', pathParameters: { proxy: path.slice(1) } };
+/**
+ * What API Gateway sends: the resource template the route table matches and the decoded path parameters. A path no
+ * route serves is never proxied in AWS (API Gateway answers it); here it goes to the handler as `/{proxy+}` would.
+ */
+function asApiGatewayRoute(method: string, path: string): { resource: string; pathParameters: Record<string, string> | null } {
+  const matched = matchPath(method, path);
+  if (matched === undefined) return { resource: '/{proxy+}', pathParameters: { proxy: path.slice(1) } };
+  const names = Object.keys(matched.pathParameters);
+  return { resource: matched.route.resource, pathParameters: names.length ? Object.fromEntries(Object.entries(matched.pathParameters).map(([name, value]) => [name, decodeURIComponent(value)])) : null };
 }
 
 /** What Lambda passes to the handler. */
@@ -40,7 +41,7 @@ export async function createApiHarness(settings: Partial<LifecycleSettings> = {}
   const lifecycle = new DeviceLifecycle(
     {
       store: table.store,
-      registry: new IotDeviceRegistry({ client: aws.iotClient, thingGroupName: 'fleet', policyName: 'fleet-policy', policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' }),
+      registry: new IotDeviceRegistry({ client: aws.iotClient, thingGroupName: 'fleet', policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' }),
       ca: new PrivateCaCertificateAuthority({ client: aws.pcaClient, certificateAuthorityArn: CA_ARN, signingAlgorithm: 'SHA256WITHECDSA', sleep: async () => undefined }),
       clock: systemClock,
       ids: randomIds,
@@ -57,7 +58,7 @@ export async function createApiHarness(settings: Partial<LifecycleSettings> = {}
     api,
     jitr,
     call: async (method, path, options = {}) => {
-      const { resource, pathParameters } = asApiGatewayRoute(path);
+      const { resource, pathParameters } = asApiGatewayRoute(method, path);
       const event = {
         httpMethod: method,
         path,

@@ -17,7 +17,7 @@ import type { DeviceRegistry, RegisterCertificateRequest, RegistryCertificate, R
 import { certificateIdOf } from '../../core/x509';
 import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
 
-/** Every AWS IoT action this adapter can call in any mode; {@link iotRegistryIamActions} narrows it to one mode. */
+/** Every AWS IoT action this adapter can call in any mode; {@link iotRegistryIamActions} narrows it to one use. */
 export const IOT_REGISTRY_IAM_ACTIONS = [
   'iot:DescribeCertificate',
   'iot:RegisterCertificate',
@@ -31,39 +31,45 @@ export const IOT_REGISTRY_IAM_ACTIONS = [
   'iot:DetachPolicy',
 ] as const;
 
+export type IotRegistryIamAction = (typeof IOT_REGISTRY_IAM_ACTIONS)[number];
+
+/** An operation of the registry port. */
+export type RegistryOperation = keyof DeviceRegistry;
+
+/** How the adapter runs: the two choices that change which AWS IoT actions it calls. */
+export type IotRegistryModes = Pick<IotDeviceRegistryOptions, 'policyAttachment' | 'certificateRegistration'>;
+
 /**
- * The AWS IoT actions the adapter can call when configured with these modes: what the CDK stack grants a
- * function that uses it, and nothing more (`AttachPolicy` on certificates, for instance, would let a
- * function attach any IoT policy of the account, so it is granted only in `CERTIFICATE` mode).
+ * The AWS IoT actions each operation calls in the given modes. `DescribeCertificate` also stands behind the
+ * operations that need a certificate's ARN (attach, detach) or its current status (an update AWS IoT refuses).
  */
-export function iotRegistryIamActions(options: Pick<IotDeviceRegistryOptions, 'policyAttachment' | 'certificateRegistration'>): readonly string[] {
-  return [
-    'iot:DescribeCertificate',
-    options.certificateRegistration === 'WITH_CA' ? 'iot:RegisterCertificate' : 'iot:RegisterCertificateWithoutCA',
-    'iot:UpdateCertificate',
-    'iot:CreateThing',
-    ...(options.policyAttachment === 'THING_GROUP' ? ['iot:AddThingToThingGroup'] : []),
-    'iot:AttachThingPrincipal',
-    'iot:DetachThingPrincipal',
-    ...(options.policyAttachment === 'CERTIFICATE' ? ['iot:AttachPolicy', 'iot:DetachPolicy'] : []),
-  ];
+const ACTIONS_BY_OPERATION: { readonly [O in RegistryOperation]: (modes: IotRegistryModes) => readonly IotRegistryIamAction[] } = {
+  describeCertificate: () => ['iot:DescribeCertificate'],
+  registerCertificate: (modes) => [modes.certificateRegistration === 'WITH_CA' ? 'iot:RegisterCertificate' : 'iot:RegisterCertificateWithoutCA'],
+  updateCertificateStatus: () => ['iot:UpdateCertificate', 'iot:DescribeCertificate'],
+  ensureThing: (modes) => ['iot:CreateThing', ...(modes.policyAttachment === 'THING_GROUP' ? (['iot:AddThingToThingGroup'] as const) : [])],
+  attachCertificate: (modes) => ['iot:DescribeCertificate', 'iot:AttachThingPrincipal', ...(modes.policyAttachment === 'CERTIFICATE' ? (['iot:AttachPolicy'] as const) : [])],
+  detachCertificate: (modes) => ['iot:DescribeCertificate', 'iot:DetachThingPrincipal', ...(modes.policyAttachment === 'CERTIFICATE' ? (['iot:DetachPolicy'] as const) : [])],
+};
+
+/**
+ * The AWS IoT actions the adapter calls when configured with these modes, for the operations a function uses
+ * (all of them unless told): what the CDK stack grants that function, and nothing more (`AttachPolicy` on
+ * certificates, for instance, would let a function attach any IoT policy of the account, so it is granted
+ * only in `CERTIFICATE` mode). Answered in the order of {@link IOT_REGISTRY_IAM_ACTIONS}.
+ */
+export function iotRegistryIamActions(use: IotRegistryModes & { readonly operations?: readonly RegistryOperation[] }): readonly IotRegistryIamAction[] {
+  const operations = use.operations ?? (Object.keys(ACTIONS_BY_OPERATION) as RegistryOperation[]);
+  const needed = new Set(operations.flatMap((operation) => ACTIONS_BY_OPERATION[operation](use)));
+  return IOT_REGISTRY_IAM_ACTIONS.filter((action) => needed.has(action));
 }
 
-export interface IotDeviceRegistryOptions {
+interface IotDeviceRegistryCommonOptions {
   /**
    * The AWS IoT client to use.
    * @default - a client built with `retryingClientConfig` (adaptive retries absorb throttling)
    */
   readonly client?: IoTClient;
-  /** The fleet's thing group; in `THING_GROUP` mode every thing is added to it, and the fleet policy is attached to the group. */
-  readonly thingGroupName: string;
-  /** The fleet's IoT policy; attached to each certificate in `CERTIFICATE` mode. */
-  readonly policyName: string;
-  /**
-   * Where the fleet policy applies: to the thing group (one attachment for the whole fleet, clear of the
-   * 15 TPS `AttachPolicy` quota) or to each certificate (`AttachPolicy` per certificate).
-   */
-  readonly policyAttachment: 'THING_GROUP' | 'CERTIFICATE';
   /**
    * How issued certificates are registered: linked to the CA registered with AWS IoT (`RegisterCertificate`),
    * or on their own (`RegisterCertificateWithoutCA`, for a CA that is not registered, e.g. in multi-account mode).
@@ -71,10 +77,54 @@ export interface IotDeviceRegistryOptions {
   readonly certificateRegistration: 'WITH_CA' | 'WITHOUT_CA';
 }
 
+/** The fleet policy is attached to the fleet's thing group: one attachment for the whole fleet, clear of the 15 TPS `AttachPolicy` quota. */
+export interface ThingGroupAttachmentOptions extends IotDeviceRegistryCommonOptions {
+  readonly policyAttachment: 'THING_GROUP';
+  /** The fleet's thing group, which the policy is attached to; every thing is added to it. */
+  readonly thingGroupName: string;
+}
+
+/** The fleet policy is attached to each certificate (`AttachPolicy` per certificate). */
+export interface CertificateAttachmentOptions extends IotDeviceRegistryCommonOptions {
+  readonly policyAttachment: 'CERTIFICATE';
+  /** The fleet's IoT policy, attached to each certificate. */
+  readonly policyName: string;
+}
+
+/** Where the fleet policy applies decides what else the adapter needs: a thing group, or a policy to attach. */
+export type IotDeviceRegistryOptions = ThingGroupAttachmentOptions | CertificateAttachmentOptions;
+
+/**
+ * AWS IoT's certificate statuses → the port's. PENDING_TRANSFER (being transferred to another account) and
+ * REGISTER_INACTIVE (registered, never activated) are states the lifecycle never puts a certificate in: the
+ * adapter refuses them instead of guessing what they mean for a device.
+ */
+const PORT_STATUS_OF: Readonly<Record<CertificateStatus, RegistryCertificateStatus | undefined>> = {
+  PENDING_ACTIVATION: 'PENDING_ACTIVATION',
+  ACTIVE: 'ACTIVE',
+  INACTIVE: 'INACTIVE',
+  REVOKED: 'REVOKED',
+  PENDING_TRANSFER: undefined,
+  REGISTER_INACTIVE: undefined,
+};
+
 const SERVICE = 'AWS IoT';
 
 /** A certificate's ARN never changes; remembering a bounded number of them saves `DescribeCertificate` calls (10 TPS quota). */
 const MAX_CACHED_ARNS = 1000;
+
+function portStatusOf(certificateId: string, status: string): RegistryCertificateStatus {
+  const mapped = Object.hasOwn(PORT_STATUS_OF, status) ? PORT_STATUS_OF[status as CertificateStatus] : undefined;
+  if (mapped === undefined) {
+    throw new UpstreamError(
+      'UPSTREAM_FAILURE',
+      `${SERVICE} shows certificate ${certificateId} as ${status}, a status the lifecycle does not handle (only ${Object.values(PORT_STATUS_OF).filter(Boolean).join(', ')}).`,
+      false,
+      { details: { certificateId, status } },
+    );
+  }
+  return mapped;
+}
 
 const notRegistered = (certificateId: string, cause: unknown) =>
   new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${certificateId} is not registered with AWS IoT.`, { cause, details: { certificateId } });
@@ -106,7 +156,7 @@ export class IotDeviceRegistry implements DeviceRegistry {
     return {
       certificateId: description.certificateId ?? certificateId,
       certificatePem: description.certificatePem,
-      status: description.status as RegistryCertificateStatus,
+      status: portStatusOf(certificateId, description.status),
       ...(description.caCertificateId ? { caCertificateId: description.caCertificateId } : {}),
     };
   }
@@ -157,11 +207,10 @@ export class IotDeviceRegistry implements DeviceRegistry {
       // The thing exists (with other attributes, or created by a concurrent duplicate): that is all we need.
       if (errorName(error) !== 'ResourceAlreadyExistsException') throw toUpstreamError(error, SERVICE, 'CreateThing');
     }
-    if (this.options.policyAttachment === 'THING_GROUP') {
+    const { options } = this;
+    if (options.policyAttachment === 'THING_GROUP') {
       // Adding a thing to a group it is already in succeeds.
-      await this.call('AddThingToThingGroup', () =>
-        this.client.send(new AddThingToThingGroupCommand({ thingGroupName: this.options.thingGroupName, thingName })),
-      );
+      await this.call('AddThingToThingGroup', () => this.client.send(new AddThingToThingGroupCommand({ thingGroupName: options.thingGroupName, thingName })));
     }
   }
 
@@ -175,8 +224,9 @@ export class IotDeviceRegistry implements DeviceRegistry {
       }
       throw toUpstreamError(error, SERVICE, 'AttachThingPrincipal');
     }
-    if (this.options.policyAttachment === 'CERTIFICATE') {
-      await this.call('AttachPolicy', () => this.client.send(new AttachPolicyCommand({ policyName: this.options.policyName, target: principal })));
+    const { options } = this;
+    if (options.policyAttachment === 'CERTIFICATE') {
+      await this.call('AttachPolicy', () => this.client.send(new AttachPolicyCommand({ policyName: options.policyName, target: principal })));
     }
   }
 
@@ -190,8 +240,9 @@ export class IotDeviceRegistry implements DeviceRegistry {
       throw error;
     }
     await this.ignoringNotFound('DetachThingPrincipal', () => this.client.send(new DetachThingPrincipalCommand({ thingName, principal })));
-    if (this.options.policyAttachment === 'CERTIFICATE') {
-      await this.ignoringNotFound('DetachPolicy', () => this.client.send(new DetachPolicyCommand({ policyName: this.options.policyName, target: principal })));
+    const { options } = this;
+    if (options.policyAttachment === 'CERTIFICATE') {
+      await this.ignoringNotFound('DetachPolicy', () => this.client.send(new DetachPolicyCommand({ policyName: options.policyName, target: principal })));
     }
   }
 

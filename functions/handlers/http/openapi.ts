@@ -1,36 +1,57 @@
-import { z } from 'zod';
 import { CERTIFICATE_STATUSES, DEVICE_STATUSES, AUDIT_EVENT_TYPES, REVOCATION_REASONS } from '../../core/model';
-import { ERROR_CODES } from '../../core/errors';
-import { HTTP_STATUS_OF } from './responses';
-import { createDeviceBody, listDevicesQuery, revokeBody, signCsrBody } from './requests';
+import { API_ERROR_CODES, API_ERRORS, type ApiErrorCode } from './errors';
+import { IDEMPOTENCY_KEY_PATTERN, PATH_PARAMETER_PATTERNS, REQUEST_BODIES, requestJsonSchema } from './requests';
+import { API_ROUTES, pathParameterNames, takesIdempotencyKey, type ApiRoute, type ResponseSchemaName } from './routes';
 
 /**
- * The OpenAPI 3 description of the device API, built from the same zod schemas the
- * handlers validate with, so the document cannot promise fields the API refuses.
+ * The OpenAPI 3 description of the device API, built from the route table and the same zod schemas the
+ * handlers validate with, so the document cannot promise routes or fields the API refuses.
  * `npm run openapi` writes it to docs/openapi.json; a test fails when the file is stale.
  */
-const bodySchema = (schema: z.ZodType) => z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>;
-const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const ref = (name: ResponseSchemaName | 'AuditEvent' | 'Error') => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: unknown) => ({ 'application/json': { schema } });
 
-const errorStatuses = (codes: readonly (typeof ERROR_CODES)[number][]) => {
+const errorStatuses = (codes: readonly ApiErrorCode[]) => {
   const byStatus = new Map<number, string[]>();
-  for (const code of codes) byStatus.set(HTTP_STATUS_OF[code], [...(byStatus.get(HTTP_STATUS_OF[code]) ?? []), code]);
+  for (const code of codes) byStatus.set(API_ERRORS[code].status, [...(byStatus.get(API_ERRORS[code].status) ?? []), code]);
   return Object.fromEntries([...byStatus].map(([status, list]) => [String(status), { description: `Error: ${list.join(', ')}`, content: json(ref('Error')) }]));
 };
 
-const deviceIdParameter = { name: 'deviceId', in: 'path', required: true, schema: { type: 'string', pattern: '^[a-zA-Z0-9:_-]{1,128}$' } };
 const idempotencyKeyParameter = {
   name: 'Idempotency-Key',
   in: 'header',
   required: false,
   description:
     'Makes a retried POST safe. Kept 30 days per caller and key: the same key with the same request answers the first outcome again; ' +
-    'with another request, 422 IDEMPOTENCY_KEY_REUSED; while the first is still running, 409 REQUEST_IN_PROGRESS.',
-  schema: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{8,128}$' },
+    `with another request, ${API_ERRORS.IDEMPOTENCY_KEY_REUSED.status} IDEMPOTENCY_KEY_REUSED; while the first is still running, ${API_ERRORS.REQUEST_IN_PROGRESS.status} REQUEST_IN_PROGRESS.`,
+  schema: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN.source },
 };
-const common = ['INVALID_REQUEST', 'UPSTREAM_THROTTLED', 'UPSTREAM_FAILURE'] as const;
-const post = ['IDEMPOTENCY_KEY_REUSED', 'REQUEST_IN_PROGRESS', 'PAYLOAD_TOO_LARGE'] as const;
+
+function parametersOf(route: ApiRoute): unknown[] {
+  const path = pathParameterNames(route.resource).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string', pattern: PATH_PARAMETER_PATTERNS[name]?.source } }));
+  const querySchema = route.query === undefined ? {} : requestJsonSchema(route.query, 'openapi-3.0');
+  const required = (querySchema.required ?? []) as string[];
+  const query = Object.entries((querySchema.properties ?? {}) as Record<string, unknown>).map(([name, schema]) => ({ name, in: 'query', required: required.includes(name), schema }));
+  return [...path, ...query, ...(takesIdempotencyKey(route) ? [idempotencyKeyParameter] : [])];
+}
+
+function operationOf(route: ApiRoute) {
+  const parameters = parametersOf(route);
+  return {
+    operationId: route.operationId,
+    summary: route.summary,
+    ...(parameters.length > 0 ? { parameters } : {}),
+    ...(route.body !== undefined ? { requestBody: { required: true, content: json(requestJsonSchema(REQUEST_BODIES[route.body], 'openapi-3.0')) } } : {}),
+    responses: { [String(route.success.status)]: { description: route.success.description, content: json(ref(route.success.schema)) }, ...errorStatuses(route.errors) },
+  };
+}
+
+/** The paths of the route table, each with its operations, in the table's order. */
+function pathsOf(routes: readonly ApiRoute[]): Record<string, Record<string, ReturnType<typeof operationOf>>> {
+  const paths: Record<string, Record<string, ReturnType<typeof operationOf>>> = {};
+  for (const route of routes) (paths[route.resource] ??= {})[route.method.toLowerCase()] = operationOf(route);
+  return paths;
+}
 
 export function buildOpenApiDocument() {
   return {
@@ -44,74 +65,7 @@ export function buildOpenApiDocument() {
     },
     servers: [{ url: 'https://{restApiId}.execute-api.{region}.amazonaws.com/prod', variables: { restApiId: { default: 'example' }, region: { default: 'eu-west-1' } } }, { url: 'http://127.0.0.1:3000' }],
     security: [{ sigv4: [] }, { localBearer: [] }],
-    paths: {
-      '/devices': {
-        post: {
-          operationId: 'preRegisterDevice',
-          summary: 'Pre-register a device (status REGISTERED) before it has a certificate.',
-          parameters: [idempotencyKeyParameter],
-          requestBody: { required: true, content: json(bodySchema(createDeviceBody)) },
-          responses: { '201': { description: 'Created', content: json(ref('Device')) }, ...errorStatuses([...common, ...post, 'DEVICE_ALREADY_EXISTS']) },
-        },
-        get: {
-          operationId: 'listDevices',
-          summary: 'A page of devices in one state.',
-          parameters: Object.entries((bodySchema(listDevicesQuery).properties ?? {}) as Record<string, unknown>).map(([name, schema]) => ({ name, in: 'query', required: name === 'status', schema })),
-          responses: { '200': { description: 'A page', content: json(ref('DevicePage')) }, ...errorStatuses(common) },
-        },
-      },
-      '/devices/{deviceId}': {
-        get: {
-          operationId: 'getDevice',
-          summary: 'The device, its certificates and its latest audit events (newest first).',
-          parameters: [deviceIdParameter],
-          responses: { '200': { description: 'The device', content: json(ref('DeviceView')) }, ...errorStatuses([...common, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND']) },
-        },
-      },
-      '/devices/{deviceId}/certificates': {
-        post: {
-          operationId: 'signCsr',
-          summary: 'Sign a PKCS#10 CSR (CN = deviceId; EC P-256/P-384 or RSA 2048-4096) and register the certificate with AWS IoT as ACTIVE.',
-          parameters: [deviceIdParameter, idempotencyKeyParameter],
-          requestBody: { required: true, content: json(bodySchema(signCsrBody)) },
-          responses: { '201': { description: 'Issued', content: json(ref('IssuedCertificate')) }, ...errorStatuses([...common, ...post, 'INVALID_DEVICE_ID', 'INVALID_CSR', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT']) },
-        },
-      },
-      '/devices/{deviceId}/certificates/{certificateId}/revoke': {
-        post: {
-          operationId: 'revokeCertificate',
-          summary: 'Revoke one certificate in AWS IoT (takes effect at the next connect), at the CA (CRL) and in the record; detach it from the thing.',
-          parameters: [deviceIdParameter, { name: 'certificateId', in: 'path', required: true, schema: { type: 'string', pattern: '^[0-9a-f]{64}$' } }, idempotencyKeyParameter],
-          requestBody: { required: true, content: json(bodySchema(revokeBody)) },
-          responses: { '200': { description: 'Revoked', content: json(ref('Certificate')) }, ...errorStatuses([...common, ...post, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND', 'CERTIFICATE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT']) },
-        },
-      },
-      '/devices/{deviceId}/revoke': {
-        post: {
-          operationId: 'revokeDevice',
-          summary: 'Revoke the device and every live certificate of it.',
-          parameters: [deviceIdParameter, idempotencyKeyParameter],
-          requestBody: { required: true, content: json(bodySchema(revokeBody)) },
-          responses: { '200': { description: 'Revoked', content: json(ref('Device')) }, ...errorStatuses([...common, ...post, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT']) },
-        },
-      },
-      '/devices/{deviceId}/suspend': {
-        post: {
-          operationId: 'suspendDevice',
-          summary: 'Suspend an ACTIVE device: its ACTIVE certificates become INACTIVE in AWS IoT.',
-          parameters: [deviceIdParameter, idempotencyKeyParameter],
-          responses: { '200': { description: 'Suspended', content: json(ref('Device')) }, ...errorStatuses([...common, ...post, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT']) },
-        },
-      },
-      '/devices/{deviceId}/resume': {
-        post: {
-          operationId: 'resumeDevice',
-          summary: 'Resume a SUSPENDED device: its unexpired INACTIVE certificates become ACTIVE again.',
-          parameters: [deviceIdParameter, idempotencyKeyParameter],
-          responses: { '200': { description: 'Resumed', content: json(ref('Device')) }, ...errorStatuses([...common, ...post, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT']) },
-        },
-      },
-    },
+    paths: pathsOf(API_ROUTES),
     components: {
       securitySchemes: {
         sigv4: { type: 'apiKey', name: 'Authorization', in: 'header', 'x-amazon-apigateway-authtype': 'awsSigv4' },
@@ -182,7 +136,7 @@ export function buildOpenApiDocument() {
             error: {
               type: 'object',
               required: ['code', 'message'],
-              properties: { code: { type: 'string', enum: [...ERROR_CODES, 'INTERNAL_ERROR', 'ROUTE_NOT_FOUND', 'METHOD_NOT_ALLOWED', 'UNAUTHORIZED', 'FORBIDDEN'] }, message: { type: 'string' }, details: { type: 'object' } },
+              properties: { code: { type: 'string', enum: [...API_ERROR_CODES] }, message: { type: 'string' }, details: { type: 'object' } },
             },
           },
         },

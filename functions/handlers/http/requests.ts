@@ -4,6 +4,7 @@ import { ValidationError } from '../../core/errors';
 import { DEVICE_ID_PATTERN } from '../../core/device-id';
 import { DEVICE_STATUSES, REVOCATION_REASONS } from '../../core/model';
 import { CERTIFICATE_LIMITS } from '../../core/x509';
+import { ERROR_MESSAGES } from './errors';
 
 /** Requests larger than this are refused before parsing; the largest legitimate body is a CSR. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -22,10 +23,19 @@ const attributeName = z
   .regex(/^[a-zA-Z0-9_.,@/:#-]{1,128}$/, 'attribute names are 1-128 of a-z A-Z 0-9 _ . , @ / : # -')
   .refine((name) => !RESERVED_NAMES.includes(name), { error: (issue) => reservedName(String(issue.input)) });
 
-/** AWS IoT allows 3 attributes on a thing without a thing type, with these name and value rules. */
+/** AWS IoT allows 3 attributes on a thing without a thing type. */
+const MAX_ATTRIBUTES = 3;
+
+/**
+ * AWS IoT's attribute rules. `[` is escaped in the value class although JavaScript does not need it: the pattern
+ * also goes into the JSON schemas (API Gateway's model, the OpenAPI document), whose readers may not all be ECMAScript.
+ * The count is a refinement, which JSON Schema cannot read: `maxProperties` says it to them.
+ */
 const attributes = z
-  .record(attributeName, z.string().regex(/^[a-zA-Z0-9_.,@/:#=[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -'))
-  .refine((value) => Object.keys(value).length <= 3, 'a device has at most 3 attributes');
+  // eslint-disable-next-line no-useless-escape -- escaped on purpose, see above
+  .record(attributeName, z.string().regex(/^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -'))
+  .refine((value) => Object.keys(value).length <= MAX_ATTRIBUTES, `a device has at most ${MAX_ATTRIBUTES} attributes`)
+  .meta({ maxProperties: MAX_ATTRIBUTES });
 
 export const createDeviceBody = z.strictObject({
   deviceId: z.string().regex(DEVICE_ID_PATTERN, 'use 1 to 128 characters from a-z, A-Z, 0-9, ":", "_" and "-"'),
@@ -42,19 +52,39 @@ export const revokeBody = z.strictObject({
 
 export const emptyBody = z.strictObject({});
 
+/** The JSON bodies the API takes, by the name of their API Gateway model. A route names its body here. */
+export const REQUEST_BODIES = { CreateDevice: createDeviceBody, SignCsr: signCsrBody, Revoke: revokeBody } as const;
+
+export type RequestBodyName = keyof typeof REQUEST_BODIES;
+
 export const listDevicesQuery = z.strictObject({
   status: z.enum(DEVICE_STATUSES, { message: `status is required and must be one of ${DEVICE_STATUSES.join(', ')}` }),
   limit: z.coerce.number().int().min(1).max(100).default(25),
   nextToken: z.string().min(1).max(2048).optional(),
 });
 
-const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{8,128}$/;
+export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{8,128}$/;
+
+/** A certificate id in a path: the SHA-256 fingerprint of the DER certificate, lower-case hex (the AWS IoT certificate id). */
+export const CERTIFICATE_ID_PATTERN = /^[0-9a-f]{64}$/;
+
+/** What each path parameter of a resource template must look like. */
+export const PATH_PARAMETER_PATTERNS: Readonly<Record<string, RegExp>> = { deviceId: DEVICE_ID_PATTERN, certificateId: CERTIFICATE_ID_PATTERN };
+
+/**
+ * The JSON schema of what a request may hold, from the zod schema the handler validates with: OpenAPI 3.0 for the
+ * document, draft 4 for API Gateway's models (without `$schema`, which the model sets itself).
+ */
+export function requestJsonSchema(schema: z.ZodType, target: 'openapi-3.0' | 'draft-4'): Record<string, unknown> {
+  const { $schema: _version, ...jsonSchema } = z.toJSONSchema(schema, { io: 'input', target }) as Record<string, unknown>;
+  return jsonSchema;
+}
 
 /** Parses a JSON body against `schema`; every failure is a 400/413 that names the field to fix. */
 export function parseBody<T extends z.ZodType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
   const raw = event.body === null || event.body === undefined || event.body === '' ? '{}' : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
   if (Buffer.byteLength(raw, 'utf8') > MAX_BODY_BYTES) {
-    throw new ValidationError('PAYLOAD_TOO_LARGE', `The request body is larger than ${MAX_BODY_BYTES} bytes.`);
+    throw new ValidationError('PAYLOAD_TOO_LARGE', ERROR_MESSAGES.bodyTooLarge(MAX_BODY_BYTES));
   }
   let json: unknown;
   try {

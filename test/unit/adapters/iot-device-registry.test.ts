@@ -39,7 +39,7 @@ import {
 import type { AwsCommand } from 'aws-sdk-client-mock';
 import { mockable, mockIotClient, type CommandOutput } from '../../support/iot-mock';
 import { X509Certificate } from 'node:crypto';
-import { IOT_REGISTRY_IAM_ACTIONS, IotDeviceRegistry, iotRegistryIamActions, type IotDeviceRegistryOptions } from '../../../functions/adapters/aws/iot-device-registry';
+import { IOT_REGISTRY_IAM_ACTIONS, IotDeviceRegistry, iotRegistryIamActions, type IotRegistryModes, type RegistryOperation } from '../../../functions/adapters/aws/iot-device-registry';
 import { SoftwareCertificateAuthority } from '../../../functions/adapters/local/software-ca';
 import type { RegistryCertificateStatus } from '../../../functions/core/ports';
 import { makeCsr } from '../../support/pki';
@@ -75,14 +75,12 @@ const expectSentOnceWith = <I extends object, O extends CommandOutput>(command: 
   expect(iot.commandCalls(command)[0]?.args[0].input).toStrictEqual(input);
 };
 
-const registry = (overrides: Partial<IotDeviceRegistryOptions> = {}) =>
+/** The adapter in these modes (THING_GROUP and WITH_CA unless told), given what its policy attachment needs: the group or the policy. */
+const registry = ({ policyAttachment = 'THING_GROUP', certificateRegistration = 'WITH_CA' }: Partial<IotRegistryModes> = {}) =>
   new IotDeviceRegistry({
     client: new IoTClient({ region: 'us-east-1' }),
-    thingGroupName: THING_GROUP,
-    policyName: POLICY,
-    policyAttachment: 'THING_GROUP',
-    certificateRegistration: 'WITH_CA',
-    ...overrides,
+    certificateRegistration,
+    ...(policyAttachment === 'THING_GROUP' ? { policyAttachment, thingGroupName: THING_GROUP } : { policyAttachment, policyName: POLICY }),
   });
 
 /** The id AWS IoT gives a certificate, computed independently of the code under test: SHA-256 of the DER, lower-case hex. */
@@ -117,7 +115,7 @@ afterEach(() => {
   for (const call of iot.calls()) operationsCalled.add(call.args[0].constructor.name.replace(/Command$/, ''));
 });
 
-const describesAs = (status: RegistryCertificateStatus) =>
+const describesAs = (status: RegistryCertificateStatus | 'PENDING_TRANSFER' | 'REGISTER_INACTIVE') =>
   iot.on(DescribeCertificateCommand, { certificateId: issued.certificateId }).resolves({
     certificateDescription: {
       certificateId: issued.certificateId,
@@ -145,6 +143,33 @@ describe('IotDeviceRegistry.describeCertificate', () => {
     });
     expectSentOnceWith(DescribeCertificateCommand, { certificateId: issued.certificateId });
     expect(iot.calls()).toHaveLength(1);
+  });
+
+  it.each<RegistryCertificateStatus>(['PENDING_ACTIVATION', 'ACTIVE', 'INACTIVE', 'REVOKED'])('answers the AWS IoT status %s as the same status of the port', async (status) => {
+    // Prepare
+    describesAs(status);
+
+    // Act
+    const certificate = await registry().describeCertificate(issued.certificateId);
+
+    // Assess
+    expect(certificate.status).toBe(status);
+  });
+
+  it.each(['PENDING_TRANSFER', 'REGISTER_INACTIVE'] as const)('rejects a certificate AWS IoT shows as %s with a non-retryable UPSTREAM_FAILURE', async (status) => {
+    // Prepare
+    describesAs(status);
+
+    // Act
+    const describing = registry().describeCertificate(issued.certificateId);
+
+    // Assess
+    await expect(describing).rejects.toMatchObject({
+      name: 'UpstreamError',
+      code: 'UPSTREAM_FAILURE',
+      retryable: false,
+      message: `AWS IoT shows certificate ${issued.certificateId} as ${status}, a status the lifecycle does not handle (only PENDING_ACTIVATION, ACTIVE, INACTIVE, REVOKED).`,
+    });
   });
 
   it('fails with CERTIFICATE_NOT_FOUND when AWS IoT does not know the certificate', async () => {
@@ -616,7 +641,7 @@ describe('IOT_REGISTRY_IAM_ACTIONS', () => {
 });
 
 describe('iotRegistryIamActions', () => {
-  type Modes = Pick<IotDeviceRegistryOptions, 'policyAttachment' | 'certificateRegistration'>;
+  type Modes = IotRegistryModes;
 
   /** Runs every method of the adapter in these modes against a stub that accepts everything, and answers the AWS IoT actions it needed. */
   const actionsCalledIn = async (modes: Modes): Promise<string[]> => {
@@ -670,6 +695,54 @@ describe('iotRegistryIamActions', () => {
     expect(iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' })).not.toEqual(
       expect.arrayContaining([expect.stringMatching(/^iot:(AttachPolicy|DetachPolicy|RegisterCertificateWithoutCA)$/)]),
     );
+  });
+
+  /** Stubs every AWS IoT call to succeed, runs one operation on a fresh adapter (nothing cached) and answers the actions it called. */
+  const actionsOfOperation = async (modes: Modes, operation: RegistryOperation): Promise<string[]> => {
+    describesAs('ACTIVE');
+    iot.on(RegisterCertificateCommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+    iot.on(RegisterCertificateWithoutCACommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
+    for (const command of [UpdateCertificateCommand, CreateThingCommand, AddThingToThingGroupCommand, AttachThingPrincipalCommand, DetachThingPrincipalCommand, AttachPolicyCommand, DetachPolicyCommand]) {
+      iot.on(command as new (input: object) => AwsCommand<object, CommandOutput>).resolves({});
+    }
+    const adapter = registry(modes);
+    const run: Record<RegistryOperation, () => Promise<unknown>> = {
+      describeCertificate: () => adapter.describeCertificate(issued.certificateId),
+      registerCertificate: () => adapter.registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem: issued.caCertificatePem }),
+      updateCertificateStatus: () => adapter.updateCertificateStatus(issued.certificateId, 'ACTIVE'),
+      ensureThing: () => adapter.ensureThing(THING, {}),
+      attachCertificate: () => adapter.attachCertificate(THING, issued.certificateId),
+      detachCertificate: () => adapter.detachCertificate(THING, issued.certificateId),
+    };
+    await run[operation]();
+    return [...new Set(iot.calls().map((call) => `iot:${(call.args[0] as object).constructor.name.replace(/Command$/, '')}`))];
+  };
+
+  const ALL_MODES: readonly Modes[] = (['THING_GROUP', 'CERTIFICATE'] as const).flatMap((policyAttachment) =>
+    (['WITH_CA', 'WITHOUT_CA'] as const).map((certificateRegistration) => ({ policyAttachment, certificateRegistration })),
+  );
+  const OPERATIONS: readonly RegistryOperation[] = ['describeCertificate', 'registerCertificate', 'updateCertificateStatus', 'ensureThing', 'attachCertificate', 'detachCertificate'];
+
+  test.each(ALL_MODES.flatMap((modes) => OPERATIONS.map((operation) => ({ ...modes, operation }))))(
+    'declares every action $operation calls in $policyAttachment and $certificateRegistration mode',
+    async ({ operation, ...modes }) => {
+      // Act
+      const called = await actionsOfOperation(modes, operation);
+
+      // Assess
+      expect(iotRegistryIamActions({ ...modes, operations: [operation] })).toEqual(expect.arrayContaining(called));
+    },
+  );
+
+  it('answers, for every operation but registerCertificate, every THING_GROUP and WITH_CA action but RegisterCertificate, in the order of IOT_REGISTRY_IAM_ACTIONS', () => {
+    expect(iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA', operations: ['describeCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'] })).toEqual([
+      'iot:DescribeCertificate',
+      'iot:UpdateCertificate',
+      'iot:CreateThing',
+      'iot:AddThingToThingGroup',
+      'iot:AttachThingPrincipal',
+      'iot:DetachThingPrincipal',
+    ]);
   });
 
   it('is, over all modes, exactly IOT_REGISTRY_IAM_ACTIONS', () => {

@@ -1,5 +1,6 @@
 import { ConflictError, LifecycleError, UpstreamError, ValidationError } from '../../../functions/core/errors';
-import { errorResponse } from '../../../functions/handlers/http/responses';
+import { API_ERROR_CODES, API_ERRORS, errorBody, GATEWAY_ERRORS, gatewayErrorTemplate } from '../../../functions/handlers/http/errors';
+import { apiErrorResponse, errorResponse } from '../../../functions/handlers/http/responses';
 
 describe('errorResponse', () => {
   test('answers a client error with its status, code, message and details', () => {
@@ -30,5 +31,35 @@ describe('errorResponse', () => {
 
   test('answers a lost race with 409 CONFLICT', () => {
     expect(errorResponse(new ConflictError('Another change won.')).statusCode).toBe(409);
+  });
+});
+
+describe('error catalogue', () => {
+  test('gives every code an HTTP status, and answers codes the core throws with that status', () => {
+    for (const code of API_ERROR_CODES) expect(API_ERRORS[code].status).toBeGreaterThanOrEqual(400);
+    expect(errorResponse(new ValidationError('PAYLOAD_TOO_LARGE', 'The request body is larger than 65536 bytes.')).statusCode).toBe(API_ERRORS.PAYLOAD_TOO_LARGE.status);
+  });
+
+  test('builds an error body without details when there are none', () => {
+    expect(errorBody('ROUTE_NOT_FOUND', 'No route GET /x.')).toEqual({ error: { code: 'ROUTE_NOT_FOUND', message: 'No route GET /x.' } });
+  });
+
+  test('builds answers with the status of the code and the JSON headers', () => {
+    const response = apiErrorResponse('METHOD_NOT_ALLOWED', 'DELETE is not allowed on /devices.', { headers: { Allow: 'GET, POST' } });
+    expect(response).toEqual({
+      statusCode: 405,
+      headers: { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', Allow: 'GET, POST' },
+      body: JSON.stringify({ error: { code: 'METHOD_NOT_ALLOWED', message: 'DELETE is not allowed on /devices.' } }),
+    });
+  });
+
+  test.each(GATEWAY_ERRORS.map((gatewayError) => [gatewayError.type, gatewayError] as const))('answers API Gateway %s with a template that is an error body once API Gateway fills in its message', (_type, gatewayError) => {
+    const sent = JSON.parse(gatewayErrorTemplate(gatewayError).replace('$context.error.messageString', JSON.stringify('Some "quoted" message')));
+    expect(sent).toEqual(errorBody(gatewayError.code, gatewayError.message ?? 'Some "quoted" message'));
+  });
+
+  test('declares each gateway response once', () => {
+    const types = GATEWAY_ERRORS.map((gatewayError) => gatewayError.type);
+    expect(new Set(types).size).toBe(types.length);
   });
 });

@@ -1,18 +1,10 @@
 import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { isAuthorized, LOCAL_API_CALLER, matchResource, startApiServer, toApiGatewayEvent, type ApiServer } from '../../../local/api-server';
 
-const ROUTES = [
-  { method: 'POST', resource: '/devices' },
-  { method: 'GET', resource: '/devices' },
-  { method: 'GET', resource: '/devices/{deviceId}' },
-  { method: 'POST', resource: '/devices/{deviceId}/certificates/{certificateId}/revoke' },
-];
-
 describe('toApiGatewayEvent', () => {
   test('fills the fields API Gateway fills: resource, path parameters (decoded), query, headers, body and the caller', () => {
     const event = toApiGatewayEvent(
       { method: 'POST', url: '/devices/dev%3A1/certificates/abc/revoke?x=1&x=2&y=3', headers: { 'content-type': 'application/json', 'user-agent': 'curl' }, body: '{"reason":"UNSPECIFIED"}' },
-      ROUTES,
     );
 
     expect(event).toMatchObject({
@@ -30,7 +22,7 @@ describe('toApiGatewayEvent', () => {
   });
 
   test('leaves query and body null when there are none', () => {
-    const event = toApiGatewayEvent({ method: 'GET', url: '/devices/d1', headers: {}, body: '' }, ROUTES);
+    const event = toApiGatewayEvent({ method: 'GET', url: '/devices/d1', headers: {}, body: '' });
 
     expect(event).toMatchObject({ resource: '/devices/{deviceId}', pathParameters: { deviceId: 'd1' }, queryStringParameters: null, body: null });
   });
@@ -39,10 +31,12 @@ describe('toApiGatewayEvent', () => {
 describe('matchResource', () => {
   test.each([
     ['GET', '/devices', '/devices', null],
+    ['POST', '/devices/d1/suspend/', '/devices/{deviceId}/suspend', { deviceId: 'd1' }],
     ['DELETE', '/devices/d1', '/devices/{deviceId}', { deviceId: 'd1' }],
+    ['GET', '/devices/dev%3A1', '/devices/{deviceId}', { deviceId: 'dev%3A1' }],
     ['GET', '/nowhere', '/nowhere', null],
   ])('%s %s → %s', (method, path, resource, pathParameters) => {
-    expect(matchResource(ROUTES, method, path)).toEqual({ resource, pathParameters });
+    expect(matchResource(method, path)).toEqual({ resource, pathParameters });
   });
 });
 
@@ -68,7 +62,6 @@ describe('startApiServer', () => {
       host: '127.0.0.1',
       port: 0,
       token: 'the-token',
-      routes: ROUTES,
       log: () => undefined,
       handler: async (event, context) => {
         seen.push({ event, context });
@@ -86,7 +79,8 @@ describe('startApiServer', () => {
 
     expect(response.status).toBe(401);
     expect(response.headers.get('www-authenticate')).toContain('Bearer');
-    expect(await response.json()).toEqual({ error: { code: 'UNAUTHORIZED', message: expect.stringContaining('Bearer') } });
+    expect(response.headers.get('content-type')).toBe('application/json');
+    expect(await response.json()).toEqual({ error: { code: 'UNAUTHORIZED', message: 'Send the local API token as "Authorization: Bearer <token>" (the token is in .local/api-token).' } });
     expect(seen.length).toBe(before);
   });
 
@@ -106,5 +100,30 @@ describe('startApiServer', () => {
     const response = await fetch(`${server.url}/devices`, { method: 'POST', headers: { Authorization: 'Bearer the-token' }, body: 'x'.repeat(1024 * 1024 + 1) });
 
     expect(response.status).toBe(413);
+    expect(await response.json()).toEqual({ error: { code: 'PAYLOAD_TOO_LARGE', message: 'The request body is larger than 1048576 bytes.' } });
+  });
+});
+
+describe('startApiServer with a handler that throws', () => {
+  let server: ApiServer;
+  beforeAll(async () => {
+    server = await startApiServer({
+      host: '127.0.0.1',
+      port: 0,
+      token: 'the-token',
+      log: () => undefined,
+      handler: async () => {
+        throw new Error('boom: table devices-123 missing');
+      },
+    });
+  });
+  afterAll(async () => server.stop());
+
+  test('answers 500 INTERNAL_ERROR without the error', async () => {
+    const response = await fetch(`${server.url}/devices/d1`, { headers: { Authorization: 'Bearer the-token' } });
+
+    expect(response.status).toBe(500);
+    // The exact text, written out: it is what a caller of the local mode reads.
+    expect(await response.json()).toEqual({ error: { code: 'INTERNAL_ERROR', message: 'The request failed on our side.' } });
   });
 });

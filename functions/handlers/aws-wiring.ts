@@ -1,0 +1,63 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { IoTClient } from '@aws-sdk/client-iot';
+import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
+import { DeviceLifecycle, randomIds } from '../core/lifecycle';
+import { systemClock } from '../core/ports';
+import { retryingClientConfig } from '../adapters/aws/aws-errors';
+import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
+import { IotDeviceRegistry } from '../adapters/aws/iot-device-registry';
+import { PrivateCaCertificateAuthority } from '../adapters/aws/private-ca-certificate-authority';
+import { REGISTRY_MODES, type FunctionConfig } from './config';
+
+/*
+ * The AWS clients and adapters the functions are built from. Each handler wires itself from these, once per
+ * cold start, reading only the variables it needs (so a missing one names itself at the first invocation):
+ * `jitrDependencies` in jitr.ts, `apiDependencies` in api-wiring.ts, `expiryMonitorDependencies` in expiry-monitor.ts.
+ */
+
+/**
+ * How long the Private CA adapter waits in all for an issued certificate. Well inside the API function's timeout
+ * (API_INTEGRATION_TIMEOUT in infra/device-api.ts, also API Gateway's integration limit), so a slow issuance ends
+ * in our UPSTREAM_FAILURE answer and its compensation, not in a killed invocation.
+ */
+export const PRIVATE_CA_MAX_WAIT_MS = 15_000;
+
+/** The variables the lifecycle (the JITR and API functions) reads. */
+export const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS'] as const;
+
+type CaConfig = Pick<FunctionConfig, 'CA_ARN' | 'CA_SIGNING_ALGORITHM' | 'CA_TEMPLATE_ARN'>;
+
+/** The core on DynamoDB, AWS IoT and AWS Private CA: what the JITR and API functions run. */
+export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>): DeviceLifecycle {
+  return new DeviceLifecycle(
+    {
+      store: awsDeviceStore(config.DEVICE_TABLE_NAME),
+      registry: awsDeviceRegistry(config.THING_GROUP_NAME),
+      ca: awsCertificateAuthority(config),
+      clock: systemClock,
+      ids: randomIds,
+    },
+    { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
+  );
+}
+
+export function awsDeviceStore(tableName: string): DynamoDbDeviceStore {
+  const documentClient = DynamoDBDocumentClient.from(new DynamoDBClient(retryingClientConfig), { marshallOptions: { removeUndefinedValues: true } });
+  return new DynamoDbDeviceStore({ tableName, documentClient });
+}
+
+/** In REGISTRY_MODES: the stack attached the fleet policy to the thing group, so devices never need AttachPolicy (15 TPS quota). */
+function awsDeviceRegistry(thingGroupName: string): IotDeviceRegistry {
+  return new IotDeviceRegistry({ client: new IoTClient(retryingClientConfig), thingGroupName, ...REGISTRY_MODES });
+}
+
+export function awsCertificateAuthority(config: CaConfig): PrivateCaCertificateAuthority {
+  return new PrivateCaCertificateAuthority({
+    client: new ACMPCAClient(retryingClientConfig),
+    certificateAuthorityArn: config.CA_ARN,
+    signingAlgorithm: config.CA_SIGNING_ALGORITHM,
+    templateArn: config.CA_TEMPLATE_ARN,
+    maxWaitMs: PRIVATE_CA_MAX_WAIT_MS,
+  });
+}

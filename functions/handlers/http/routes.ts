@@ -1,0 +1,203 @@
+import type { z } from 'zod';
+import { ValidationError } from '../../core/errors';
+import type { DeviceLifecycle } from '../../core/lifecycle';
+import type { Clock } from '../../core/ports';
+import type { ApiErrorCode } from './errors';
+import { presentCertificate, presentDevice, presentDeviceView } from './presenters';
+import { CERTIFICATE_ID_PATTERN, listDevicesQuery, REQUEST_BODIES, type RequestBodyName } from './requests';
+
+/**
+ * The route table of the device API: one entry per route. The Lambda router (../api.ts), the local server
+ * (local/api-server.ts), the test harness, API Gateway's resources, methods and models (infra/device-api.ts)
+ * and the OpenAPI document (./openapi.ts) are all derived from it, so adding a route is adding an entry.
+ */
+
+export interface RouteDependencies {
+  readonly lifecycle: DeviceLifecycle;
+  readonly clock: Clock;
+}
+
+/** What a route's handler is given: everything already parsed and checked against the route's schemas. */
+export interface RouteRequest<Body = unknown, Query = unknown> {
+  /** The path parameters, decoded. */
+  readonly params: Readonly<Record<string, string>>;
+  readonly body: Body;
+  readonly query: Query;
+  readonly actor: string;
+  /** The Idempotency-Key, or the request id: what makes a retried change a no-op. */
+  readonly requestKey: string;
+}
+
+/** A route's answer; its status is the route's `success.status`. */
+export interface RouteAnswer {
+  readonly body: unknown;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** The response schemas of the OpenAPI document (its `components.schemas`). */
+export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate';
+
+type BodyOf<Name> = Name extends RequestBodyName ? z.output<(typeof REQUEST_BODIES)[Name]> : undefined;
+type QueryOf<Query> = Query extends z.ZodType ? z.output<Query> : undefined;
+
+export interface RouteDefinition<Body extends RequestBodyName | undefined, Query extends z.ZodType | undefined> {
+  readonly method: 'GET' | 'POST';
+  /** The API Gateway resource template, such as `/devices/{deviceId}`. */
+  readonly resource: string;
+  readonly operationId: string;
+  readonly summary: string;
+  /** The JSON body, by name (requests.ts `REQUEST_BODIES`). @default - none: a POST takes an empty body (`{}`), a GET's is ignored */
+  readonly body?: Body;
+  /** The query string. @default - none read */
+  readonly query?: Query;
+  readonly success: { readonly status: 200 | 201; readonly description: string; readonly schema: ResponseSchemaName };
+  /** Every error code the route may answer with (besides the routing errors), for the document. */
+  readonly errors: readonly ApiErrorCode[];
+  readonly handle: (request: RouteRequest<BodyOf<Body>, QueryOf<Query>>, dependencies: RouteDependencies) => Promise<RouteAnswer>;
+}
+
+export type ApiRoute = RouteDefinition<RequestBodyName | undefined, z.ZodType | undefined>;
+
+/** Types the handler by the route's schemas; the router parses with the same schemas, which keeps that promise. */
+const route = <const Body extends RequestBodyName | undefined = undefined, Query extends z.ZodType | undefined = undefined>(definition: RouteDefinition<Body, Query>): ApiRoute =>
+  definition as unknown as ApiRoute;
+
+/** A POST changes something: it takes an Idempotency-Key. */
+export const takesIdempotencyKey = (apiRoute: Pick<ApiRoute, 'method'>): boolean => apiRoute.method === 'POST';
+
+const COMMON_ERRORS = ['INVALID_REQUEST', 'UPSTREAM_THROTTLED', 'UPSTREAM_FAILURE'] as const;
+const CHANGE_ERRORS = [...COMMON_ERRORS, 'IDEMPOTENCY_KEY_REUSED', 'REQUEST_IN_PROGRESS', 'PAYLOAD_TOO_LARGE'] as const;
+const DEVICE_CHANGE_ERRORS = [...CHANGE_ERRORS, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT'] as const;
+
+export const API_ROUTES: readonly ApiRoute[] = [
+  route({
+    method: 'POST',
+    resource: '/devices',
+    operationId: 'preRegisterDevice',
+    summary: 'Pre-register a device (status REGISTERED) before it has a certificate.',
+    body: 'CreateDevice',
+    success: { status: 201, description: 'Created', schema: 'Device' },
+    errors: [...CHANGE_ERRORS, 'DEVICE_ALREADY_EXISTS'],
+    handle: async ({ body, actor, requestKey }, { lifecycle }) => {
+      const device = await lifecycle.preRegisterDevice({ deviceId: body.deviceId, attributes: body.attributes ?? {}, actor, requestKey });
+      return { body: presentDevice(device), headers: { Location: `/devices/${encodeURIComponent(device.deviceId)}` } };
+    },
+  }),
+  route({
+    method: 'GET',
+    resource: '/devices',
+    operationId: 'listDevices',
+    summary: 'A page of devices in one state.',
+    query: listDevicesQuery,
+    success: { status: 200, description: 'A page', schema: 'DevicePage' },
+    errors: COMMON_ERRORS,
+    handle: async ({ query }, { lifecycle }) => {
+      const page = await lifecycle.listDevices(query);
+      return { body: { items: page.items.map(presentDevice), ...(page.nextToken ? { nextToken: page.nextToken } : {}) } };
+    },
+  }),
+  route({
+    method: 'GET',
+    resource: '/devices/{deviceId}',
+    operationId: 'getDevice',
+    summary: 'The device, its certificates and its latest audit events (newest first).',
+    success: { status: 200, description: 'The device', schema: 'DeviceView' },
+    errors: [...COMMON_ERRORS, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND'],
+    handle: async ({ params }, { lifecycle, clock }) => ({ body: presentDeviceView(await lifecycle.getDevice(param(params, 'deviceId')), clock.now()) }),
+  }),
+  route({
+    method: 'POST',
+    resource: '/devices/{deviceId}/certificates',
+    operationId: 'signCsr',
+    summary: 'Sign a PKCS#10 CSR (CN = deviceId; EC P-256/P-384 or RSA 2048-4096) and register the certificate with AWS IoT as ACTIVE.',
+    body: 'SignCsr',
+    success: { status: 201, description: 'Issued', schema: 'IssuedCertificate' },
+    errors: [...CHANGE_ERRORS, 'INVALID_DEVICE_ID', 'INVALID_CSR', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT'],
+    handle: async ({ params, body, actor, requestKey }, { lifecycle }) => ({ body: await lifecycle.issueFromCsr({ deviceId: param(params, 'deviceId'), csrPem: body.csr, actor, requestKey }) }),
+  }),
+  route({
+    method: 'POST',
+    resource: '/devices/{deviceId}/certificates/{certificateId}/revoke',
+    operationId: 'revokeCertificate',
+    summary: 'Revoke one certificate in AWS IoT (takes effect at the next connect), at the CA (CRL) and in the record; detach it from the thing.',
+    body: 'Revoke',
+    success: { status: 200, description: 'Revoked', schema: 'Certificate' },
+    errors: [...CHANGE_ERRORS, 'INVALID_DEVICE_ID', 'DEVICE_NOT_FOUND', 'CERTIFICATE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT'],
+    handle: async ({ params, body, actor, requestKey }, { lifecycle, clock }) => {
+      const certificateId = param(params, 'certificateId');
+      if (!CERTIFICATE_ID_PATTERN.test(certificateId)) {
+        throw new ValidationError('INVALID_REQUEST', 'certificateId must be the 64 lower-case hex characters of the certificate SHA-256 fingerprint.');
+      }
+      const revoked = await lifecycle.revokeCertificate({ deviceId: param(params, 'deviceId'), certificateId, reason: body.reason, actor, requestKey });
+      return { body: presentCertificate(revoked, clock.now()) };
+    },
+  }),
+  route({
+    method: 'POST',
+    resource: '/devices/{deviceId}/revoke',
+    operationId: 'revokeDevice',
+    summary: 'Revoke the device and every live certificate of it.',
+    body: 'Revoke',
+    success: { status: 200, description: 'Revoked', schema: 'Device' },
+    errors: DEVICE_CHANGE_ERRORS,
+    handle: async ({ params, body, actor, requestKey }, { lifecycle }) => ({ body: presentDevice(await lifecycle.revokeDevice({ deviceId: param(params, 'deviceId'), reason: body.reason, actor, requestKey })) }),
+  }),
+  route({
+    method: 'POST',
+    resource: '/devices/{deviceId}/suspend',
+    operationId: 'suspendDevice',
+    summary: 'Suspend an ACTIVE device: its ACTIVE certificates become INACTIVE in AWS IoT.',
+    success: { status: 200, description: 'Suspended', schema: 'Device' },
+    errors: DEVICE_CHANGE_ERRORS,
+    handle: async ({ params, actor, requestKey }, { lifecycle }) => ({ body: presentDevice(await lifecycle.suspendDevice({ deviceId: param(params, 'deviceId'), actor, requestKey })) }),
+  }),
+  route({
+    method: 'POST',
+    resource: '/devices/{deviceId}/resume',
+    operationId: 'resumeDevice',
+    summary: 'Resume a SUSPENDED device: its unexpired INACTIVE certificates become ACTIVE again.',
+    success: { status: 200, description: 'Resumed', schema: 'Device' },
+    errors: DEVICE_CHANGE_ERRORS,
+    handle: async ({ params, actor, requestKey }, { lifecycle }) => ({ body: presentDevice(await lifecycle.resumeDevice({ deviceId: param(params, 'deviceId'), actor, requestKey })) }),
+  }),
+];
+
+/** A path parameter the route's template names, so the router has matched it. */
+function param(params: Readonly<Record<string, string>>, name: string): string {
+  return params[name] as string;
+}
+
+/** The names of a resource template's path parameters, in order: `/devices/{deviceId}` → `['deviceId']`. */
+export function pathParameterNames(resource: string): string[] {
+  return [...resource.matchAll(/\{(\w+)\}/g)].map((match) => match[1] as string);
+}
+
+/**
+ * Matches a path against a resource template as API Gateway does: each `{name}` is one path segment, and a trailing
+ * slash is allowed. The values are as in the path, still percent-encoded; undefined when the path does not match.
+ */
+export function matchTemplate(resource: string, path: string): Record<string, string> | undefined {
+  const names = pathParameterNames(resource);
+  const match = new RegExp(`^${resource.replace(/\{\w+\}/g, '([^/]+)')}/?$`).exec(path);
+  return match ? Object.fromEntries(names.map((name, index) => [name, match[index + 1] as string])) : undefined;
+}
+
+export interface PathMatch {
+  readonly route: ApiRoute;
+  /** Still percent-encoded. */
+  readonly pathParameters: Readonly<Record<string, string>>;
+  /** False when only another method is served on this path (405): `route` is then the first route of the path. */
+  readonly allowed: boolean;
+}
+
+/** The route `method path` goes to; else a route of another method on the same path; else undefined (no such path). */
+export function matchPath(method: string, path: string, routes: readonly ApiRoute[] = API_ROUTES): PathMatch | undefined {
+  let other: PathMatch | undefined;
+  for (const candidate of routes) {
+    const pathParameters = matchTemplate(candidate.resource, path);
+    if (pathParameters === undefined) continue;
+    if (candidate.method === method) return { route: candidate, pathParameters, allowed: true };
+    other ??= { route: candidate, pathParameters, allowed: false };
+  }
+  return other;
+}

@@ -1,0 +1,69 @@
+import type { RemovalPolicy } from 'aws-cdk-lib';
+import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { Construct } from 'constructs';
+import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
+import { REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
+import { API_INTEGRATION_TIMEOUT, DeviceApi } from './device-api';
+import {
+  acknowledgeRegistryFunctionWildcards,
+  HANDLER_ENTRIES,
+  LifecycleFunction,
+  type CertificateAuthorityBinding,
+  type FleetBinding,
+} from './lifecycle-function';
+import type { EnrollmentPolicy } from './settings';
+
+export interface DeviceApiFunctionProps {
+  readonly deviceTable: ITable;
+  readonly certificateAuthority: CertificateAuthorityBinding;
+  readonly fleet: FleetBinding;
+  readonly issuance: { readonly enrollmentPolicy: EnrollmentPolicy; readonly certificateValidityDays: number };
+  readonly apiName: string;
+  readonly throttling: { readonly rateLimit: number; readonly burstLimit: number };
+  /** A regional AWS WAFv2 web ACL to put in front of the stage. @default - none */
+  readonly webAclArn?: string;
+  readonly logRetention: RetentionDays;
+  readonly removalPolicy: RemovalPolicy;
+}
+
+export interface DeviceApiWithFunction {
+  readonly apiFunction: LifecycleFunction;
+  readonly api: DeviceApi;
+}
+
+/**
+ * The device REST API and the function behind it, with the grants of what its flows call. Created directly in
+ * `scope` (ids `ApiFunction*` and `Api`), so their logical ids are those of a deployed stack.
+ */
+export function addDeviceApi(scope: Construct, props: DeviceApiFunctionProps): DeviceApiWithFunction {
+  const apiFunction = new LifecycleFunction(scope, 'ApiFunction', {
+    entry: HANDLER_ENTRIES.api,
+    description: 'Device certificate lifecycle REST API',
+    // As long as API Gateway waits. Signing a CSR waits for AWS Private CA (IssueCertificate, then GetCertificate until
+    // ready) at most PRIVATE_CA_MAX_WAIT_MS (functions/handlers/aws-wiring.ts), which leaves the rest for DynamoDB and
+    // AWS IoT (test/infra/function-wiring.test.ts checks the margin).
+    timeout: API_INTEGRATION_TIMEOUT,
+    logRetention: props.logRetention,
+    removalPolicy: props.removalPolicy,
+  })
+    .useDeviceTable(props.deviceTable)
+    .useCertificateAuthority(props.certificateAuthority, ['acm-pca:IssueCertificate', 'acm-pca:GetCertificate', 'acm-pca:RevokeCertificate', 'acm-pca:GetCertificateAuthorityCertificate'])
+    .useFleet(props.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.api }))
+    .useIssuancePolicy(props.issuance);
+  acknowledgeRegistryFunctionWildcards(
+    apiFunction,
+    props.deviceTable,
+    'iot:RegisterCertificate has no resource type in the Service Authorization Reference, so IAM only accepts "*"; neither do xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing).',
+  );
+
+  const api = new DeviceApi(scope, 'Api', {
+    handler: apiFunction,
+    apiName: props.apiName,
+    throttling: props.throttling,
+    logRetention: props.logRetention,
+    removalPolicy: props.removalPolicy,
+    webAclArn: props.webAclArn,
+  });
+  return { apiFunction, api };
+}
