@@ -3,7 +3,7 @@ import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
-import { REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
+import { CA_OPERATIONS, REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
 import { API_INTEGRATION_TIMEOUT, DeviceApi } from './device-api';
 import {
   acknowledgeRegistryFunctionWildcards,
@@ -13,6 +13,7 @@ import {
   type FleetBinding,
 } from './lifecycle-function';
 import type { EnrollmentPolicy } from './settings';
+import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
 
 export interface DeviceApiFunctionProps {
   readonly deviceTable: ITable;
@@ -48,7 +49,7 @@ export function addDeviceApi(scope: Construct, props: DeviceApiFunctionProps): D
     removalPolicy: props.removalPolicy,
   })
     .useDeviceTable(props.deviceTable)
-    .useCertificateAuthority(props.certificateAuthority, ['acm-pca:IssueCertificate', 'acm-pca:GetCertificate', 'acm-pca:RevokeCertificate', 'acm-pca:GetCertificateAuthorityCertificate'])
+    .useCertificateAuthority(props.certificateAuthority, privateCaIamActions(CA_OPERATIONS.api))
     .useFleet(props.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.api }))
     .useIssuancePolicy(props.issuance);
   acknowledgeRegistryFunctionWildcards(

@@ -7,9 +7,10 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import { EXPIRY_METRICS } from '../functions/handlers/config';
+import { CA_OPERATIONS, EXPIRY_METRICS } from '../functions/handlers/config';
 import { HANDLER_ENTRIES, LifecycleFunction, type CertificateAuthorityBinding } from './lifecycle-function';
 import { DEFAULTS } from './settings';
+import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
 
 export interface ExpiryMonitorProps {
   /** The device table; the monitor may only query its ByExpiry index. */
@@ -61,7 +62,7 @@ export class ExpiryMonitor extends Construct {
       removalPolicy: props.removalPolicy,
     })
       .useDeviceTableExpiryIndex(props.deviceTable)
-      .useCertificateAuthority(props.certificateAuthority, ['acm-pca:GetCertificateAuthorityCertificate'])
+      .useCertificateAuthority(props.certificateAuthority, privateCaIamActions(CA_OPERATIONS.expiryMonitor))
       .useExpiryMonitoring({ warningDays: props.warningDays, metricsServiceName: props.metricsServiceName });
     Validations.of(this.monitorFunction.executionRole).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',

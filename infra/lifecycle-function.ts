@@ -9,6 +9,7 @@ import type { Construct } from 'constructs';
 import { DEVICE_TABLE_SCHEMA } from '../functions/adapters/aws/device-table';
 import type { EnvironmentVariable } from '../functions/handlers/config';
 import type { EnrollmentPolicy } from './settings';
+import type { PrivateCaIamAction } from '../functions/adapters/aws/private-ca-certificate-authority';
 
 const PROJECT_ROOT = path.join(__dirname, '..');
 
@@ -29,7 +30,7 @@ export interface CertificateAuthorityBinding {
 }
 
 /** The AWS Private CA actions a function may need; IssueCertificate is only allowed with the device template. */
-export type CaAction = 'acm-pca:IssueCertificate' | 'acm-pca:GetCertificate' | 'acm-pca:RevokeCertificate' | 'acm-pca:GetCertificateAuthorityCertificate';
+export type CaAction = PrivateCaIamAction;
 
 /**
  * The AWS IoT registry actions a function may be granted, each with the resources IAM authorizes it

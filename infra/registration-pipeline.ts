@@ -7,7 +7,7 @@ import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
-import { REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
+import { CA_OPERATIONS, REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
 import {
   acknowledgeRegistryFunctionWildcards,
   HANDLER_ENTRIES,
@@ -16,6 +16,7 @@ import {
   type FleetBinding,
 } from './lifecycle-function';
 import { DEFAULTS, ruleNameFrom, type EnrollmentPolicy } from './settings';
+import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
 
 export interface RegistrationPipelineProps {
   readonly deviceTable: ITable;
@@ -75,7 +76,7 @@ export function addRegistrationPipeline(scope: Construct, props: RegistrationPip
     .useDeviceTable(props.deviceTable)
     // RevokeCertificate: compensation, undoing an onboarding that must not stand (e.g. the device was suspended or
     // revoked while its certificate was being activated).
-    .useCertificateAuthority(props.certificateAuthority, ['acm-pca:GetCertificateAuthorityCertificate', 'acm-pca:RevokeCertificate'])
+    .useCertificateAuthority(props.certificateAuthority, privateCaIamActions(CA_OPERATIONS.jitr))
     .useFleet(props.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.jitr }))
     .useIssuancePolicy(props.issuance);
   // Failed records are reported one by one (batchItemFailures) and come back after the visibility timeout;

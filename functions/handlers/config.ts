@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ConfigurationError } from '../core/errors';
-import type { DeviceRegistry } from '../core/ports';
+import type { CertificateAuthority, DeviceRegistry } from '../core/ports';
 import { PRIVATE_CA_ARN_PATTERN, PRIVATE_CA_TEMPLATE_ARN_PATTERN } from '../adapters/aws/private-ca-arns';
 
 /**
@@ -77,6 +77,19 @@ export const REGISTRY_OPERATIONS = {
   /** Every flow of the API; signing a CSR also registers the certificate it issued. */
   api: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
 } as const satisfies Readonly<Record<string, readonly (keyof DeviceRegistry)[]>>;
+
+/**
+ * The certificate authority operations each function's flows call; the CDK construct grants a function's role the
+ * Private CA actions the adapter declares for exactly these (`privateCaIamActions`).
+ */
+export const CA_OPERATIONS = {
+  /** First connect: checks the issuer against the CA's certificates, and revokes at the CA what it closes as revoked. */
+  jitr: ['getCaCertificates', 'revokeCertificate'],
+  /** Every flow of the API: signing (request, collect), revocation, and the CA chain in answers. */
+  api: ['requestCertificate', 'collectCertificate', 'revokeCertificate', 'getCaCertificates'],
+  /** Reads the CA's certificates to report their expiry. */
+  expiryMonitor: ['getCaCertificates'],
+} as const satisfies Readonly<Record<string, readonly (keyof CertificateAuthority)[]>>;
 
 /**
  * The CloudWatch metrics the expiry monitor publishes (Powertools Metrics, embedded metric format), with the

@@ -13,18 +13,32 @@ import type { CaCertificates, CertificateAuthority, IssueCertificateRequest, Iss
 import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
 import { collectIssuedCertificate, ISSUANCE_POLLING, IssuanceStillInProgressError } from './private-ca-issuance';
 
-/** The AWS Private CA actions this adapter can call: what the CDK stack grants a function that uses it. */
+/** The AWS Private CA actions this adapter can call; {@link privateCaIamActions} narrows them to the operations one function uses. */
 export const PRIVATE_CA_IAM_ACTIONS = [
   'acm-pca:IssueCertificate',
   'acm-pca:GetCertificate',
   'acm-pca:RevokeCertificate',
   'acm-pca:GetCertificateAuthorityCertificate',
 ] as const;
+export type PrivateCaIamAction = (typeof PRIVATE_CA_IAM_ACTIONS)[number];
+export type CertificateAuthorityOperation = keyof CertificateAuthority;
+
+/** What each operation of the port calls, written next to the code that calls it. */
+const ACTIONS_BY_OPERATION: Readonly<Record<CertificateAuthorityOperation, readonly PrivateCaIamAction[]>> = {
+  requestCertificate: ['acm-pca:IssueCertificate'],
+  collectCertificate: ['acm-pca:GetCertificate'],
+  revokeCertificate: ['acm-pca:RevokeCertificate'],
+  getCaCertificates: ['acm-pca:GetCertificateAuthorityCertificate'],
+};
+
+/** The Private CA actions a function needs for the operations it uses: what the CDK stack grants its role. */
+export function privateCaIamActions(operations: readonly CertificateAuthorityOperation[]): readonly PrivateCaIamAction[] {
+  const needed = new Set(operations.flatMap((operation) => ACTIONS_BY_OPERATION[operation]));
+  return PRIVATE_CA_IAM_ACTIONS.filter((action) => needed.has(action));
+}
 
 /** End-entity certificate with key usage digitalSignature and extended key usage clientAuth: what a device presents to AWS IoT. */
 export const DEFAULT_DEVICE_TEMPLATE_ARN = 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1';
-
-/** How `issueCertificate` waits for `GetCertificate` while the CA is still signing. */
 
 /** RFC 5280 reasons → AWS Private CA's enum (they happen to share names; the map keeps the vendor enum here). */
 export const PCA_REVOCATION_REASONS: Readonly<Record<RevocationReason, PcaRevocationReason>> = {

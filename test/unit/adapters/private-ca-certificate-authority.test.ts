@@ -15,6 +15,7 @@ import { mockClient, type AwsCommand } from 'aws-sdk-client-mock';
 import { X509Certificate } from 'node:crypto';
 import {
   PRIVATE_CA_IAM_ACTIONS,
+  privateCaIamActions,
   PrivateCaCertificateAuthority,
   toPcaSerial,
   type PrivateCaCertificateAuthorityOptions,
@@ -395,6 +396,14 @@ describe('PRIVATE_CA_IAM_ACTIONS', () => {
   it('covers every operation the tests above made the adapter call', () => {
     const granted: readonly string[] = PRIVATE_CA_IAM_ACTIONS;
     for (const operation of operationsCalled) expect(granted).toContain(`acm-pca:${operation}`);
+  });
+
+  it.each([
+    [['requestCertificate', 'collectCertificate'], ['acm-pca:IssueCertificate', 'acm-pca:GetCertificate']],
+    [['getCaCertificates', 'revokeCertificate'], ['acm-pca:RevokeCertificate', 'acm-pca:GetCertificateAuthorityCertificate']],
+    [['getCaCertificates'], ['acm-pca:GetCertificateAuthorityCertificate']],
+  ] as const)('narrows to what the operations %j call', (operations, actions) => {
+    expect(privateCaIamActions(operations)).toEqual(actions);
   });
 
   it('lists exactly the AWS Private CA actions the adapter calls', () => {
