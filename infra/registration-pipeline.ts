@@ -74,8 +74,8 @@ export function addRegistrationPipeline(scope: Construct, props: RegistrationPip
     removalPolicy: props.removalPolicy,
   })
     .useDeviceTable(props.deviceTable)
-    // RevokeCertificate: compensation, undoing an onboarding that must not stand (e.g. the device was suspended or
-    // revoked while its certificate was being activated).
+    // RevokeCertificate: a certificate JITR closes as revoked (its device was suspended or revoked while it was being
+    // activated, or someone revoked it in AWS IoT first) is revoked at the CA too, so the CRL lists it.
     .useCertificateAuthority(props.certificateAuthority, privateCaIamActions(CA_OPERATIONS.jitr))
     .useFleet(props.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.jitr }))
     .useIssuancePolicy(props.issuance);
