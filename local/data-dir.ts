@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE, writeFileAtomic } from '../functions/adapters/local/atomic-file';
 import type { SoftwareCaMaterial } from '../functions/adapters/local/software-ca';
@@ -27,6 +27,8 @@ export interface DataFiles {
   readonly dynamodb: string;
   /** The pid of the DynamoDB Local this data folder's local mode runs: a later start stops one left behind. */
   readonly dynamodbPid: string;
+  /** One local mode per data folder: the running one's pid and ports (see `acquireDataDirLock`). */
+  readonly lock: string;
 }
 
 export function dataFiles(dir: string): DataFiles {
@@ -41,6 +43,7 @@ export function dataFiles(dir: string): DataFiles {
     endpoints: join(dir, 'endpoints.json'),
     dynamodb: join(dir, 'dynamodb'),
     dynamodbPid: join(dir, 'dynamodb.pid'),
+    lock: join(dir, 'local.lock'),
   };
 }
 
@@ -120,4 +123,114 @@ export async function writeEndpoints(files: DataFiles, endpoints: LocalEndpoints
 export async function readEndpoints(files: DataFiles): Promise<LocalEndpoints | undefined> {
   const text = await readIfExists(files.endpoints);
   return text === undefined ? undefined : (JSON.parse(text) as LocalEndpoints);
+}
+
+/** What the lock file holds: the running local mode's pid, and its ports once it listens. */
+export interface DataDirLockOwner {
+  readonly pid: number;
+  readonly startedAt: string;
+  readonly api?: { readonly url: string };
+  readonly mqtt?: { readonly host: string; readonly port: number };
+}
+
+/** A second start on a data folder a live local mode holds. Nothing was touched. */
+export class LocalModeAlreadyRunningError extends Error {
+  public constructor(
+    public readonly owner: DataDirLockOwner,
+    public readonly dataDir: string,
+  ) {
+    const where = owner.api && owner.mqtt ? `API ${owner.api.url}, MQTT ${owner.mqtt.host}:${owner.mqtt.port}` : 'still starting';
+    super(`already running (pid ${owner.pid}, ${where}) on ${dataDir}`);
+    this.name = 'LocalModeAlreadyRunningError';
+  }
+}
+
+export interface DataDirLock {
+  /** The pid of a dead local mode whose lock this start took over, if any. */
+  readonly tookOverFrom?: number;
+  /** Records where this local mode listens, for a second start's message. */
+  update(ports: Pick<DataDirLockOwner, 'api' | 'mqtt'>): Promise<void>;
+  /** Removes the lock if this process still holds it. Safe to call twice. */
+  release(): Promise<void>;
+}
+
+/** Whether a process with this pid exists (EPERM: it exists, under another user). */
+export function isProcessAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The lock's owner; undefined when the file is gone. A torn or empty file (its creator is writing it) is read again a few times. */
+async function readLockOwner(path: string): Promise<DataDirLockOwner | 'UNREADABLE' | undefined> {
+  for (let attempt = 0; attempt < 10; attempt += 1) {
+    const text = await readIfExists(path);
+    if (text === undefined) return undefined;
+    try {
+      const owner = JSON.parse(text) as DataDirLockOwner;
+      if (Number.isInteger(owner.pid)) return owner;
+    } catch {
+      // being written: `wx` creates the file, then writes it
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return 'UNREADABLE';
+}
+
+/**
+ * Takes the data folder's lock, before anything else touches the folder: created with `wx` (O_EXCL),
+ * so of two starts exactly one gets it. A lock whose process is alive refuses the start
+ * (`LocalModeAlreadyRunningError`); a lock left by a dead process (a crash, a SIGKILL) is taken over.
+ * The folder must exist.
+ */
+export async function acquireDataDirLock(files: DataFiles): Promise<DataDirLock> {
+  const self: DataDirLockOwner = { pid: process.pid, startedAt: new Date().toISOString() };
+  let tookOverFrom: number | undefined;
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await writeFile(files.lock, `${JSON.stringify(self)}\n`, { flag: 'wx', mode: 0o644 });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw error;
+    }
+    const owner = await readLockOwner(files.lock);
+    if (owner === undefined) continue; // released meanwhile
+    if (owner !== 'UNREADABLE' && owner.pid !== process.pid && isProcessAlive(owner.pid)) throw new LocalModeAlreadyRunningError(owner, files.dir);
+    // Dead (or unreadable for good): move it aside, atomically, and make sure it is the lock we judged
+    // dead, not one another start took over meanwhile (that one goes back).
+    const aside = `${files.lock}.${process.pid}.stale`;
+    try {
+      await rename(files.lock, aside);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw error;
+    }
+    const moved = await readLockOwner(aside);
+    if (moved !== 'UNREADABLE' && moved !== undefined && moved.pid !== process.pid && isProcessAlive(moved.pid)) {
+      await link(aside, files.lock).catch(() => undefined);
+      await rm(aside, { force: true });
+      throw new LocalModeAlreadyRunningError(moved, files.dir);
+    }
+    await rm(aside, { force: true });
+    if (owner !== 'UNREADABLE') tookOverFrom = owner.pid;
+  }
+  let current = self;
+  let released = false;
+  return {
+    ...(tookOverFrom === undefined ? {} : { tookOverFrom }),
+    update: async (ports) => {
+      current = { ...current, ...ports };
+      if (!released) await writeFileAtomic(files.lock, `${JSON.stringify(current)}\n`, { mode: 0o644 });
+    },
+    release: async () => {
+      if (released) return;
+      released = true;
+      const owner = await readLockOwner(files.lock);
+      if (owner !== undefined && owner !== 'UNREADABLE' && owner.pid === process.pid) await rm(files.lock, { force: true });
+    },
+  };
 }

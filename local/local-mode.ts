@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { appendFile } from 'node:fs/promises';
+import { appendFile, mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
@@ -8,7 +8,7 @@ import { DeviceLifecycle, randomIds, type RegistrationEvent } from '../functions
 import { systemClock } from '../functions/core/ports';
 import { DynamoDbDeviceStore } from '../functions/adapters/aws/dynamodb-device-store';
 import { deviceTableDefinition } from '../functions/adapters/aws/device-table';
-import { PRIVATE_FILE_MODE } from '../functions/adapters/local/atomic-file';
+import { PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE } from '../functions/adapters/local/atomic-file';
 import { JsonLinesRevocationList } from '../functions/adapters/local/json-lines-revocation-list';
 import { LocalDeviceRegistry } from '../functions/adapters/local/local-device-registry';
 import { RegistrySnapshotFile } from '../functions/adapters/local/registry-snapshot-file';
@@ -30,7 +30,7 @@ import {
   type LocalModeConfig,
 } from './config';
 import { startCrlServer, type CrlServer } from './crl-server';
-import { dataFiles, ensureDataDir, loadOrCreateApiToken, readCaMaterial, writeCaMaterial, writeEndpoints, type DataFiles, type LocalEndpoints } from './data-dir';
+import { acquireDataDirLock, dataFiles, ensureDataDir, loadOrCreateApiToken, readCaMaterial, writeCaMaterial, writeEndpoints, type DataDirLock, type DataFiles, type LocalEndpoints } from './data-dir';
 import { ensureTable, localDocumentClient, localDynamoDbClient, startDynamoDbLocal, stopStaleDynamoDbLocal, type DynamoDbLocal } from './dynamodb-local';
 import { JITR_MAX_REDELIVERIES, JITR_REDELIVERY_DELAY_MS, jitrDeliveryId } from './jitr-delivery';
 import { escaped } from './log-text';
@@ -76,6 +76,14 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
   const files = dataFiles(config.dataDir);
   const parts: Parts = {};
   const stopAll = () => stopParts(parts, log);
+
+  // One local mode per data folder. The lock comes first: a second start refuses (naming the running
+  // one's pid and ports) before it stops any DynamoDB Local or binds any port. A lock left by a dead
+  // run is taken over, and only then is that run's DynamoDB Local stopped (in startDynamoDb).
+  await mkdir(files.dir, { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
+  const lock = await acquireDataDirLock(files);
+  parts.lock = lock;
+  if (lock.tookOverFrom !== undefined) log(`[local] took over the lock of an earlier run (pid ${lock.tookOverFrom}, no longer running) on ${files.dir}`);
 
   try {
     await ensureDataDir(files);
@@ -212,6 +220,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       caCertificateId: registeredCa.caCertificateId,
     };
     await writeEndpoints(files, endpoints);
+    await lock.update({ api: endpoints.api, mqtt: { host: endpoints.mqtt.host, port: endpoints.mqtt.port } });
 
     let stopping: Promise<void> | undefined;
     return { config, files, endpoints, startupMs: Date.now() - started, stop: () => (stopping ??= stopAll()) };
@@ -232,6 +241,7 @@ interface Parts {
   jitr?: AsyncInvoker<RegistrationEvent, JitrResult>;
   mqtt?: MqttEndpoint;
   api?: ApiServer;
+  lock?: DataDirLock;
 }
 
 /** The shutdown that loses nothing: stop accepting, drain JITR deliveries, flush the registry, stop DynamoDB Local. */
@@ -258,6 +268,8 @@ async function stopParts(parts: Parts, log: (message: string) => void): Promise<
     const dynamo = parts.dynamo ?? (await parts.dynamoStarting?.catch(() => undefined));
     await dynamo?.stop();
   });
+  // Last: until here, a second start must still find this run holding the folder.
+  await step('removing the lock', async () => parts.lock?.release());
 }
 
 /**

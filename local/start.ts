@@ -1,5 +1,6 @@
 import { relative } from 'node:path';
 import { LocalConfigError, LOCAL_ACCOUNT_ID, LOCAL_POLICY_NAME, LOCAL_REGION, LOCAL_THING_GROUP, parseLocalModeConfig, PROJECT_ROOT, READY_LINE, usage } from './config';
+import { LocalModeAlreadyRunningError } from './data-dir';
 import { startLocalMode, type LocalMode } from './local-mode';
 
 // The AWS SDK warns that its 2027 releases will need Node 22: true, and irrelevant to a local run.
@@ -53,11 +54,23 @@ async function main(): Promise<void> {
   }
 
   log(`[local] starting (data folder ${config.dataDir})...`);
-  const mode = await startLocalMode(config, { log });
+  let mode: LocalMode;
+  try {
+    mode = await startLocalMode(config, { log });
+  } catch (error) {
+    if (error instanceof LocalModeAlreadyRunningError) {
+      console.error(`${stamp()} [local] not started: the local mode is ${error.message}`);
+      console.error(`${stamp()} [local] stop that one first (Ctrl-C in its terminal, or kill -TERM ${error.owner.pid}), or give this one another --data-dir.`);
+      process.exitCode = 3;
+      return;
+    }
+    throw error;
+  }
   console.log(banner(mode));
 
-  // A Ctrl-C reaches this process twice: from the terminal (the whole process group) and relayed by tsx.
-  // So only a signal well after the first one means "exit now".
+  // `npm start` runs this file in node itself (`node --import tsx`), with no supervisor that could kill it
+  // before it has stopped. A Ctrl-C reaches it twice: from the terminal (the whole process group) and
+  // relayed by npm. So only a signal well after the first one means "exit now".
   let firstSignalAt: number | undefined;
   const shutdown = (signal: NodeJS.Signals) => {
     if (firstSignalAt !== undefined) {

@@ -13,6 +13,8 @@ import { callApi } from '../../../local/cli/device';
  * process); `embeddedDynamoDb` makes it start and own its DynamoDB Local, as `npm start` does.
  */
 export interface LocalModeProcess {
+  /** The spawned process: the server itself, or npm with `viaNpmStart`. */
+  readonly pid: number;
   readonly dataDir: string;
   readonly files: DataFiles;
   readonly endpoints: LocalEndpoints;
@@ -29,8 +31,17 @@ export interface LocalModeProcess {
   /** Waits until `text` occurs more than `times` times in the output; answers the count. */
   waitForOccurrences(text: string, times: number, timeoutMs?: number): Promise<number>;
   api(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }>;
-  /** Sends the signal and waits for the exit. */
-  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; output: string }>;
+  /**
+   * Sends the signal and waits for the exit (with `viaNpmStart`: until every process writing to its
+   * output is gone). `processGroup` signals the whole group, as a terminal's Ctrl-C does.
+   */
+  stop(signal?: NodeJS.Signals, options?: StopOptions): Promise<{ code: number | null; output: string }>;
+}
+
+export interface StopOptions {
+  readonly processGroup?: boolean;
+  /** SIGKILL (to the group with `processGroup`) after this long. @default 45_000 */
+  readonly killAfterMs?: number;
 }
 
 export interface StartProcessOptions {
@@ -41,6 +52,8 @@ export interface StartProcessOptions {
   readonly tablePrefix?: string;
   readonly extraArgs?: readonly string[];
   readonly readyTimeoutMs?: number;
+  /** Run it as a developer does, `npm start -- <flags>`, in its own process group (a terminal's foreground job). */
+  readonly viaNpmStart?: boolean;
 }
 
 export async function newDataDir(): Promise<string> {
@@ -51,14 +64,23 @@ export async function removeDataDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-export async function startLocalModeProcess(options: StartProcessOptions = {}): Promise<LocalModeProcess> {
-  const dataDir = options.dataDir ?? (await newDataDir());
+interface Spawned {
+  readonly child: ChildProcess;
+  /** The exit; with `viaNpmStart`, once every process holding its output (npm and what it ran) is gone. */
+  readonly exited: Promise<number | null>;
+  output(): string;
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
+}
+
+function spawnLocalMode(dataDir: string, options: StartProcessOptions): Spawned {
   const dynamoArgs = options.embeddedDynamoDb
     ? ['--dynamodb-port', '0']
     : ['--dynamodb-endpoint', sharedDynamoDbEndpoint(), '--table-prefix', options.tablePrefix ?? `e2e-${randomBytes(4).toString('hex')}`];
-  const args = ['--import', 'tsx', 'local/start.ts', '--data-dir', dataDir, '--mqtt-port', '0', '--api-port', '0', '--crl-port', '0', ...dynamoArgs, ...(options.extraArgs ?? [])];
-  const started = Date.now();
-  const child: ChildProcess = spawn(process.execPath, args, { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } });
+  const flags = ['--data-dir', dataDir, '--mqtt-port', '0', '--api-port', '0', '--crl-port', '0', ...dynamoArgs, ...(options.extraArgs ?? [])];
+  const env = { ...process.env, FORCE_COLOR: '0' };
+  const child: ChildProcess = options.viaNpmStart
+    ? spawn('npm', ['start', '--silent', '--', ...flags], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env, detached: true })
+    : spawn(process.execPath, ['--import', 'tsx', 'local/start.ts', ...flags], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   const listeners = new Set<() => void>();
   const onData = (chunk: Buffer) => {
@@ -67,7 +89,7 @@ export async function startLocalModeProcess(options: StartProcessOptions = {}): 
   };
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => child.once(options.viaNpmStart ? 'close' : 'exit', (code: number | null) => resolve(code)));
 
   const waitForOutput = (pattern: RegExp, timeoutMs = 30_000) =>
     new Promise<void>((resolve, reject) => {
@@ -93,11 +115,44 @@ export async function startLocalModeProcess(options: StartProcessOptions = {}): 
       child.once('exit', check);
       check();
     });
+  return { child, exited, output: () => output, waitForOutput };
+}
+
+/**
+ * A start that is expected to refuse: answers its exit code and output. One that becomes ready
+ * instead is stopped (SIGTERM), and says so with `becameReady`.
+ */
+export async function runLocalModeProcess(options: StartProcessOptions & { dataDir: string }): Promise<{ code: number | null; output: string; becameReady: boolean }> {
+  const { child, exited, output, waitForOutput } = spawnLocalMode(options.dataDir, options);
+  const becameReady = await waitForOutput(new RegExp(READY_LINE), options.readyTimeoutMs ?? 90_000).then(
+    () => true,
+    () => false,
+  );
+  if (becameReady) child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  const code = await exited;
+  clearTimeout(timer);
+  return { code, output: output(), becameReady };
+}
+
+export async function startLocalModeProcess(options: StartProcessOptions = {}): Promise<LocalModeProcess> {
+  const dataDir = options.dataDir ?? (await newDataDir());
+  const started = Date.now();
+  const { child, exited, output: outputSoFar, waitForOutput } = spawnLocalMode(dataDir, options);
+  const kill = (signal: NodeJS.Signals, processGroup = false) => {
+    try {
+      // Only `npm start` runs in its own process group.
+      if (processGroup && options.viaNpmStart && child.pid !== undefined) process.kill(-child.pid, signal);
+      else child.kill(signal);
+    } catch {
+      // gone already
+    }
+  };
 
   try {
     await waitForOutput(new RegExp(READY_LINE), options.readyTimeoutMs ?? 90_000);
   } catch (error) {
-    child.kill('SIGKILL');
+    kill('SIGKILL', options.viaNpmStart);
     throw error;
   }
   const startupMs = Date.now() - started;
@@ -106,28 +161,29 @@ export async function startLocalModeProcess(options: StartProcessOptions = {}): 
   const token = (await readFile(files.apiToken, 'utf8')).trim();
 
   return {
+    pid: child.pid as number,
     dataDir,
     files,
     endpoints,
     token,
     mqtt: { host: endpoints.mqtt.host, port: endpoints.mqtt.port },
     startupMs,
-    output: () => output,
+    output: outputSoFar,
     waitForOutput,
-    occurrences: (text) => output.split(text).length - 1,
+    occurrences: (text) => outputSoFar().split(text).length - 1,
     waitForOccurrences: async (text, times, timeoutMs = 5_000) => {
-      const count = () => output.split(text).length - 1;
+      const count = () => outputSoFar().split(text).length - 1;
       const deadline = Date.now() + timeoutMs;
       while (count() <= times && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
       return count();
     },
     api: (method, path, body) => callApi(endpoints.api.url, token, method, path, body),
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null) child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+    stop: async (signal = 'SIGTERM', stopOptions = {}) => {
+      if (child.exitCode === null || stopOptions.processGroup) kill(signal, stopOptions.processGroup);
+      const timer = setTimeout(() => kill('SIGKILL', stopOptions.processGroup ?? options.viaNpmStart), stopOptions.killAfterMs ?? 45_000);
       const code = await exited;
       clearTimeout(timer);
-      return { code, output };
+      return { code, output: outputSoFar() };
     },
   };
 }
