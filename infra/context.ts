@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { Schedule } from 'aws-cdk-lib/aws-events';
 import type { Construct } from 'constructs';
 import type { DeviceCertificateLifecycleStackProps } from './device-certificate-lifecycle-stack';
-import { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, checkCaArn, checkNamePrefix, fail } from './settings';
+import { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, InvalidConfigurationError, checkCaArn, checkNamePrefix, fail } from './settings';
 
 /**
  * The context values the app reads (`cdk deploy -c name=value`, or the "context" of cdk.json),
@@ -38,13 +39,120 @@ export type ContextName = keyof typeof CONTEXT_VALUES;
 export interface ContextSource {
   /** A context value as CDK gives it: a string from `-c`, or any JSON value from cdk.json. */
   readonly get: (name: ContextName) => unknown;
+  /**
+   * Every context key that looks like one of this app's (see `appContextKeys`); any that is not in
+   * `CONTEXT_VALUES` is refused. Omitted: no key is checked.
+   */
+  readonly keys?: () => readonly string[];
   /** Reads a file named by a context value. */
   readonly readFile?: (path: string) => string;
 }
 
+/**
+ * Keys the CDK itself puts in the context without a ":" or "@" (`cdk acknowledge` writes the first to cdk.context.json).
+ * Its other keys hold a ":" or "@" (`@aws-cdk/...` feature flags, `aws:cdk:...`, lookups like `availability-zones:...`)
+ * or start with `cdk-` or `aws-`.
+ */
+const CDK_OWN_KEYS: ReadonlySet<string> = new Set(['acknowledged-issue-numbers', 'assets-ecr-repository-name']);
+
+/**
+ * Of all the keys in the context (`node.getAllContext()`: ours, the CDK's and those of cdk.json), the ones that look
+ * like this app's and so are checked: no ":", "@", "/" or ".", no `cdk-` or `aws-` prefix, not one of the CDK's own,
+ * and not set in cdk.json's "context" (where the CDK and other tools keep their settings).
+ */
+export function appContextKeys(allKeys: readonly string[], cdkJsonKeys: readonly string[] = []): string[] {
+  const fromCdkJson = new Set(cdkJsonKeys);
+  return allKeys.filter((key) => !/[:@/.]/.test(key) && !/^(cdk|aws)-/.test(key) && !CDK_OWN_KEYS.has(key) && !fromCdkJson.has(key));
+}
+
+/** The keys of the "context" object of the cdk.json in `directory` (where the CDK CLI runs the app); none without one. */
+export function cdkJsonContextKeys(directory: string = process.cwd()): string[] {
+  let text: string;
+  try {
+    text = readFileSync(join(directory, 'cdk.json'), 'utf8');
+  } catch {
+    return [];
+  }
+  const context = (JSON.parse(text) as { context?: unknown }).context;
+  return typeof context === 'object' && context !== null ? Object.keys(context) : [];
+}
+
 /** Reads the context through a construct's node (the App). */
-export function contextOf(scope: Construct): ContextSource {
-  return { get: (name) => scope.node.tryGetContext(name) };
+export function contextOf(scope: Construct, cdkJsonKeys: readonly string[] = cdkJsonContextKeys()): ContextSource {
+  return {
+    get: (name) => scope.node.tryGetContext(name),
+    keys: () => appContextKeys(Object.keys(scope.node.getAllContext()), cdkJsonKeys),
+  };
+}
+
+const KNOWN_KEYS = Object.keys(CONTEXT_VALUES) as readonly ContextName[];
+
+/** Edit distance (insertions, deletions, substitutions) between two strings. */
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i += 1) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j += 1) {
+      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
+}
+
+/** The known key an unknown one most likely meant: same letters but for case, "-" and "_", or a few typos away. */
+export function closestContextKey(key: string): ContextName | undefined {
+  const normal = (name: string) => name.toLowerCase().replace(/[-_]/g, '');
+  const typed = normal(key);
+  let best: { name: ContextName; distance: number } | undefined;
+  for (const name of KNOWN_KEYS) {
+    const d = distance(typed, normal(name));
+    if (best === undefined || d < best.distance) best = { name, distance: d };
+  }
+  return best !== undefined && best.distance <= Math.max(1, Math.floor(typed.length / 4)) ? best.name : undefined;
+}
+
+/** Fails naming every unknown key as typed, with the known key it likely meant, and listing the known keys. */
+export function checkContextKeys(keys: readonly string[]): void {
+  const unknown = keys.filter((key) => !(KNOWN_KEYS as readonly string[]).includes(key));
+  if (unknown.length === 0) return;
+  const lines = unknown.map((key) => {
+    const closest = closestContextKey(key);
+    return `Unknown context key "${key}"${closest === undefined ? '.' : `: did you mean "${closest}"?`}`;
+  });
+  fail(`${lines.join('\n')} Known keys: ${KNOWN_KEYS.join(', ')}.`);
+}
+
+/**
+ * The construct's props named by the context key that sets them, so that a message from the construct's checks
+ * names what the user typed (`validityDays`, not `certificateValidityDays`). Longest first.
+ */
+const PROP_TO_CONTEXT_KEY: readonly (readonly [RegExp, string])[] = [
+  [/\bsubordinateCaCertificate\.certificateChainPem\b/g, 'subordinateCaChainFile'],
+  [/\bsubordinateCaCertificate\.certificatePem\b/g, 'subordinateCaCertificateFile'],
+  [/\bsubordinateCaCertificate\b/g, 'subordinateCaCertificateFile'],
+  [/\bcertificateValidityDays\b/g, 'validityDays'],
+  [/\bapiThrottling needs a positive rateLimit and a whole positive burstLimit\b/g, 'apiRateLimit must be positive and apiBurstLimit a whole positive number'],
+  [/\bcaSubject\b/g, 'caCommonName'],
+  [/\bThe CA ARN\b/g, 'caArn'],
+];
+
+/** A message of the construct's checks in context terms: each prop named by the context key that sets it. */
+export function inContextTerms(message: string): string {
+  return PROP_TO_CONTEXT_KEY.reduce((text, [prop, key]) => text.replace(prop, key), message);
+}
+
+/**
+ * Runs `build` (making the stack from context values), rewording a configuration error so it names the context key
+ * as typed rather than the construct's prop.
+ */
+export function withContextTerms<T>(build: () => T): T {
+  try {
+    return build();
+  } catch (error) {
+    if (error instanceof InvalidConfigurationError) throw new InvalidConfigurationError(inContextTerms(error.message), { cause: error });
+    throw error;
+  }
 }
 
 /**
@@ -52,6 +160,11 @@ export function contextOf(scope: Construct): ContextSource {
  * the value, what it got and what it accepts. The construct then checks how the values combine.
  */
 export function stackPropsFromContext(scope: Construct, source: ContextSource = contextOf(scope)): DeviceCertificateLifecycleStackProps & { readonly stackName: string } {
+  if (source.keys) checkContextKeys(source.keys());
+  return withContextTerms(() => propsFrom(source));
+}
+
+function propsFrom(source: ContextSource): DeviceCertificateLifecycleStackProps & { readonly stackName: string } {
   const text = (name: ContextName): string | undefined => {
     const value = source.get(name);
     if (value === undefined || value === null || value === '') return undefined;

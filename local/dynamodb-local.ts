@@ -121,12 +121,13 @@ async function startOnPort(port: number, options: StartDynamoDbLocalOptions): Pr
 
   const endpoint = `http://127.0.0.1:${port}`;
   // One quick try per probe: whoever answers on the port must answer soon (another process holding it may never).
+  // throwOnRequestTimeout ends a probe at requestTimeout: without it, smithy only logs a warning and keeps waiting.
   const client = new DynamoDBClient({
     endpoint,
     region: 'us-east-1',
     credentials: LOCAL_AWS_CREDENTIALS,
     maxAttempts: 1,
-    requestHandler: { connectionTimeout: 1_000, requestTimeout: 2_000 },
+    requestHandler: { connectionTimeout: 1_000, requestTimeout: 2_000, throwOnRequestTimeout: true },
   });
   const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
   try {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App, RemovalPolicy } from 'aws-cdk-lib';
-import { CONTEXT_VALUES, stackPropsFromContext, type ContextName } from '../../infra/context';
+import { CONTEXT_VALUES, appContextKeys, cdkJsonContextKeys, closestContextKey, contextOf, stackPropsFromContext, withContextTerms, type ContextName } from '../../infra/context';
 import { DeviceCertificateLifecycleStack } from '../../infra/device-certificate-lifecycle-stack';
 import { CaKeyAlgorithm, CaType, CaUsageMode, EnrollmentPolicy } from '../../infra/settings';
 import { EXISTING_CA_ARN } from './stacks';
@@ -72,7 +72,7 @@ describe('context values', () => {
     [{ caType: 'INTERMEDIATE' }, 'Context value caType must be one of ROOT, SUBORDINATE (got "INTERMEDIATE").'],
     [{ removalPolicy: 'keep' }, 'Context value removalPolicy must be one of retain, destroy (got "keep").'],
     [{ validityDays: 'a week' }, 'Context value validityDays must be a number (got "a week").'],
-    [{ caArn: 'my-ca' }, 'The CA ARN must look like arn:aws:acm-pca:<region>:<account>:certificate-authority/<uuid> (got "my-ca").'],
+    [{ caArn: 'my-ca' }, 'caArn must look like arn:aws:acm-pca:<region>:<account>:certificate-authority/<uuid> (got "my-ca").'],
     [{ namePrefix: '1fleet' }, 'namePrefix must start with a letter and hold 1 to 32 letters, digits and "-" (got "1fleet").'],
     [{ subordinateCaCertificateFile: 'sub.pem' }, 'Give both subordinateCaCertificateFile and subordinateCaChainFile, or neither.'],
     [{ subordinateCaCertificateFile: 'missing.pem', subordinateCaChainFile: 'missing.pem' }, "Context value subordinateCaCertificateFile names missing.pem, which cannot be read: ENOENT: no such file, open 'missing.pem'"],
@@ -86,5 +86,76 @@ describe('context values', () => {
     expect(() => new DeviceCertificateLifecycleStack(app, 'Stack', props)).toThrow(
       'certificateValidityDays is 30, but a CA in SHORT_LIVED_CERTIFICATE mode issues certificates valid for 7 days at most: use 7 or less, or the GENERAL_PURPOSE mode.',
     );
+  });
+
+  test('a bad value the construct refuses is named by the context key as typed, not by the prop', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const props = stackPropsFromContext(app, { get: (name) => ({ caUsageMode: 'SHORT_LIVED_CERTIFICATE', validityDays: '30' })[name as string] });
+    expect(() => withContextTerms(() => new DeviceCertificateLifecycleStack(app, 'Stack', props))).toThrow(
+      /^validityDays is 30, but a CA in SHORT_LIVED_CERTIFICATE mode issues certificates valid for 7 days at most/,
+    );
+  });
+
+  test('a subordinate certificate given without caType=SUBORDINATE names the file key', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const props = from({ subordinateCaCertificateFile: 'sub.pem', subordinateCaChainFile: 'chain.pem' }, { 'sub.pem': 'SUB', 'chain.pem': 'CHAIN' });
+    expect(() => withContextTerms(() => new DeviceCertificateLifecycleStack(app, 'Stack', props))).toThrow('subordinateCaCertificateFile applies only when caType is SUBORDINATE.');
+  });
+});
+
+describe('context keys', () => {
+  const known = Object.keys(CONTEXT_VALUES).join(', ');
+  /** The context as the CDK CLI hands it to the app for `cdk synth -c <values>`, with its own keys. */
+  const cliContext = (values: Record<string, string>) => ({
+    'aws:cdk:enable-path-metadata': true,
+    'aws:cdk:enable-asset-metadata': true,
+    'aws:cdk:version-reporting': true,
+    'aws:cdk:bundling-stacks': [],
+    '@aws-cdk/core:failSynthOnValidationErrors': true,
+    '@aws-cdk/aws-iam:minimizePolicies': true,
+    'acknowledged-issue-numbers': [32775],
+    'availability-zones:account=111122223333:region=eu-west-1': ['eu-west-1a'],
+    'cdk-migrate': true,
+    ...values,
+  });
+  const synthProps = (values: Record<string, string>, cdkJsonKeys: readonly string[] = []) => {
+    const app = new App({ context: cliContext(values) });
+    return stackPropsFromContext(app, contextOf(app, cdkJsonKeys));
+  };
+
+  test('a misspelled key is refused, naming it as typed, the key it likely meant and the known keys', () => {
+    expect(() => synthProps({ enrolmentPolicy: 'open' })).toThrow(`Unknown context key "enrolmentPolicy": did you mean "enrollmentPolicy"? Known keys: ${known}.`);
+  });
+
+  test('a key in another case or kebab-case is refused with the key it meant', () => {
+    expect(() => synthProps({ ValidityDays: '30' })).toThrow('Unknown context key "ValidityDays": did you mean "validityDays"?');
+    expect(() => synthProps({ 'enrollment-policy': 'open' })).toThrow('Unknown context key "enrollment-policy": did you mean "enrollmentPolicy"?');
+  });
+
+  test('a key like no known one is refused with the known keys only', () => {
+    expect(() => synthProps({ region: 'eu-west-1' })).toThrow(`Unknown context key "region". Known keys: ${known}.`);
+  });
+
+  test('every unknown key is named', () => {
+    expect(() => synthProps({ enrolmentPolicy: 'open', namePrefx: 'fleet' })).toThrow(
+      'Unknown context key "enrolmentPolicy": did you mean "enrollmentPolicy"?\nUnknown context key "namePrefx": did you mean "namePrefix"?',
+    );
+  });
+
+  test("the CDK's own keys and the keys of cdk.json's context are not checked; known keys are read", () => {
+    expect(synthProps({ enrollmentPolicy: 'open', myTeamSetting: 'x' }, ['myTeamSetting']).lifecycle?.enrollmentPolicy).toBe(EnrollmentPolicy.OPEN);
+    expect(appContextKeys(Object.keys(cliContext({ caArn: 'x', typo: 'y' })), [])).toEqual(['caArn', 'typo']);
+  });
+
+  test('the suggestion is only made for a near miss', () => {
+    expect(closestContextKey('caARN')).toBe('caArn');
+    expect(closestContextKey('validityDay')).toBe('validityDays');
+    expect(closestContextKey('stage')).toBeUndefined();
+  });
+
+  test("cdk.json's context keys are read from the project's cdk.json", () => {
+    const keys = cdkJsonContextKeys(join(__dirname, '..', '..'));
+    expect(keys.filter((key) => appContextKeys([key]).length > 0)).toEqual([]);
+    expect(cdkJsonContextKeys(join(__dirname, 'no-such-folder'))).toEqual([]);
   });
 });
