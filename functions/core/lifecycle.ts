@@ -1,7 +1,7 @@
 import { assertValidDeviceId } from './device-id';
 import { ChangeRecorder, DEFAULT_LIFECYCLE_SETTINGS, deviceNotFound, type DeviceCommand, type LifecycleDependencies, type LifecycleSettings } from './change-recorder';
-import type { CertificateRecord, Device, DeviceStatus, DeviceView, Page } from './model';
-import type { IdGenerator } from './ports';
+import type { CertificateRecord, Device, DeviceView, Page } from './model';
+import type { IdGenerator, ListDevicesQuery } from './ports';
 import { resumeDevice, revokeDevice, suspendDevice, type RevokeDeviceCommand } from './use-cases/change-device-status';
 import { issueCertificate, type IssuedDeviceCertificate, type IssueFromCsrRequest } from './use-cases/issue-certificate';
 import { preRegisterDevice, type PreRegisterDeviceCommand } from './use-cases/pre-register-device';
@@ -30,7 +30,7 @@ export class DeviceLifecycle {
     return view;
   }
 
-  public listDevices(query: { status: DeviceStatus; limit: number; nextToken?: string }): Promise<Page<Device>> {
+  public listDevices(query: ListDevicesQuery): Promise<Page<Device>> {
     return this.recorder.store.listDevices(query);
   }
 

@@ -108,7 +108,8 @@ export interface StoreChange {
 export const MAX_RECORDS_PER_CHANGE = 90;
 
 export interface ListDevicesQuery {
-  readonly status: DeviceStatus;
+  /** Only the devices in this state. @default every device, state by state (in `DEVICE_STATUSES` order), then by device id */
+  readonly status?: DeviceStatus;
   readonly limit: number;
   readonly nextToken?: string;
 }

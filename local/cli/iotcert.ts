@@ -3,24 +3,46 @@ import { parseArgs } from 'node:util';
 import { ValidationError } from '../../functions/core/errors';
 import { SOFTWARE_CA_LIMITS } from '../../functions/adapters/local/software-ca';
 import { DEFAULT_DATA_DIR } from '../config';
+import { DEVICE_STATUSES, type DeviceStatus } from '../../functions/core/model';
 import { connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
+import {
+  apiAccess,
+  askOnStdin,
+  deviceDetails,
+  formatStatus,
+  formatTable,
+  listDevices,
+  localModeStatus,
+  LocalModeRunningError,
+  resetDataDir,
+  type DeviceDetails,
+  type ListedDevice,
+} from './overview';
 
 // The AWS SDK's Node 22 notice is irrelevant to a local device simulator.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-const USAGE = `Usage: iotcert device <command> [options]
+const USAGE = `Usage: iotcert <command> [options]
 
-A device simulator for the local mode (npm start).
+A device simulator and an overview for the local mode (npm start).
 
 Commands:
-  mint     --id <deviceId> --out <dir> [--days 365]
+  status   Whether the local mode runs on the data folder: its pid, addresses and devices by state
+           (from the API). Exit code 0 when it runs, 1 when not.
+  device list [--status <state>] [--details] [--page-size 100] [--api-url <url>]
+           Every device (or those in one state) through the API, page after page: id, state, last change.
+           --details also fetches each device for its certificate counts (one request per device).
+  local reset [--yes]
+           Delete the local mode's state in the data folder (CA, API token, devices, certificates,
+           DynamoDB Local files) after a confirmation (--yes: none). Refused while the local mode runs.
+  device mint --id <deviceId> --out <dir> [--days 365]
            Make a key and a certificate signed by the local CA, the way a factory would
            (--days: 1 to ${SOFTWARE_CA_LIMITS.maxValidityDays}, and not past the CA's own expiry).
            Nothing is registered: the device registers itself on its first connect (JITR).
-  enroll   --id <deviceId> --out <dir> [--api-url <url>]
+  device enroll --id <deviceId> --out <dir> [--api-url <url>]
            Make a key and a CSR and have it signed through the device API
            (POST /devices, then POST /devices/{id}/certificates, with .local/api-token).
-  connect  --id <deviceId> --dir <dir> [--client-id <id>] [--topic <topic>] [--message <text>]
+  device connect --id <deviceId> --dir <dir> [--client-id <id>] [--topic <topic>] [--message <text>]
            [--host 127.0.0.1] [--port <port>] [--attempts 8]
            Connect over MQTT/TLS with retry and backoff (a first connect is refused while the
            certificate registers itself), publish to devices/<id>/telemetry, report what happened.
@@ -30,7 +52,7 @@ Common options:
   --json             print the result as JSON
 
 Files in <dir>: device.key (mode 600), device.csr, device.pem, ca.pem.
-Exit codes: 0 done, 1 failed, 2 usage error or a request the CA refused.`;
+Exit codes: 0 done, 1 failed (status: not running; local reset: cancelled or refused), 2 usage error or a request the CA refused.`;
 
 class UsageError extends Error {}
 
@@ -60,17 +82,11 @@ function printCredentials(what: string, credentials: DeviceCredentials, json: bo
   console.log(`  files           ${files.key} (mode 600), ${files.csr}, ${files.certificate}, ${files.ca}`);
 }
 
-export async function main(argv: readonly string[]): Promise<number> {
-  const [group, command, ...rest] = argv;
-  if (group === undefined || group === 'help' || group === '--help' || group === '-h') {
-    console.log(USAGE);
-    return 0;
-  }
-  if (group !== 'device' || command === undefined || !['mint', 'enroll', 'connect'].includes(command)) {
-    throw new UsageError(`Unknown command "${[group, command].filter(Boolean).join(' ')}".`);
-  }
-  const { values } = parseArgs({
-    args: rest,
+const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'list'], local: ['reset'], status: [] };
+
+function parseOptions(args: string[]) {
+  return parseArgs({
+    args,
     strict: true,
     options: {
       id: { type: 'string' },
@@ -84,13 +100,36 @@ export async function main(argv: readonly string[]): Promise<number> {
       host: { type: 'string' },
       port: { type: 'string' },
       attempts: { type: 'string' },
+      status: { type: 'string' },
+      details: { type: 'boolean' },
+      'page-size': { type: 'string' },
+      yes: { type: 'boolean', short: 'y' },
       'data-dir': { type: 'string' },
       json: { type: 'boolean' },
     },
-  });
+  }).values;
+}
+
+type Options = ReturnType<typeof parseOptions>;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [group, ...afterGroup] = argv;
+  if (group === undefined || group === 'help' || group === '--help' || group === '-h') {
+    console.log(USAGE);
+    return 0;
+  }
+  const commands = COMMANDS[group];
+  const command = commands && commands.length > 0 ? afterGroup[0] : undefined;
+  if (!commands || (commands.length > 0 && (command === undefined || !commands.includes(command)))) {
+    throw new UsageError(`Unknown command "${[group, afterGroup[0]].filter(Boolean).join(' ')}".`);
+  }
+  const values = parseOptions(commands.length > 0 ? afterGroup.slice(1) : afterGroup);
   const dataDir = values['data-dir'] ? resolve(values['data-dir']) : process.env.IOTCERT_DATA_DIR ? resolve(process.env.IOTCERT_DATA_DIR) : DEFAULT_DATA_DIR;
-  const deviceId = required(values, 'id');
   const json = values.json ?? false;
+  if (group === 'status') return statusCommand(dataDir, json);
+  if (group === 'local') return resetCommand(dataDir, values, json);
+  if (command === 'list') return listCommand(dataDir, values, json);
+  const deviceId = required(values, 'id');
 
   switch (command) {
     case 'mint': {
@@ -127,6 +166,47 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+async function statusCommand(dataDir: string, json: boolean): Promise<number> {
+  const status = await localModeStatus(dataDir);
+  console.log(json ? JSON.stringify(status, null, 2) : formatStatus(status));
+  return status.state === 'RUNNING' ? 0 : 1;
+}
+
+async function listCommand(dataDir: string, values: Options, json: boolean): Promise<number> {
+  const status = values.status;
+  if (status !== undefined && !(DEVICE_STATUSES as readonly string[]).includes(status)) {
+    throw new UsageError(`--status must be one of ${DEVICE_STATUSES.join(', ')} (got "${status}").`);
+  }
+  const pageSize = positiveInteger(values['page-size'], 'page-size');
+  if (pageSize !== undefined && pageSize > 100) throw new UsageError(`--page-size must be at most 100 (got ${pageSize}).`);
+  const access = await apiAccess(dataDir, values['api-url']);
+  const rows: (ListedDevice & Partial<DeviceDetails>)[] = [];
+  for await (const device of listDevices(access, { ...(status ? { status: status as DeviceStatus } : {}), ...(pageSize ? { pageSize } : {}) })) {
+    rows.push(values.details ? { ...device, ...(await deviceDetails(access, device.deviceId)) } : device);
+  }
+  if (json) {
+    console.log(JSON.stringify(rows, null, 2));
+    return 0;
+  }
+  const header = ['DEVICE ID', 'STATUS', 'UPDATED', ...(values.details ? ['CERTIFICATES', 'ACTIVE'] : [])];
+  const table = rows.map((row) => [row.deviceId, row.status, row.updatedAt, ...(values.details ? [String(row.certificates ?? 0), String(row.activeCertificates ?? 0)] : [])]);
+  console.log(formatTable(header, table));
+  console.log(`${rows.length} device${rows.length === 1 ? '' : 's'}${status ? ` ${status}` : ''}`);
+  return 0;
+}
+
+async function resetCommand(dataDir: string, values: Options, json: boolean): Promise<number> {
+  const report = await resetDataDir({ dataDir, yes: values.yes ?? false, confirm: askOnStdin, log: (line) => console.log(line) });
+  if (json) console.log(JSON.stringify(report, null, 2));
+  else if (report.cancelled) console.log('Cancelled: nothing deleted.');
+  else if (report.deleted.length > 0) {
+    if (report.stoppedDynamoDbLocal !== undefined) console.log(`Stopped the DynamoDB Local (pid ${report.stoppedDynamoDbLocal}) an earlier run left running.`);
+    console.log(`Deleted ${report.deleted.length} item(s) from ${dataDir}${report.folderRemoved ? ' and the folder' : ''}. The next npm start makes a new CA and API token.`);
+    if (report.kept.length > 0) console.log(`Kept (not the local mode's): ${report.kept.join(', ')}`);
+  }
+  return report.cancelled ? 1 : 0;
+}
+
 /** Runs the CLI and sets the process exit code (bin/iotcert.js calls this). */
 export function run(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
   return main(argv).then(
@@ -137,6 +217,9 @@ export function run(argv: readonly string[] = process.argv.slice(2)): Promise<vo
       if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
         console.error(`${(error as Error).message}\n\n${USAGE}`);
         process.exitCode = 2;
+      } else if (error instanceof LocalModeRunningError) {
+        console.error(`iotcert: refused, nothing deleted: ${error.message}`);
+        process.exitCode = 1;
       } else if (error instanceof ValidationError) {
         // A limit of the CA (--days) or an invalid device id: nothing was written.
         console.error(`iotcert: refused, nothing written: ${error.message}`);

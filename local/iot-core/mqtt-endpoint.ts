@@ -4,6 +4,7 @@ import type { RegistrationEvent } from '../../functions/core/lifecycle';
 import type { LocalDeviceRegistry } from '../../functions/adapters/local/local-device-registry';
 import { escaped, quoted } from '../log-text';
 import { IOT_CORE_LIMITS } from './limits';
+import { acceptedPublishLine } from './publish-log';
 import { registrationTopic, short, type CertificateGate } from './certificate-gate';
 import type { ConnectionIdentity, PolicyAuthorizer } from './policy-authorizer';
 import { listen } from '../listen';
@@ -22,7 +23,7 @@ export interface MqttEndpointOptions {
   /** Where AWS IoT Core would publish `$aws/...` events: the topic rules. */
   readonly publishEvent: (topic: string, event: RegistrationEvent) => void;
   readonly log: (message: string) => void;
-  /** Also log each message a policy kept from a subscriber. */
+  /** Also log each accepted publish (client id, topic, size, an escaped and shortened preview) and each message a policy kept from a subscriber. */
   readonly verbose?: boolean;
 }
 
@@ -129,7 +130,10 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
       const identity = identityOf(client);
       if (!client || !identity) return done(client ? new Error('no identity') : null); // the broker's own publishes
       const decision = outsideLimits(packet) ?? publishRefusal(packet, identity);
-      if (decision === undefined) return done(null);
+      if (decision === undefined) {
+        if (options.verbose) log(acceptedPublishLine(client.id, packet, isWillOf(client, packet)));
+        return done(null);
+      }
       if (isWillOf(client, packet)) {
         log(`[mqtt] ${quoted(client.id)}: will to ${quoted(packet.topic)} dropped: ${escaped(decision)}`);
       } else {

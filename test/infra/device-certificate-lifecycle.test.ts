@@ -427,7 +427,7 @@ describe('device API', () => {
     template.hasResourceProperties('AWS::ApiGateway::RequestValidator', { ValidateRequestBody: true, ValidateRequestParameters: true });
     template.hasResourceProperties('AWS::ApiGateway::Method', {
       HttpMethod: 'GET',
-      RequestParameters: { 'method.request.querystring.status': true, 'method.request.querystring.limit': false, 'method.request.querystring.nextToken': false },
+      RequestParameters: { 'method.request.querystring.status': false, 'method.request.querystring.limit': false, 'method.request.querystring.nextToken': false },
     });
     template.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'SignCsr', Schema: Match.objectLike({ required: ['csr'], additionalProperties: false }) });
   });

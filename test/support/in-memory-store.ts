@@ -1,5 +1,5 @@
-import { ConflictError } from '../../functions/core/errors';
-import type { AuditEvent, CertificateRecord, Device, DeviceView, OperationRecord, Page } from '../../functions/core/model';
+import { ConflictError, ValidationError } from '../../functions/core/errors';
+import { DEVICE_STATUSES, type AuditEvent, type CertificateRecord, type Device, type DeviceView, type OperationRecord, type Page } from '../../functions/core/model';
 import type { DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, StoreChange } from '../../functions/core/ports';
 import { isLiveCertificateStatus } from '../../functions/core/state-machines';
 
@@ -29,10 +29,22 @@ export class InMemoryDeviceStore implements DeviceStore {
     return [...this.certificates.values()].filter((c) => c.deviceId === deviceId).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
   public async listDevices(query: ListDevicesQuery): Promise<Page<Device>> {
-    const all = [...this.devices.values()].filter((d) => d.status === query.status).sort((a, b) => a.deviceId.localeCompare(b.deviceId));
-    const start = query.nextToken ? Number(query.nextToken) : 0;
+    // As the DynamoDB store orders them: by device id (code units) within a state; without a status, state by state in DEVICE_STATUSES order.
+    const byId = (a: Device, b: Device) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0);
+    const all = [...this.devices.values()]
+      .filter((d) => query.status === undefined || d.status === query.status)
+      .sort((a, b) => DEVICE_STATUSES.indexOf(a.status) - DEVICE_STATUSES.indexOf(b.status) || byId(a, b));
+    const scope = query.status ?? 'all';
+    let start = 0;
+    if (query.nextToken !== undefined) {
+      const [tokenScope, offset] = query.nextToken.split(':');
+      start = Number(offset);
+      if (tokenScope !== scope || !Number.isInteger(start) || start < 0) {
+        throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
+      }
+    }
     const items = all.slice(start, start + query.limit);
-    return { items, ...(start + query.limit < all.length ? { nextToken: String(start + query.limit) } : {}) };
+    return { items, ...(start + query.limit < all.length ? { nextToken: `${scope}:${start + query.limit}` } : {}) };
   }
   public async findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>> {
     const items = [...this.certificates.values()]

@@ -9,7 +9,7 @@ import {
   type TransactWriteCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import { ConflictError, ValidationError } from '../../core/errors';
-import type { AuditEvent, CertificateRecord, Device, DeviceView, OperationRecord, Page } from '../../core/model';
+import { DEVICE_STATUSES, type AuditEvent, type CertificateRecord, type Device, type DeviceView, type OperationRecord, type Page } from '../../core/model';
 import { isLiveCertificateStatus } from '../../core/state-machines';
 import { OPERATION_RETENTION_DAYS, type DeviceStore, type ExpiringCertificatesQuery, type ListDevicesQuery, type StoreChange } from '../../core/ports';
 import { retryingClientConfig, toUpstreamError } from './aws-errors';
@@ -113,11 +113,19 @@ export class DynamoDbDeviceStore implements DeviceStore {
     return certificateIds.flatMap((id) => found.get(id) ?? []);
   }
 
+  /**
+   * With a status: one Query of the ByStatus index. Without: the index walked state by state (in
+   * `DEVICE_STATUSES` order), each state's devices by device id, with no Scan of the table: the page token
+   * records which state (`bucket`) and where in it (`key`). A device whose state changes while a listing
+   * walks may be seen twice or not at all, as with any paged read of a changing set.
+   */
   public async listDevices(query: ListDevicesQuery): Promise<Page<Device>> {
+    if (query.status === undefined) return this.listAllDevices(query);
+    const { status } = query;
     const { indexName, partitionKey } = DEVICE_TABLE_SCHEMA.byStatusIndex;
-    const token = decodeToken(query.nextToken, `status:${query.status}`, {
+    const token = decodeToken(query.nextToken, `status:${status}`, {
       index: DEVICE_TABLE_SCHEMA.byStatusIndex,
-      inQuery: (key) => key[partitionKey] === `STATUS#${query.status}`,
+      inQuery: (key) => key[partitionKey] === `STATUS#${status}`,
     });
     const result = await this.send('Query', () =>
       this.client.send(
@@ -126,7 +134,7 @@ export class DynamoDbDeviceStore implements DeviceStore {
           IndexName: indexName,
           KeyConditionExpression: '#pk = :pk',
           ExpressionAttributeNames: { '#pk': partitionKey },
-          ExpressionAttributeValues: { ':pk': `STATUS#${query.status}` },
+          ExpressionAttributeValues: { ':pk': `STATUS#${status}` },
           Limit: query.limit,
           ExclusiveStartKey: token?.key,
         }),
@@ -134,8 +142,48 @@ export class DynamoDbDeviceStore implements DeviceStore {
     );
     return {
       items: (result.Items ?? []).map((item) => stripStorage(item) as unknown as Device),
-      ...(result.LastEvaluatedKey ? { nextToken: encodeToken({ scope: `status:${query.status}`, key: result.LastEvaluatedKey }) } : {}),
+      ...(result.LastEvaluatedKey ? { nextToken: encodeToken({ scope: `status:${status}`, key: result.LastEvaluatedKey }) } : {}),
     };
+  }
+
+  /** Every device: the ByStatus index, one state's partition after the other. */
+  private async listAllDevices(query: ListDevicesQuery): Promise<Page<Device>> {
+    const { indexName, partitionKey } = DEVICE_TABLE_SCHEMA.byStatusIndex;
+    const token = decodeToken(query.nextToken, ALL_DEVICES_SCOPE, {
+      index: DEVICE_TABLE_SCHEMA.byStatusIndex,
+      keyOptional: true,
+      inQuery: (key, { bucket = 0 }) => key[partitionKey] === statusPartition(bucket),
+    });
+    if (token !== undefined && (token.bucket ?? 0) >= DEVICE_STATUSES.length) {
+      throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
+    }
+    const items: Device[] = [];
+    let bucket = token?.bucket ?? 0;
+    let startKey = token?.key;
+    while (bucket < DEVICE_STATUSES.length && items.length < query.limit) {
+      const result = await this.send('Query', () =>
+        this.client.send(
+          new QueryCommand({
+            TableName: this.tableName,
+            IndexName: indexName,
+            KeyConditionExpression: '#pk = :pk',
+            ExpressionAttributeNames: { '#pk': partitionKey },
+            ExpressionAttributeValues: { ':pk': statusPartition(bucket) },
+            Limit: query.limit - items.length,
+            ExclusiveStartKey: startKey,
+          }),
+        ),
+      );
+      items.push(...(result.Items ?? []).map((item) => stripStorage(item) as unknown as Device));
+      if (result.LastEvaluatedKey) {
+        startKey = result.LastEvaluatedKey;
+      } else {
+        bucket += 1;
+        startKey = undefined;
+      }
+    }
+    const more = bucket < DEVICE_STATUSES.length;
+    return { items, ...(more ? { nextToken: encodeToken({ scope: ALL_DEVICES_SCOPE, bucket, ...(startKey ? { key: startKey } : {}) }) } : {}) };
   }
 
   public async findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>> {
@@ -362,6 +410,11 @@ function monthBuckets(from: Date, to: Date): string[] {
 const MAX_EXPIRY_BUCKETS = 240;
 /** DynamoDB's limit on a sort key value; every key this table writes is far shorter. */
 const MAX_KEY_VALUE_BYTES = 1024;
+
+/** The scope of a listing of every device; its token's `bucket` is the index in `DEVICE_STATUSES` of the state it is in. */
+const ALL_DEVICES_SCOPE = 'all-devices';
+/** The ByStatus partition of the `bucket`-th state; undefined past the last. */
+const statusPartition = (bucket: number): string | undefined => (DEVICE_STATUSES[bucket] === undefined ? undefined : `STATUS#${DEVICE_STATUSES[bucket]}`);
 
 interface PageToken {
   readonly scope: string;

@@ -58,7 +58,8 @@ export const REQUEST_BODIES = { CreateDevice: createDeviceBody, SignCsr: signCsr
 export type RequestBodyName = keyof typeof REQUEST_BODIES;
 
 export const listDevicesQuery = z.strictObject({
-  status: z.enum(DEVICE_STATUSES, { message: `status is required and must be one of ${DEVICE_STATUSES.join(', ')}` }),
+  /** Without it, every device: state by state, then by device id. */
+  status: z.enum(DEVICE_STATUSES, { message: `status must be one of ${DEVICE_STATUSES.join(', ')} (or left out for every device)` }).optional(),
   limit: z.coerce.number().int().min(1).max(100).default(25),
   nextToken: z.string().min(1).max(2048).optional(),
 });

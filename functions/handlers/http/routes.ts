@@ -87,7 +87,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     resource: '/devices',
     operationId: 'listDevices',
-    summary: 'A page of devices in one state.',
+    summary: 'A page of devices: those in one state (?status=), or every device, state by state then by device id.',
     query: listDevicesQuery,
     success: { status: 200, description: 'A page', schema: 'DevicePage' },
     errors: COMMON_ERRORS,
@@ -112,7 +112,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     summary: 'Sign a PKCS#10 CSR (CN = deviceId; EC P-256/P-384 or RSA 2048-4096) and register the certificate with AWS IoT as ACTIVE.',
     body: 'SignCsr',
     success: { status: 201, description: 'Issued', schema: 'IssuedCertificate' },
-    errors: [...CHANGE_ERRORS, 'INVALID_DEVICE_ID', 'INVALID_CSR', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT'],
+    errors: [...CHANGE_ERRORS, 'INVALID_DEVICE_ID', 'INVALID_CSR', 'DEVICE_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT', 'CERTIFICATE_WITHDRAWN'],
     handle: async ({ params, body, actor, requestKey }, { lifecycle }) => ({ body: await lifecycle.issueFromCsr({ deviceId: param(params, 'deviceId'), csrPem: body.csr, actor, requestKey }) }),
   }),
   route({
