@@ -84,12 +84,12 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
   const refusal = enrollmentRefusal(deviceId, device);
   if (refusal) return rejectRegistration(recorder, registered.certificatePem, existing, refusal, actor);
 
-  const claimed = await claimActivation(recorder, facts, deviceId, existing, actor, delivery.deliveryId);
+  const claimed = await claimActivation(recorder, facts, deviceId, device, existing, actor, delivery.deliveryId);
   // Suspended or revoked between our read and our claim: the same refusal as had we read it so.
   if (claimed instanceof EnrollmentRefusedError) return rejectRegistration(recorder, registered.certificatePem, undefined, claimed, actor);
   if (!claimed) return { outcome: 'IN_PROGRESS', certificateId };
   try {
-    return await activateClaimed(recorder, facts, deviceId, actor);
+    return await activateClaimed(recorder, facts, deviceId, actor, claimed);
   } catch (error) {
     await releaseClaim(recorder, certificateId);
     throw error;
@@ -117,17 +117,23 @@ export async function activateAwaitingCertificates(recorder: ChangeRecorder, dev
   }
 }
 
-/** The side effects of an activation, then the record; undone when the device stopped accepting certificates meanwhile. */
-async function activateClaimed(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, actor: string): Promise<RegistrationOutcome> {
+/**
+ * The side effects of an activation, then the record; undone when the device stopped accepting certificates meanwhile.
+ * The first attempt decides on the records as the claim left them (no re-read); a conflict re-reads them.
+ */
+async function activateClaimed(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, actor: string, claim: Claim): Promise<RegistrationOutcome> {
   const { certificateId } = facts;
   const key = `jitr:${certificateId}`;
-  const thingAttributes = (await recorder.store.getDevice(deviceId))?.attributes ?? {};
-  await recorder.registry.ensureThing(deviceId, thingAttributes);
+  let known: Claim | undefined = claim.device ? claim : undefined;
+  await recorder.registry.ensureThing(deviceId, known?.device?.attributes ?? (await recorder.store.getDevice(deviceId))?.attributes ?? {});
   await recorder.registry.attachCertificate(deviceId, certificateId);
   await recorder.registry.updateCertificateStatus(certificateId, 'ACTIVE');
 
   return recorder.retryOnConflict(async (): Promise<RegistrationOutcome> => {
-    const [currentDevice, currentCertificate] = await Promise.all([recorder.requireDevice(deviceId), recorder.store.getCertificate(certificateId)]);
+    const [currentDevice, currentCertificate] = known
+      ? [known.device as Device, known.certificate]
+      : await Promise.all([recorder.requireDevice(deviceId), recorder.store.getCertificate(certificateId)]);
+    known = undefined;
     if (!currentCertificate) throw new ConflictError(`Certificate ${certificateId} claim disappeared.`);
     if (currentCertificate.status !== 'PENDING_ACTIVATION') return { outcome: 'ALREADY_PROCESSED', certificateId, status: currentCertificate.status };
     if (!deviceAcceptsNewCertificates(currentDevice.status)) {
@@ -214,35 +220,47 @@ async function awaitPreRegistration(recorder: ChangeRecorder, event: Registratio
   return { outcome: 'AWAITING_PRE_REGISTRATION', deviceId, certificateId };
 }
 
-/** Records the certificate as PENDING_ACTIVATION with a lease; `false` when another delivery holds it, the refusal when the device stopped accepting certificates. */
-async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, existing: CertificateRecord | undefined, actor: string, holder: string | undefined): Promise<boolean | EnrollmentRefusedError> {
+/** The records as a claim wrote them (the device as read, when the claim did not write it). */
+interface Claim {
+  readonly device: Device | undefined;
+  readonly certificate: CertificateRecord;
+}
+
+/**
+ * Records the certificate as PENDING_ACTIVATION with a lease; `false` when another delivery holds it, the refusal when
+ * the device stopped accepting certificates. `device` is the device as the caller just read it: the first attempt
+ * decides on it, a conflict re-reads.
+ */
+async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts, deviceId: string, device: Device | undefined, existing: CertificateRecord | undefined, actor: string, holder: string | undefined): Promise<Claim | false | EnrollmentRefusedError> {
   const leaseUntil = new Date(recorder.deps.clock.now().getTime() + recorder.settings.activationLeaseSeconds * 1000).toISOString();
   const key = `jitr:${facts.certificateId}`;
   if (existing) {
+    // A waiting certificate keeps its flag until its activation is recorded, so a failed activation is found again.
+    const claimed: CertificateRecord = { ...existing, activationLeaseUntil: leaseUntil, activationLeaseHolder: holder, updatedAt: recorder.now(), version: existing.version + 1 };
     try {
-      await recorder.store.commit({
-        // A waiting certificate keeps its flag until its activation is recorded, so a failed activation is found again.
-        certificates: [{ next: { ...existing, activationLeaseUntil: leaseUntil, activationLeaseHolder: holder, updatedAt: recorder.now(), version: existing.version + 1 }, expectedVersion: existing.version }],
-        events: [],
-      });
-      return true;
+      await recorder.store.commit({ certificates: [{ next: claimed, expectedVersion: existing.version }], events: [] });
+      return { device, certificate: claimed };
     } catch (error) {
       if (error instanceof ConflictError) return false;
       throw error;
     }
   }
+  let read: Device | undefined | null = device;
   try {
-    await recorder.retryOnConflict(async () => {
-      const device = await recorder.store.getDevice(deviceId);
-      const refusal = enrollmentRefusal(deviceId, device);
+    return await recorder.retryOnConflict(async (): Promise<Claim> => {
+      const current = read === null ? await recorder.store.getDevice(deviceId) : read;
+      read = null;
+      const refusal = enrollmentRefusal(deviceId, current);
       if (refusal) throw refusal;
       const now = recorder.now();
+      // Written even when unchanged: a claim must lose to any concurrent change of the device (a suspension, say).
+      const nextDevice: Device = current ? recorder.touched(current) : { deviceId, thingName: deviceId, status: 'REGISTERED', attributes: {}, createdAt: now, updatedAt: now, version: 1 };
+      const certificate: CertificateRecord = { ...recorder.newCertificateRecord(facts, deviceId, 'PENDING_ACTIVATION', 'JITR'), activationLeaseUntil: leaseUntil, ...(holder ? { activationLeaseHolder: holder } : {}) };
       const change: StoreChange = {
-        // Written even when unchanged: a claim must lose to any concurrent change of the device (a suspension, say).
-        device: device ? { next: recorder.touched(device), expectedVersion: device.version } : { next: { deviceId, thingName: deviceId, status: 'REGISTERED', attributes: {}, createdAt: now, updatedAt: now, version: 1 } },
-        certificates: [{ next: { ...recorder.newCertificateRecord(facts, deviceId, 'PENDING_ACTIVATION', 'JITR'), activationLeaseUntil: leaseUntil, ...(holder ? { activationLeaseHolder: holder } : {}) } }],
+        device: current ? { next: nextDevice, expectedVersion: current.version } : { next: nextDevice },
+        certificates: [{ next: certificate }],
         events: [
-          ...(device ? [] : [recorder.event('DEVICE_CREATED', actor, key, { deviceId, toStatus: 'REGISTERED', reason: 'first connect with a certificate from the fleet CA' })]),
+          ...(current ? [] : [recorder.event('DEVICE_CREATED', actor, key, { deviceId, toStatus: 'REGISTERED', reason: 'first connect with a certificate from the fleet CA' })]),
           recorder.event('CERTIFICATE_REGISTERED', actor, key, { deviceId, certificateId: facts.certificateId, toStatus: 'PENDING_ACTIVATION' }),
         ],
       };
@@ -253,8 +271,8 @@ async function claimActivation(recorder: ChangeRecorder, facts: CertificateFacts
         if (error instanceof ConflictError && (await recorder.store.getCertificate(facts.certificateId))) throw new ClaimedElsewhere();
         throw error;
       }
+      return { device: nextDevice, certificate };
     });
-    return true;
   } catch (error) {
     if (error instanceof ClaimedElsewhere) return false;
     if (error instanceof EnrollmentRefusedError) return error;

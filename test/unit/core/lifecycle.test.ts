@@ -551,3 +551,22 @@ describe('devices with many certificates', () => {
     expect(fixture.store.events.filter((e) => e.type === 'CERTIFICATE_SUSPENDED')).toHaveLength(60);
   });
 });
+
+describe('store calls per flow (deterministic; issue 12 tracks the budget)', () => {
+  test('a first-connect onboarding reads the certificate and the device once each and writes twice (claim, activation)', async () => {
+    const fixture = await createLifecycleFixture();
+    const event = await fixture.firstConnect(await fixture.mintCertificate('calls-1'));
+    const calls: string[] = [];
+    for (const method of ['getDevice', 'getCertificate', 'commit', 'getOperation', 'listDeviceCertificates', 'getDeviceView'] as const) {
+      const original = fixture.store[method].bind(fixture.store) as (...args: unknown[]) => unknown;
+      jest.spyOn(fixture.store, method).mockImplementation(((...args: unknown[]) => {
+        calls.push(method);
+        return original(...args);
+      }) as never);
+    }
+
+    await expect(fixture.lifecycle.registerOnFirstConnect(event)).resolves.toMatchObject({ outcome: 'ACTIVATED' });
+
+    expect(calls).toEqual(['getCertificate', 'getDevice', 'commit', 'commit']);
+  });
+});
