@@ -1,42 +1,17 @@
 import { PutCommand, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { ConflictError } from '../../functions/core/errors';
 import { DeviceLifecycle } from '../../functions/core/lifecycle';
-import type { AuditEvent, CertificateRecord, Device } from '../../functions/core/model';
+import type { AuditEvent } from '../../functions/core/model';
 import { LocalDeviceRegistry } from '../../functions/adapters/local/local-device-registry';
 import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
 import { createTestTable, type TestTable } from '../support/dynamodb';
+import { certificateRecord, deviceRecord, RECORD_TIME } from '../support/records';
 import { randomUUID } from 'node:crypto';
 
-const at = '2026-11-26T10:00:00.000Z';
+const at = RECORD_TIME;
 
-const device = (deviceId: string, overrides: Partial<Device> = {}): Device => ({
-  deviceId,
-  thingName: deviceId,
-  status: 'ACTIVE',
-  attributes: { line: 'a' },
-  createdAt: at,
-  updatedAt: at,
-  version: 1,
-  ...overrides,
-});
-
-const certificate = (certificateId: string, deviceId: string, notAfter: string, overrides: Partial<CertificateRecord> = {}): CertificateRecord => ({
-  certificateId,
-  deviceId,
-  serialNumber: certificateId.slice(0, 16),
-  subject: `CN=${deviceId}`,
-  issuer: 'CN=Test CA',
-  keyAlgorithm: 'EC_P_256',
-  notBefore: at,
-  notAfter,
-  status: 'ACTIVE',
-  source: 'CSR',
-  certificatePem: '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----',
-  createdAt: at,
-  updatedAt: at,
-  version: 1,
-  ...overrides,
-});
+const device = deviceRecord;
+const certificate = certificateRecord;
 
 const event = (deviceId: string, key: string, overrides: Partial<AuditEvent> = {}): AuditEvent => ({
   eventId: randomUUID(),

@@ -1,34 +1,9 @@
 import type { CertificateRecord, Device, DeviceStatus } from '../../functions/core/model';
 import { createTestTable, type TestTable } from '../support/dynamodb';
+import { certificateRecord, deviceRecord } from '../support/records';
 
-const at = '2026-11-26T10:00:00.000Z';
-
-const device = (deviceId: string, status: DeviceStatus): Device => ({
-  deviceId,
-  thingName: deviceId,
-  status,
-  attributes: {},
-  createdAt: at,
-  updatedAt: at,
-  version: 1,
-});
-
-const certificate = (certificateId: string, deviceId: string, notAfter: string): CertificateRecord => ({
-  certificateId,
-  deviceId,
-  serialNumber: certificateId,
-  subject: `CN=${deviceId}`,
-  issuer: 'CN=Test CA',
-  keyAlgorithm: 'EC_P_256',
-  notBefore: at,
-  notAfter,
-  status: 'ACTIVE',
-  source: 'CSR',
-  certificatePem: '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----',
-  createdAt: at,
-  updatedAt: at,
-  version: 1,
-});
+const device = (deviceId: string, status: DeviceStatus): Device => deviceRecord(deviceId, { status, attributes: {} });
+const certificate = (certificateId: string, deviceId: string, notAfter: string): CertificateRecord => certificateRecord(certificateId, deviceId, notAfter, { serialNumber: certificateId });
 
 /** A token as a caller could forge it: the store's own encoding (base64url JSON) of whatever it likes. */
 const forge = (token: unknown): string => Buffer.from(JSON.stringify(token), 'utf8').toString('base64url');

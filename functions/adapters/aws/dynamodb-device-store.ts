@@ -157,33 +157,16 @@ export class DynamoDbDeviceStore implements DeviceStore {
     if (token !== undefined && (token.bucket ?? 0) >= DEVICE_STATUSES.length) {
       throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
     }
-    const items: Device[] = [];
-    let bucket = token?.bucket ?? 0;
-    let startKey = token?.key;
-    while (bucket < DEVICE_STATUSES.length && items.length < query.limit) {
-      const result = await this.send('Query', () =>
-        this.client.send(
-          new QueryCommand({
-            TableName: this.tableName,
-            IndexName: indexName,
-            KeyConditionExpression: '#pk = :pk',
-            ExpressionAttributeNames: { '#pk': partitionKey },
-            ExpressionAttributeValues: { ':pk': statusPartition(bucket) },
-            Limit: query.limit - items.length,
-            ExclusiveStartKey: startKey,
-          }),
-        ),
-      );
-      items.push(...(result.Items ?? []).map((item) => stripStorage(item) as unknown as Device));
-      if (result.LastEvaluatedKey) {
-        startKey = result.LastEvaluatedKey;
-      } else {
-        bucket += 1;
-        startKey = undefined;
-      }
-    }
-    const more = bucket < DEVICE_STATUSES.length;
-    return { items, ...(more ? { nextToken: encodeToken({ scope: ALL_DEVICES_SCOPE, bucket, ...(startKey ? { key: startKey } : {}) }) } : {}) };
+    const page = await this.walkPartitions<Device>({
+      indexName,
+      partitions: DEVICE_STATUSES.map((status) => `STATUS#${status}`),
+      keyCondition: '#pk = :pk',
+      names: { '#pk': partitionKey },
+      values: {},
+      limit: query.limit,
+      start: { bucket: token?.bucket ?? 0, key: token?.key },
+    });
+    return { items: page.items, ...(page.next ? { nextToken: encodeToken({ scope: ALL_DEVICES_SCOPE, bucket: page.next.bucket, ...(page.next.key ? { key: page.next.key } : {}) }) } : {}) };
   }
 
   public async findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>> {
@@ -200,34 +183,59 @@ export class DynamoDbDeviceStore implements DeviceStore {
     if (!Number.isInteger(query.limit) || query.limit < 1) throw new ValidationError('INVALID_REQUEST', 'limit must be a positive whole number.');
     const buckets = monthBuckets(query.notBefore, query.before);
     if (buckets.length > MAX_EXPIRY_BUCKETS) throw new ValidationError('INVALID_REQUEST', `The expiry window may span at most ${MAX_EXPIRY_BUCKETS} months.`);
-    const items: CertificateRecord[] = [];
-    let bucketIndex = token?.bucket ?? 0;
-    let startKey = token?.key;
-    while (bucketIndex < buckets.length && items.length < query.limit) {
-      const bucket = buckets[bucketIndex] as string;
+    const page = await this.walkPartitions<CertificateRecord>({
+      indexName,
+      partitions: buckets,
+      keyCondition: '#pk = :pk AND #sk BETWEEN :from AND :to',
+      names: { '#pk': partitionKey, '#sk': sortKey },
+      values: { ':from': query.notBefore.toISOString(), ':to': query.before.toISOString() },
+      limit: query.limit,
+      start: { bucket: token?.bucket ?? 0, key: token?.key },
+    });
+    return { items: page.items, ...(page.next ? { nextToken: encodeToken({ scope, bucket: page.next.bucket, key: page.next.key }) } : {}) };
+  }
+
+  /**
+   * Reads an index partition after partition (`:pk` each in turn), from `start`, until `limit` items: the one paged walk
+   * behind listing every device (state by state) and expiring certificates (month by month). `next` is where the
+   * following page starts, absent when every partition was read to its end.
+   */
+  private async walkPartitions<T>(walk: {
+    readonly indexName: string;
+    readonly partitions: readonly string[];
+    readonly keyCondition: string;
+    readonly names: Record<string, string>;
+    readonly values: Record<string, unknown>;
+    readonly limit: number;
+    readonly start: { readonly bucket: number; readonly key?: Record<string, unknown> };
+  }): Promise<{ items: T[]; next?: { bucket: number; key?: Record<string, unknown> } }> {
+    const items: T[] = [];
+    let bucket = walk.start.bucket;
+    let startKey = walk.start.key;
+    while (bucket < walk.partitions.length && items.length < walk.limit) {
+      const partition = walk.partitions[bucket] as string;
       const result = await this.send('Query', () =>
         this.client.send(
           new QueryCommand({
             TableName: this.tableName,
-            IndexName: indexName,
-            KeyConditionExpression: '#pk = :bucket AND #sk BETWEEN :from AND :to',
-            ExpressionAttributeNames: { '#pk': partitionKey, '#sk': sortKey },
-            ExpressionAttributeValues: { ':bucket': bucket, ':from': query.notBefore.toISOString(), ':to': query.before.toISOString() },
-            Limit: query.limit - items.length,
+            IndexName: walk.indexName,
+            KeyConditionExpression: walk.keyCondition,
+            ExpressionAttributeNames: walk.names,
+            ExpressionAttributeValues: { ...walk.values, ':pk': partition },
+            Limit: walk.limit - items.length,
             ExclusiveStartKey: startKey,
           }),
         ),
       );
-      items.push(...(result.Items ?? []).map((item) => stripStorage(item) as unknown as CertificateRecord));
+      items.push(...(result.Items ?? []).map((item) => stripStorage(item) as unknown as T));
       if (result.LastEvaluatedKey) {
         startKey = result.LastEvaluatedKey;
       } else {
-        bucketIndex += 1;
+        bucket += 1;
         startKey = undefined;
       }
     }
-    const more = bucketIndex < buckets.length;
-    return { items, ...(more ? { nextToken: encodeToken({ scope, bucket: bucketIndex, key: startKey }) } : {}) };
+    return { items, ...(bucket < walk.partitions.length ? { next: { bucket, ...(startKey ? { key: startKey } : {}) } } : {}) };
   }
 
   public async commit(change: StoreChange): Promise<void> {
