@@ -19,6 +19,8 @@ export interface LifecycleSettings {
   readonly recentEventLimit: number;
   /** How many times a change is re-read and re-decided after losing a race, before answering CONFLICT. */
   readonly maxConflictRetries: number;
+  /** How long a device has to connect with its rotated certificate and commit it, before the new certificate is withdrawn. */
+  readonly rotationCommitSeconds: number;
 }
 
 export const DEFAULT_LIFECYCLE_SETTINGS: LifecycleSettings = {
@@ -28,6 +30,7 @@ export const DEFAULT_LIFECYCLE_SETTINGS: LifecycleSettings = {
   operationLeaseSeconds: 60,
   recentEventLimit: 20,
   maxConflictRetries: 6,
+  rotationCommitSeconds: 6 * 3600,
 };
 
 export interface LifecycleDependencies {

@@ -7,9 +7,20 @@ import { issueCertificate, type IssuedDeviceCertificate, type IssueFromCsrReques
 import { preRegisterDevice, type PreRegisterDeviceCommand } from './use-cases/pre-register-device';
 import { registerOnFirstConnect, type Delivery, type RegistrationEvent, type RegistrationOutcome } from './use-cases/register-on-first-connect';
 import { revokeCertificate, type RevokeCertificateCommand } from './use-cases/revoke-certificate';
+import {
+  commitRotation,
+  requestRotation,
+  sweepDueRotations,
+  type CommittedRotation,
+  type RotatedCertificate,
+  type RotationCommit,
+  type RotationRequest,
+  type RotationSweepResult,
+} from './use-cases/rotate-certificate';
 
 export { DEFAULT_LIFECYCLE_SETTINGS };
 export type { Actor, DeviceCommand, EnrollmentPolicy, LifecycleDependencies, LifecycleSettings } from './change-recorder';
+export type { CommittedRotation, RotatedCertificate, RotationCommit, RotationRequest, RotationSweepResult };
 export type { IssuedDeviceCertificate, IssueFromCsrRequest, PreRegisterDeviceCommand, RegistrationEvent, RegistrationOutcome, RevokeCertificateCommand, RevokeDeviceCommand };
 
 /**
@@ -60,6 +71,21 @@ export class DeviceLifecycle {
 
   public resumeDevice(command: DeviceCommand): Promise<Device> {
     return resumeDevice(this.recorder, command);
+  }
+
+  /** A device asks, over MQTT, for a new certificate with a new key (phase one of a rotation). */
+  public requestRotation(request: RotationRequest): Promise<RotatedCertificate> {
+    return requestRotation(this.recorder, request);
+  }
+
+  /** A device, connected with its new certificate, commits it (phase two): the previous one is retired. */
+  public commitRotation(commit: RotationCommit): Promise<CommittedRotation> {
+    return commitRotation(this.recorder, commit);
+  }
+
+  /** The scheduled sweep: withdraws rotations not committed by their deadline, finishes decided ones. */
+  public sweepDueRotations(options?: Parameters<typeof sweepDueRotations>[1]): Promise<RotationSweepResult> {
+    return sweepDueRotations(this.recorder, options);
   }
 }
 

@@ -9,8 +9,8 @@ export type EffectiveCertificateStatus = CertificateStatus | 'EXPIRED';
 export const DEVICE_STATUSES = ['REGISTERED', 'ACTIVE', 'SUSPENDED', 'REVOKED', 'DECOMMISSIONED'] as const;
 export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
 
-/** How a certificate came to us: a device's first connect (JITR) or a CSR signed through the API. */
-export type CertificateSource = 'JITR' | 'CSR';
+/** How a certificate came to us: a device's first connect (JITR), a CSR signed through the API, or a device's own rotation over MQTT. */
+export type CertificateSource = 'JITR' | 'CSR' | 'ROTATION';
 
 /** RFC 5280 CRLReason names; adapters map them to their provider's enum. */
 export const REVOCATION_REASONS = [
@@ -35,10 +35,30 @@ export interface Device {
   readonly statusReason?: string;
   /** Set when the device is REVOKED: the reason its certificates were revoked with. */
   readonly revocationReason?: RevocationReason;
+  /** The device's rotation in flight, if any: at most one, because it is written on condition of the device's version. */
+  readonly rotation?: PendingRotation;
   readonly createdAt: string;
   readonly updatedAt: string;
   /** Optimistic-concurrency counter: every change writes `version + 1` on condition of `version`. */
   readonly version: number;
+}
+
+/**
+ * A rotation between its two phases: the new certificate is issued, ACTIVE and attached, and waits for the device
+ * to connect with it and commit; the previous one stays ACTIVE until then. The commit and the timeout both clear it,
+ * on condition of the device's version: exactly one of them decides.
+ */
+export interface PendingRotation {
+  /**
+   * `PENDING`: waiting for the commit. `COMMITTING` / `WITHDRAWING`: decided (by the commit, or by the sweep after the
+   * deadline), its side effects in AWS IoT and at the CA under way; it is cleared when they are done.
+   */
+  readonly state: 'PENDING' | 'COMMITTING' | 'WITHDRAWING';
+  readonly requestId: string;
+  readonly certificateId: string;
+  readonly previousCertificateId: string;
+  /** After this instant the sweep withdraws the new certificate and the previous one stays. */
+  readonly commitDeadline: string;
 }
 
 export interface CertificateRecord {
@@ -54,6 +74,8 @@ export interface CertificateRecord {
   readonly notAfter: string;
   readonly status: CertificateStatus;
   readonly source: CertificateSource;
+  /** A certificate a rotation issued: the certificate it replaces (RETIRED once the rotation is committed). */
+  readonly rotatedFrom?: string;
   readonly certificatePem: string;
   readonly statusReason?: string;
   readonly revocationReason?: RevocationReason;
@@ -88,6 +110,9 @@ export const AUDIT_EVENT_TYPES = [
   'CERTIFICATE_RESUMED',
   'CERTIFICATE_REVOKED',
   'CERTIFICATE_RETIRED',
+  'ROTATION_STARTED',
+  'ROTATION_COMMITTED',
+  'ROTATION_WITHDRAWN',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -122,7 +147,17 @@ export interface Page<T> {
  * Operation records: every change a caller asks for, written before any side effect.
  * -------------------------------------------------------------------------- */
 
-export const OPERATION_TYPES = ['PRE_REGISTER_DEVICE', 'ISSUE_CERTIFICATE', 'REVOKE_CERTIFICATE', 'REVOKE_DEVICE', 'SUSPEND_DEVICE', 'RESUME_DEVICE'] as const;
+export const OPERATION_TYPES = [
+  'PRE_REGISTER_DEVICE',
+  'ISSUE_CERTIFICATE',
+  'REVOKE_CERTIFICATE',
+  'REVOKE_DEVICE',
+  'SUSPEND_DEVICE',
+  'RESUME_DEVICE',
+  'ROTATE_CERTIFICATE',
+  'COMMIT_ROTATION',
+  'WITHDRAW_ROTATION',
+] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 
 /** `PENDING`: started, side effects may be part-done. `DONE`: finished, `outcome` answers every retry. `WITHDRAWN`: undone for good. */
@@ -133,6 +168,10 @@ export interface OperationOutcome {
   readonly device?: Device;
   readonly certificate?: CertificateRecord;
   readonly certificateId?: string;
+  /** A committed rotation: the certificate it retired. */
+  readonly retiredCertificateId?: string;
+  /** A rotation: until when the device may commit the new certificate. */
+  readonly commitDeadline?: string;
   /** Why a WITHDRAWN operation was undone: its answer, with the error code a retry gets. */
   readonly error?: { readonly code: string; readonly message: string };
 }

@@ -123,6 +123,13 @@ export interface ExpiringCertificatesQuery {
   readonly nextToken?: string;
 }
 
+export interface RotationsDueQuery {
+  /** Rotations whose commit deadline is at or before this instant. */
+  readonly before: Date;
+  readonly limit: number;
+  readonly nextToken?: string;
+}
+
 export interface DeviceStore {
   getDevice(deviceId: string): Promise<Device | undefined>;
   /** The device, its certificates and its latest `eventLimit` audit events, newest first. */
@@ -133,6 +140,8 @@ export interface DeviceStore {
   listDevices(query: ListDevicesQuery): Promise<Page<Device>>;
   /** Live (ACTIVE, INACTIVE, PENDING_ACTIVATION) certificates expiring in the window, soonest first. */
   findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>>;
+  /** Devices whose rotation (`Device.rotation`) is due by `before`, soonest deadline first. */
+  findRotationsDue(query: RotationsDueQuery): Promise<Page<Device>>;
   /** Throws `ConflictError` when any record is not at its expected version; writes nothing then. */
   commit(change: StoreChange): Promise<void>;
   /** The operation record, if any (kept for `OPERATION_RETENTION_DAYS` after it was last written). */

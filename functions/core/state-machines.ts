@@ -8,7 +8,8 @@ import type { CertificateRecord, CertificateStatus, DeviceStatus, EffectiveCerti
 export const CERTIFICATE_TRANSITIONS: Readonly<Record<CertificateStatus, readonly CertificateStatus[]>> = {
   PENDING_ACTIVATION: ['ACTIVE', 'REJECTED', 'REVOKED'],
   ACTIVE: ['INACTIVE', 'REVOKED', 'RETIRED'],
-  INACTIVE: ['ACTIVE', 'REVOKED'],
+  // A retired certificate may have been switched INACTIVE by a suspension between the commit's decision and its retirement.
+  INACTIVE: ['ACTIVE', 'REVOKED', 'RETIRED'],
   REVOKED: [],
   RETIRED: [],
   REJECTED: [],

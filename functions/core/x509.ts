@@ -52,6 +52,8 @@ export interface CertificateFacts {
   readonly notBefore: Date;
   readonly notAfter: Date;
   readonly certificatePem: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex: tells a re-key from a renewal with the same key. */
+  readonly publicKeySha256: string;
 }
 
 const toHex = (buffer: ArrayBuffer): string => Buffer.from(buffer).toString('hex');
@@ -104,6 +106,7 @@ async function factsOf(certificate: x509.X509Certificate): Promise<CertificateFa
     notBefore: certificate.notBefore,
     notAfter: certificate.notAfter,
     certificatePem: certificate.toString('pem'),
+    publicKeySha256: toHex(await crypto.subtle.digest('SHA-256', certificate.publicKey.rawData)),
   };
 }
 
@@ -160,6 +163,8 @@ async function isSignedByAny(certificate: x509.X509Certificate, issuerPems: read
 export interface CheckedCsr {
   readonly csrPem: string;
   readonly keyAlgorithm: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, as in `CertificateFacts.publicKeySha256`. */
+  readonly publicKeySha256: string;
 }
 
 /**
@@ -193,7 +198,7 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
       throw new ValidationError('INVALID_CSR', `The CSR requests extension ${extension.type}, which is not allowed: request only subjectAltName, keyUsage, extendedKeyUsage or basicConstraints.`);
     }
   }
-  return { csrPem: csr.toString('pem'), keyAlgorithm };
+  return { csrPem: csr.toString('pem'), keyAlgorithm, publicKeySha256: toHex(await crypto.subtle.digest('SHA-256', csr.publicKey.rawData)) };
 }
 
 /** What a device identity is made of, in a CSR and in a certificate alike. */

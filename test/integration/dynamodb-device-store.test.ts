@@ -159,6 +159,32 @@ describe('DynamoDbDeviceStore on DynamoDB Local', () => {
     expect(found).toEqual(['exp-a', 'exp-b', 'exp-c']);
   });
 
+  test('finds devices whose rotation is due, soonest deadline first, across pages; a cleared rotation leaves the index', async () => {
+    const rotation = (deviceId: string, commitDeadline: string) => ({ state: 'PENDING' as const, requestId: `r-${deviceId}`, certificateId: `new-${deviceId}`, previousCertificateId: `old-${deviceId}`, commitDeadline });
+    const deadlines = ['2026-12-01T03:00:00.000Z', '2026-12-01T01:00:00.000Z', '2026-12-01T02:00:00.000Z', '2026-12-02T00:00:00.000Z'];
+    for (const [index, deadline] of deadlines.entries()) {
+      await table.store.commit({ device: { next: device(`rotating-${index}`, { rotation: rotation(`rotating-${index}`, deadline) }) }, events: [] });
+    }
+    await table.store.commit({ device: { next: device('rotating-none') }, events: [] });
+
+    const found: string[] = [];
+    let nextToken: string | undefined;
+    do {
+      const page = await table.store.findRotationsDue({ before: new Date('2026-12-01T03:00:00.000Z'), limit: 2, ...(nextToken ? { nextToken } : {}) });
+      found.push(...page.items.map((d) => d.deviceId));
+      nextToken = page.nextToken;
+    } while (nextToken);
+    expect(found).toEqual(['rotating-1', 'rotating-2', 'rotating-0']);
+    expect((await table.store.getDevice('rotating-1'))?.rotation?.commitDeadline).toBe(deadlines[1]);
+
+    const { rotation: _cleared, ...withoutRotation } = device('rotating-1', { rotation: rotation('rotating-1', deadlines[1] as string), version: 2 });
+    await table.store.commit({ device: { next: withoutRotation, expectedVersion: 1 }, events: [] });
+    const after = await table.store.findRotationsDue({ before: new Date('2026-12-01T03:00:00.000Z'), limit: 10 });
+    expect(after.items.map((d) => d.deviceId)).toEqual(['rotating-2', 'rotating-0']);
+    expect((await table.store.getDevice('rotating-1'))?.rotation).toBeUndefined();
+    await expect(table.store.findRotationsDue({ before: new Date('2026-12-01T03:00:00.000Z'), limit: 10, nextToken: 'forged' })).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+  });
+
   test('of 24 racing suspensions of one device exactly one changes it, the others answer it SUSPENDED, and the trail holds exactly one', async () => {
     const ca = await SoftwareCertificateAuthority.create('Race CA');
     let n = 0;

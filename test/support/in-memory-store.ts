@@ -1,6 +1,6 @@
 import { ConflictError, ValidationError } from '../../functions/core/errors';
 import { DEVICE_STATUSES, type AuditEvent, type CertificateRecord, type Device, type DeviceView, type OperationRecord, type Page } from '../../functions/core/model';
-import type { DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, StoreChange } from '../../functions/core/ports';
+import type { DeviceStore, ExpiringCertificatesQuery, ListDevicesQuery, RotationsDueQuery, StoreChange } from '../../functions/core/ports';
 import { isLiveCertificateStatus } from '../../functions/core/state-machines';
 
 /**
@@ -50,6 +50,13 @@ export class InMemoryDeviceStore implements DeviceStore {
     const items = [...this.certificates.values()]
       .filter((c) => isLiveCertificateStatus(c.status) && c.notAfter >= query.notBefore.toISOString() && c.notAfter < query.before.toISOString())
       .sort((a, b) => a.notAfter.localeCompare(b.notAfter))
+      .slice(0, query.limit);
+    return { items };
+  }
+  public async findRotationsDue(query: RotationsDueQuery): Promise<Page<Device>> {
+    const items = [...this.devices.values()]
+      .filter((d) => d.rotation !== undefined && d.rotation.commitDeadline <= query.before.toISOString())
+      .sort((a, b) => (a.rotation?.commitDeadline ?? '').localeCompare(b.rotation?.commitDeadline ?? ''))
       .slice(0, query.limit);
     return { items };
   }

@@ -7,12 +7,13 @@ import type { CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
  *
  * | item             | PK                     | SK                                   | GSI1 ByStatus (PK / SK)      | GSI2 ByExpiry (PK / SK)                 |
  * |------------------|------------------------|--------------------------------------|------------------------------|-----------------------------------------|
- * | device           | DEVICE#<deviceId>      | DEVICE                               | STATUS#<status> / <deviceId> | -                                       |
+ * | device           | DEVICE#<deviceId>      | DEVICE                               | STATUS#<status> / <deviceId> | ROTATION / <commitDeadline>#<deviceId>  (while a rotation is in flight) |
  * | certificate link | DEVICE#<deviceId>      | CERTIFICATE#<createdAt>#<certId>     | -                            | -                                       |
  * | audit event      | DEVICE#<deviceId> (or CERTIFICATE#<certId> when no device) | EVENT#<at>#<eventId> | - | -                          |
  * | certificate      | CERTIFICATE#<certId>   | CERTIFICATE                          | -                            | EXPIRY#<yyyy-mm> / <notAfter>#<certId>  (live certificates only) |
  * | operation        | OPERATION#<sha256(caller, handle)> | OPERATION                | -                            | -                                       |
  *
+ * The ByExpiry index holds both deadlines the scheduled functions walk: certificates' expiry and rotations' commit deadline.
  * Operation records carry `expiresAt` (epoch seconds): DynamoDB's TTL removes them OPERATION_RETENTION_DAYS after their last write.
  */
 export const DEVICE_TABLE_SCHEMA = {

@@ -11,7 +11,7 @@ import {
 import { ConflictError, ValidationError } from '../../core/errors';
 import { DEVICE_STATUSES, type AuditEvent, type CertificateRecord, type Device, type DeviceView, type OperationRecord, type Page } from '../../core/model';
 import { isLiveCertificateStatus } from '../../core/state-machines';
-import { OPERATION_RETENTION_DAYS, type DeviceStore, type ExpiringCertificatesQuery, type ListDevicesQuery, type StoreChange } from '../../core/ports';
+import { OPERATION_RETENTION_DAYS, type DeviceStore, type ExpiringCertificatesQuery, type RotationsDueQuery, type ListDevicesQuery, type StoreChange } from '../../core/ports';
 import { retryingClientConfig, toUpstreamError } from './aws-errors';
 import { DEVICE_TABLE_SCHEMA } from './device-table';
 
@@ -193,6 +193,28 @@ export class DynamoDbDeviceStore implements DeviceStore {
       start: { bucket: token?.bucket ?? 0, key: token?.key },
     });
     return { items: page.items, ...(page.next ? { nextToken: encodeToken({ scope, bucket: page.next.bucket, key: page.next.key }) } : {}) };
+  }
+
+  public async findRotationsDue(query: RotationsDueQuery): Promise<Page<Device>> {
+    const { indexName, partitionKey, sortKey } = DEVICE_TABLE_SCHEMA.byExpiryIndex;
+    // Sort keys are `<deadline>#<deviceId>`: every key of a deadline at `before` sorts below `<before>#\uffff`.
+    const upTo = `${query.before.toISOString()}#\uffff`;
+    const scope = `rotations:${query.before.toISOString()}`;
+    const token = decodeToken(query.nextToken, scope, {
+      index: DEVICE_TABLE_SCHEMA.byExpiryIndex,
+      inQuery: (key) => key[partitionKey] === ROTATIONS_PARTITION && (key[sortKey] ?? '') <= upTo,
+    });
+    if (!Number.isInteger(query.limit) || query.limit < 1) throw new ValidationError('INVALID_REQUEST', 'limit must be a positive whole number.');
+    const page = await this.walkPartitions<Device>({
+      indexName,
+      partitions: [ROTATIONS_PARTITION],
+      keyCondition: '#pk = :pk AND #sk <= :to',
+      names: { '#pk': partitionKey, '#sk': sortKey },
+      values: { ':to': upTo },
+      limit: query.limit,
+      start: { bucket: 0, key: token?.key },
+    });
+    return { items: page.items, ...(page.next?.key ? { nextToken: encodeToken({ scope, key: page.next.key }) } : {}) };
   }
 
   /**
@@ -383,8 +405,12 @@ function operationItem(operation: OperationRecord): Record<string, unknown> {
   return { ...operationKey(operation.operationId), itemType: 'Operation', expiresAt: Math.floor(Date.parse(operation.updatedAt) / 1000) + OPERATION_RETENTION_DAYS * 86_400, ...operation };
 }
 
+/** The ByExpiry partition of devices with a rotation in flight, sorted by commit deadline (a handful at a time: one partition is enough). */
+const ROTATIONS_PARTITION = 'ROTATION';
+
 function deviceItem(device: Device): Record<string, unknown> {
-  return { ...deviceKey(device.deviceId), itemType: 'Device', GSI1PK: `STATUS#${device.status}`, GSI1SK: device.deviceId, ...device };
+  const rotation = device.rotation ? { GSI2PK: ROTATIONS_PARTITION, GSI2SK: `${device.rotation.commitDeadline}#${device.deviceId}` } : {};
+  return { ...deviceKey(device.deviceId), itemType: 'Device', GSI1PK: `STATUS#${device.status}`, GSI1SK: device.deviceId, ...rotation, ...device };
 }
 
 function certificateItem(certificate: CertificateRecord): Record<string, unknown> {

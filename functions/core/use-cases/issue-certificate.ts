@@ -1,6 +1,6 @@
 import { ConflictError, InvalidTransitionError, LifecycleError, NotFoundError } from '../errors';
 import { assertValidDeviceId } from '../device-id';
-import type { Device } from '../model';
+import type { AuditEvent, CertificateRecord, CertificateSource, Device, OperationOutcome } from '../model';
 import type { RunningOperation } from '../operations';
 import { deviceAcceptsNewCertificates } from '../state-machines';
 import { checkCsr, inspectCertificate, splitPemChain, type CertificateFacts } from '../x509';
@@ -35,17 +35,42 @@ export async function issueCertificate(recorder: ChangeRecorder, request: IssueF
   const { csrPem } = await checkCsr(request.csrPem, request.deviceId);
   return recorder.operations.execute(
     { caller: request.actor, handle: request.requestKey, operation: 'ISSUE_CERTIFICATE', target: request.deviceId, payload: { deviceId: request.deviceId, csr: csrPem } },
-    (run) => issueSteps(recorder, run, request, csrPem),
+    (run) => issueSteps(recorder, run, { ...request, csrPem }, API_ISSUANCE),
     async (record) => answerRecorded(recorder, record.outcome?.certificateId),
   );
 }
 
-async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, request: IssueFromCsrRequest, csrPem: string): Promise<IssuedDeviceCertificate> {
+/** What differs between a certificate issued through the API and one a device asks for when it rotates. */
+export interface IssuancePlan {
+  readonly source: CertificateSource;
+  /** Why the device may not receive the certificate now, if so: asked before the CA is, and again before recording (then it withdraws). */
+  readonly refusal: (device: Device) => Promise<LifecycleError | undefined>;
+  /** The device's next record, the events beside CERTIFICATE_ISSUED and the outcome's extra fields, in the change that records the certificate. */
+  readonly record: (
+    device: Device,
+    certificateId: string,
+    key: string,
+  ) => { readonly device: Device; readonly events: readonly AuditEvent[]; readonly outcome?: Partial<OperationOutcome>; readonly certificate?: Pick<CertificateRecord, 'rotatedFrom'> };
+}
+
+const API_ISSUANCE: IssuancePlan = {
+  source: 'CSR',
+  refusal: async (device) => (deviceAcceptsNewCertificates(device.status) ? undefined : refusalFor(device)),
+  record: (device) => ({ device: { ...device, status: 'ACTIVE' }, events: [] }),
+};
+
+/**
+ * The issuance steps shared by the API and rotation; `request.csrPem` is already checked.
+ * Answers the certificate once it is recorded (the operation is then DONE).
+ */
+export async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, request: IssueFromCsrRequest, plan: IssuancePlan): Promise<IssuedDeviceCertificate> {
+  const { csrPem } = request;
   let device = await recorder.requireDevice(request.deviceId);
   if (run.progress.certificatePem === undefined) {
     if (run.progress.issuanceId === undefined) {
       // Refused before anything is issued: nothing to withdraw.
-      assertAcceptsNewCertificates(device);
+      const refusal = await plan.refusal(device);
+      if (refusal) throw refusal;
       const { issuanceId } = await recorder.ca.requestCertificate({ csrPem, validityDays: recorder.settings.validityDays, idempotencyToken: run.record.operationId.slice(0, 36) });
       await run.saveProgress({ issuanceId });
     }
@@ -55,10 +80,12 @@ async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, reque
   const certificatePem = run.progress.certificatePem as string;
   const certificateChainPem = run.progress.certificateChainPem ?? '';
   const facts = await inspectCertificate(certificatePem);
+  const withdrawFor = (refusal: LifecycleError) => withdraw(recorder, run, request.actor, device, facts, refusal, plan.source);
   if (run.progress.withdrawal !== undefined) {
-    return withdraw(recorder, run, request.actor, device, facts, new LifecycleError(run.progress.withdrawal as LifecycleError['code'], run.progress.withdrawalReason ?? 'The certificate was withdrawn.'));
+    return withdrawFor(new LifecycleError(run.progress.withdrawal as LifecycleError['code'], run.progress.withdrawalReason ?? 'The certificate was withdrawn.'));
   }
-  if (!deviceAcceptsNewCertificates(device.status)) return withdraw(recorder, run, request.actor, device, facts, refusalFor(device));
+  const refusedNow = await plan.refusal(device);
+  if (refusedNow) return withdrawFor(refusedNow);
 
   const caCertificatePem = splitPemChain(certificateChainPem)[0] ?? (await recorder.ca.getCaCertificates()).certificatePem;
   await recorder.registry.ensureThing(device.thingName, device.attributes);
@@ -66,25 +93,29 @@ async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, reque
   // Registering a certificate AWS IoT already has leaves its status as it is: read it back before handing it out.
   const registered = await recorder.registry.describeCertificate(certificateId);
   if (registered.status !== 'ACTIVE') {
-    return withdraw(recorder, run, request.actor, device, facts, new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is ${registered.status} in AWS IoT; send a new request with a new Idempotency-Key.`, { details: { certificateId } }));
+    return withdrawFor(new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is ${registered.status} in AWS IoT; send a new request with a new ${run.record.operation === 'ISSUE_CERTIFICATE' ? 'Idempotency-Key' : 'requestId'}.`, { details: { certificateId } }));
   }
   await recorder.registry.attachCertificate(device.thingName, certificateId);
 
   return recorder.retryOnConflict(async () => {
     device = await recorder.requireDevice(request.deviceId);
-    if (!deviceAcceptsNewCertificates(device.status)) return withdraw(recorder, run, request.actor, device, facts, refusalFor(device));
+    const refusal = await plan.refusal(device);
+    if (refusal) return withdrawFor(refusal);
     const key = run.record.operationId;
-    const next: Device = { ...recorder.touched(device), status: 'ACTIVE' };
+    const planned = plan.record(recorder.touched(device), certificateId, key);
     await run.finish(
       {
-        device: { next, expectedVersion: device.version },
-        certificates: [{ next: recorder.newCertificateRecord(facts, request.deviceId, 'ACTIVE', 'CSR') }],
+        device: { next: planned.device, expectedVersion: device.version },
+        certificates: [{ next: { ...recorder.newCertificateRecord(facts, request.deviceId, 'ACTIVE', plan.source), ...planned.certificate } }],
         events: [
-          recorder.event('CERTIFICATE_ISSUED', request.actor, key, { deviceId: request.deviceId, certificateId, toStatus: 'ACTIVE' }),
-          ...(device.status === 'REGISTERED' ? [recorder.event('DEVICE_ACTIVATED', request.actor, key, { deviceId: request.deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })] : []),
+          recorder.event('CERTIFICATE_ISSUED', request.actor, key, { deviceId: request.deviceId, certificateId, toStatus: 'ACTIVE', ...(plan.source === 'ROTATION' ? { reason: 'rotation' } : {}) }),
+          ...(device.status === 'REGISTERED' && planned.device.status === 'ACTIVE'
+            ? [recorder.event('DEVICE_ACTIVATED', request.actor, key, { deviceId: request.deviceId, fromStatus: 'REGISTERED', toStatus: 'ACTIVE' })]
+            : []),
+          ...planned.events,
         ],
       },
-      { certificateId },
+      { certificateId, ...planned.outcome },
     );
     return { certificateId, certificatePem, certificateChainPem, notAfter: facts.notAfter.toISOString() };
   });
@@ -94,7 +125,7 @@ async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, reque
  * Undoes what this operation issued, for good: the reason is saved first, so a retry after a failure here
  * finishes the withdrawal instead of handing the certificate out. Then throws the refusal.
  */
-async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: string, device: Device, facts: CertificateFacts, refusal: LifecycleError): Promise<never> {
+async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: string, device: Device, facts: CertificateFacts, refusal: LifecycleError, source: CertificateSource): Promise<never> {
   if (run.progress.withdrawal === undefined) await run.saveProgress({ withdrawal: refusal.code, withdrawalReason: refusal.message.slice(0, 500) });
   const { certificateId } = facts;
   await recorder.ca.revokeCertificate({ serialNumber: facts.serialNumber, reason: 'PRIVILEGE_WITHDRAWN', certificatePem: facts.certificatePem });
@@ -112,7 +143,7 @@ async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: 
     ? existing.status === 'REVOKED'
       ? undefined
       : { next: recorder.withStatus(existing, 'REVOKED', { revocationReason: 'PRIVILEGE_WITHDRAWN', statusReason: reason }), expectedVersion: existing.version }
-    : { next: { ...recorder.newCertificateRecord(facts, device.deviceId, 'REVOKED', 'CSR'), revocationReason: 'PRIVILEGE_WITHDRAWN' as const, statusReason: reason } };
+    : { next: { ...recorder.newCertificateRecord(facts, device.deviceId, 'REVOKED', source), revocationReason: 'PRIVILEGE_WITHDRAWN' as const, statusReason: reason } };
   try {
     await run.withdraw(
       {
@@ -123,14 +154,14 @@ async function withdraw(recorder: ChangeRecorder, run: RunningOperation, actor: 
     );
   } catch (error) {
     // Lost a race on the certificate record: the retry re-reads it and finishes the withdrawal.
-    if (error instanceof ConflictError) throw new ConflictError('The certificate record changed while the issuance was being withdrawn; retry with the same Idempotency-Key.', { cause: error });
+    if (error instanceof ConflictError) throw new ConflictError('The certificate record changed while the issuance was being withdrawn; retry with the same Idempotency-Key (or requestId).', { cause: error });
     throw error;
   }
   throw refusal;
 }
 
 /** The answer of an issuance finished before, rebuilt from the record, and only while the certificate is still ACTIVE. */
-async function answerRecorded(recorder: ChangeRecorder, certificateId: string | undefined): Promise<IssuedDeviceCertificate> {
+export async function answerRecorded(recorder: ChangeRecorder, certificateId: string | undefined): Promise<IssuedDeviceCertificate> {
   const certificate = certificateId === undefined ? undefined : await recorder.store.getCertificate(certificateId);
   if (!certificate) throw new LifecycleError('CERTIFICATE_WITHDRAWN', 'The certificate issued for this request is no longer on record; send a new request with a new Idempotency-Key.');
   // The record follows AWS IoT (a revocation or suspension changes AWS IoT first): it is asked too, at the moment of answering.
@@ -153,10 +184,6 @@ async function answerRecorded(recorder: ChangeRecorder, certificateId: string | 
     certificateChainPem: [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)].join(''),
     notAfter: certificate.notAfter,
   };
-}
-
-function assertAcceptsNewCertificates(device: Device): void {
-  if (!deviceAcceptsNewCertificates(device.status)) throw refusalFor(device);
 }
 
 const refusalFor = (device: Device): InvalidTransitionError =>

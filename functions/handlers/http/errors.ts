@@ -37,6 +37,9 @@ export const API_ERRORS = {
   CONFLICT: { status: 409 },
   REQUEST_IN_PROGRESS: { status: 409 },
   CERTIFICATE_WITHDRAWN: { status: 410 },
+  PRINCIPAL_NOT_ALLOWED: { status: 403 },
+  ROTATION_IN_PROGRESS: { status: 409 },
+  NO_ROTATION_PENDING: { status: 409 },
   ENROLLMENT_REFUSED: { status: 403 },
   IDEMPOTENCY_KEY_REUSED: { status: 422 },
   // Which AWS call failed, and how, is for our logs only.

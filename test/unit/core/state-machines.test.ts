@@ -15,6 +15,7 @@ const allowedCertificate: [CertificateStatus, CertificateStatus][] = [
   ['INACTIVE', 'ACTIVE'],
   ['ACTIVE', 'REVOKED'],
   ['INACTIVE', 'REVOKED'],
+  ['INACTIVE', 'RETIRED'],
   ['ACTIVE', 'RETIRED'],
 ];
 

@@ -1,0 +1,327 @@
+import { InvalidTransitionError, LifecycleError, NotFoundError, ValidationError } from '../errors';
+import { assertValidDeviceId } from '../device-id';
+import type { CertificateRecord, Device, PendingRotation } from '../model';
+import { isLiveCertificateStatus } from '../state-machines';
+import { checkCsr, inspectCertificate } from '../x509';
+import type { ChangeRecorder } from '../change-recorder';
+import { answerRecorded, issueSteps, type IssuedDeviceCertificate, type IssuancePlan } from './issue-certificate';
+
+/**
+ * Who sent an MQTT message, as AWS IoT's rules engine tells it: the topic's thing name, `clientid()` and
+ * `principal()` (for a certificate connection, the certificate's id).
+ */
+export interface MqttSender {
+  readonly thingName: string;
+  readonly clientId: string;
+  readonly principal: string;
+}
+
+export interface RotationRequest extends MqttSender {
+  readonly requestId: string;
+  readonly csrPem: string;
+}
+
+export interface RotatedCertificate extends IssuedDeviceCertificate {
+  readonly requestId: string;
+  readonly commitDeadline: string;
+}
+
+export interface RotationCommit extends MqttSender {
+  readonly requestId: string;
+  readonly certificateId: string;
+}
+
+export interface CommittedRotation {
+  readonly requestId: string;
+  readonly certificateId: string;
+  readonly retiredCertificateId: string;
+}
+
+/** What one sweep over due rotations did. */
+export interface RotationSweepResult {
+  readonly withdrawn: number;
+  readonly committed: number;
+  readonly failed: number;
+}
+
+/** A device's request id: what the device can make unique cheaply (a counter, a UUID, a timestamp). */
+const REQUEST_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** The caller of a device's own operations: the thing, whatever session or client it connects with. */
+const deviceCaller = (thingName: string): string => `device:${thingName}`;
+
+/**
+ * Phase one of a rotation: a device connected with a live certificate asks for a new one, with a new key.
+ * Issued like `POST /devices/{id}/certificates` (same CSR rules, same durable steps), then recorded as the device's
+ * pending rotation; the previous certificate stays ACTIVE until the commit. The same requestId answers the same
+ * certificate again; another one while a rotation is pending is refused with ROTATION_IN_PROGRESS.
+ */
+export async function requestRotation(recorder: ChangeRecorder, request: RotationRequest): Promise<RotatedCertificate> {
+  assertSender(request);
+  assertRequestId(request.requestId);
+  const { csrPem, publicKeySha256 } = await checkCsr(request.csrPem, request.thingName);
+  return recorder.operations.execute(
+    { caller: deviceCaller(request.thingName), handle: `rotate:${request.requestId}`, operation: 'ROTATE_CERTIFICATE', target: request.thingName, payload: { csr: csrPem } },
+    async (run) => {
+      if (run.progress.issuanceId === undefined) await assertNewKey(recorder, request.thingName, publicKeySha256);
+      const plan: IssuancePlan = {
+        source: 'ROTATION',
+        refusal: (device) => rotationRefusal(recorder, device, request),
+        record: (device, certificateId, key) => {
+          const rotation: PendingRotation = {
+            state: 'PENDING',
+            requestId: request.requestId,
+            certificateId,
+            previousCertificateId: request.principal,
+            commitDeadline: new Date(recorder.deps.clock.now().getTime() + recorder.settings.rotationCommitSeconds * 1000).toISOString(),
+          };
+          return {
+            device: { ...device, rotation },
+            events: [recorder.event('ROTATION_STARTED', deviceCaller(request.thingName), key, { deviceId: device.deviceId, certificateId, reason: `request ${request.requestId} from certificate ${request.principal}` })],
+            outcome: { commitDeadline: rotation.commitDeadline },
+            certificate: { rotatedFrom: request.principal },
+          };
+        },
+      };
+      const issued = await issueSteps(recorder, run, { actor: deviceCaller(request.thingName), requestKey: request.requestId, deviceId: request.thingName, csrPem }, plan);
+      return { ...issued, requestId: request.requestId, commitDeadline: run.record.outcome?.commitDeadline ?? '' };
+    },
+    async (record) => {
+      const issued = await answerRecorded(recorder, record.outcome?.certificateId);
+      return { ...issued, requestId: request.requestId, commitDeadline: record.outcome?.commitDeadline ?? '' };
+    },
+  );
+}
+
+/**
+ * Phase two: the device, connected with the new certificate, commits it. The decision is one write on the device
+ * (its pending rotation becomes COMMITTING), so a commit and the deadline's withdrawal never both win; then the
+ * previous certificate is switched INACTIVE and detached in AWS IoT and recorded RETIRED. It is not revoked at the
+ * CA: AWS IoT refuses it already, and superseded certificates on the CRL would only make it grow.
+ */
+export async function commitRotation(recorder: ChangeRecorder, commit: RotationCommit): Promise<CommittedRotation> {
+  assertSender(commit);
+  assertRequestId(commit.requestId);
+  if (commit.principal !== commit.certificateId) {
+    throw new LifecycleError('PRINCIPAL_NOT_ALLOWED', 'A rotation is committed over a connection made with the new certificate: reconnect with it, then commit again.', {
+      details: { certificateId: commit.certificateId },
+    });
+  }
+  const caller = deviceCaller(commit.thingName);
+  return recorder.operations.execute(
+    { caller, handle: `commit:${commit.requestId}`, operation: 'COMMIT_ROTATION', target: commit.thingName, payload: { certificateId: commit.certificateId } },
+    async (run) => {
+      const key = run.record.operationId;
+      let rotation: PendingRotation | undefined;
+      const finishedElsewhere = await recorder.retryOnConflict(async () => {
+        const device = await recorder.requireDevice(commit.thingName);
+        rotation = device.rotation;
+        if (rotation === undefined || rotation.requestId !== commit.requestId || rotation.certificateId !== commit.certificateId) return committedOrRefused(recorder, commit);
+        if (rotation.state === 'WITHDRAWING') throw withdrawnRotation(commit.requestId);
+        if (rotation.state === 'COMMITTING') return undefined; // Decided by an earlier execution of this commit: finish it.
+        if (device.status !== 'ACTIVE') throw new InvalidTransitionError('DEVICE', device.status, 'ACTIVE', { details: { deviceId: device.deviceId, hint: 'Only an ACTIVE device commits a rotation.' } });
+        rotation = { ...rotation, state: 'COMMITTING' };
+        await run.commit({
+          device: { next: { ...recorder.touched(device), rotation }, expectedVersion: device.version },
+          events: [recorder.event('ROTATION_COMMITTED', caller, key, { deviceId: device.deviceId, certificateId: commit.certificateId, reason: `request ${commit.requestId}` })],
+        });
+        return undefined;
+      });
+      if (finishedElsewhere) {
+        await run.finish({ events: [] }, finishedElsewhere);
+        return { requestId: commit.requestId, ...finishedElsewhere };
+      }
+      const decided = rotation as PendingRotation;
+      await finishCommit(recorder, commit.thingName, decided, caller, key);
+      const outcome = { certificateId: decided.certificateId, retiredCertificateId: decided.previousCertificateId };
+      await run.finish({ events: [] }, outcome);
+      return { requestId: commit.requestId, ...outcome };
+    },
+    async (record) => ({ requestId: commit.requestId, certificateId: record.outcome?.certificateId ?? commit.certificateId, retiredCertificateId: record.outcome?.retiredCertificateId ?? '' }),
+  );
+}
+
+/**
+ * The deadline's side of the race: every rotation due by `now` that is still PENDING is withdrawn (the new certificate
+ * revoked in AWS IoT and at the CA, the previous one left ACTIVE), and any decided rotation whose side effects did not
+ * finish (a crash between the decision and the end) is finished. Each device is its own unit: one failure is counted and
+ * left for the next sweep.
+ */
+export async function sweepDueRotations(recorder: ChangeRecorder, options: { readonly limit?: number; readonly onError?: (deviceId: string, error: unknown) => void } = {}): Promise<RotationSweepResult> {
+  const now = recorder.deps.clock.now();
+  let withdrawn = 0;
+  let committed = 0;
+  let failed = 0;
+  let nextToken: string | undefined;
+  do {
+    const page = await recorder.store.findRotationsDue({ before: now, limit: options.limit ?? 100, ...(nextToken ? { nextToken } : {}) });
+    for (const device of page.items) {
+      if (!device.rotation) continue;
+      try {
+        if ((await withdrawOrFinish(recorder, device.deviceId, device.rotation.requestId)) === 'COMMITTED') committed += 1;
+        else withdrawn += 1;
+      } catch (error) {
+        failed += 1;
+        options.onError?.(device.deviceId, error);
+      }
+    }
+    nextToken = page.nextToken;
+  } while (nextToken !== undefined);
+  return { withdrawn, committed, failed };
+}
+
+const SWEEP_ACTOR = 'rotation-sweep';
+
+async function withdrawOrFinish(recorder: ChangeRecorder, deviceId: string, requestId: string): Promise<'COMMITTED' | 'WITHDRAWN'> {
+  const key = `rotation-sweep:${deviceId}:${requestId}`;
+  let rotation: PendingRotation | undefined;
+  await recorder.retryOnConflict(async () => {
+    const device = await recorder.requireDevice(deviceId);
+    rotation = device.rotation;
+    if (rotation === undefined || rotation.requestId !== requestId || rotation.state !== 'PENDING') return;
+    rotation = { ...rotation, state: 'WITHDRAWING' };
+    await recorder.store.commit({
+      device: { next: { ...recorder.touched(device), rotation }, expectedVersion: device.version },
+      events: [recorder.event('ROTATION_WITHDRAWN', SWEEP_ACTOR, key, { deviceId, certificateId: rotation.certificateId, reason: `no commit of request ${requestId} before ${rotation.commitDeadline}` })],
+    });
+  });
+  if (rotation === undefined || rotation.requestId !== requestId) return 'WITHDRAWN'; // Finished meanwhile.
+  if (rotation.state === 'COMMITTING') {
+    await finishCommit(recorder, deviceId, rotation, SWEEP_ACTOR, key);
+    return 'COMMITTED';
+  }
+  await finishWithdrawal(recorder, deviceId, rotation, key);
+  return 'WITHDRAWN';
+}
+
+/** The previous certificate out of AWS IoT (INACTIVE, detached), then RETIRED on record and the rotation cleared. Idempotent. */
+async function finishCommit(recorder: ChangeRecorder, deviceId: string, rotation: PendingRotation, actor: string, key: string): Promise<void> {
+  const previous = await recorder.store.getCertificate(rotation.previousCertificateId);
+  const device = await recorder.requireDevice(deviceId);
+  if (previous && isLiveCertificateStatus(previous.status)) {
+    try {
+      await recorder.registry.updateCertificateStatus(previous.certificateId, 'INACTIVE');
+    } catch (error) {
+      // REVOKED in AWS IoT meanwhile (terminal): revoked is more than retired; the record follows its revocation.
+      if (!(error instanceof LifecycleError && error.code === 'INVALID_TRANSITION') && !(error instanceof NotFoundError)) throw error;
+    }
+    await recorder.registry.detachCertificate(device.thingName, previous.certificateId);
+  }
+  await clearRotation(recorder, deviceId, rotation, (current) =>
+    current && (current.status === 'ACTIVE' || current.status === 'INACTIVE')
+      ? {
+          next: recorder.withStatus(current, 'RETIRED', { statusReason: `replaced by ${rotation.certificateId} (rotation ${rotation.requestId})` }),
+          event: recorder.event('CERTIFICATE_RETIRED', actor, key, { deviceId, certificateId: current.certificateId, fromStatus: current.status, toStatus: 'RETIRED' }),
+        }
+      : undefined,
+    rotation.previousCertificateId,
+  );
+}
+
+/** The new certificate revoked everywhere (the device never committed it), then REVOKED on record and the rotation cleared. Idempotent. */
+async function finishWithdrawal(recorder: ChangeRecorder, deviceId: string, rotation: PendingRotation, key: string): Promise<void> {
+  const device = await recorder.requireDevice(deviceId);
+  const issued = await recorder.store.getCertificate(rotation.certificateId);
+  if (issued && issued.status !== 'REVOKED') await recorder.revokeEverywhere(device.thingName, issued, 'PRIVILEGE_WITHDRAWN');
+  await clearRotation(recorder, deviceId, rotation, (current) =>
+    current && current.status !== 'REVOKED' && current.status !== 'RETIRED' && current.status !== 'REJECTED'
+      ? {
+          next: recorder.withStatus(current, 'REVOKED', { revocationReason: 'PRIVILEGE_WITHDRAWN', statusReason: `rotation ${rotation.requestId} not committed before ${rotation.commitDeadline}` }),
+          event: recorder.event('CERTIFICATE_REVOKED', SWEEP_ACTOR, key, { deviceId, certificateId: current.certificateId, fromStatus: current.status, toStatus: 'REVOKED', reason: 'rotation not committed' }),
+        }
+      : undefined,
+    rotation.certificateId,
+  );
+}
+
+/** One change: the certificate's new record (when it still needs one) and the device without its rotation. */
+async function clearRotation(
+  recorder: ChangeRecorder,
+  deviceId: string,
+  rotation: PendingRotation,
+  nextCertificate: (current: CertificateRecord | undefined) => { next: CertificateRecord; event: ReturnType<ChangeRecorder['event']> } | undefined,
+  certificateId: string,
+): Promise<void> {
+  await recorder.retryOnConflict(async () => {
+    const device = await recorder.requireDevice(deviceId);
+    if (device.rotation?.requestId !== rotation.requestId) return; // Cleared by another execution.
+    const current = await recorder.store.getCertificate(certificateId);
+    const change = nextCertificate(current);
+    const { rotation: _cleared, ...withoutRotation } = recorder.touched(device);
+    await recorder.store.commit({
+      device: { next: withoutRotation, expectedVersion: device.version },
+      ...(change && current ? { certificates: [{ next: change.next, expectedVersion: current.version }] } : {}),
+      events: change ? [change.event] : [],
+    });
+  });
+}
+
+function assertSender(sender: MqttSender): void {
+  assertValidDeviceId(sender.thingName);
+  if (sender.clientId !== sender.thingName) {
+    throw new LifecycleError('PRINCIPAL_NOT_ALLOWED', `The client id must be the thing name (${sender.thingName}) to rotate its certificate.`, { details: { thingName: sender.thingName } });
+  }
+  if (!/^[0-9a-f]{64}$/.test(sender.principal)) {
+    throw new LifecycleError('PRINCIPAL_NOT_ALLOWED', 'Only a device connected with its X.509 certificate may rotate it.', { details: { thingName: sender.thingName } });
+  }
+}
+
+function assertRequestId(requestId: string): void {
+  if (!REQUEST_ID.test(requestId)) throw new ValidationError('INVALID_REQUEST', 'requestId must be 1 to 64 characters: letters, digits, "_", ".", ":" or "-".');
+}
+
+/**
+ * Why this device may not receive this rotation's certificate now: it must be ACTIVE, asking over a live certificate of
+ * its own (not the pending new one), with no other rotation in flight.
+ */
+async function rotationRefusal(recorder: ChangeRecorder, device: Device, request: RotationRequest): Promise<LifecycleError | undefined> {
+  if (device.status !== 'ACTIVE') {
+    return new InvalidTransitionError('DEVICE', device.status, 'ACTIVE', { details: { deviceId: device.deviceId, hint: 'Only an ACTIVE device rotates its certificate.' } });
+  }
+  const rotation = device.rotation;
+  if (rotation && rotation.requestId !== request.requestId) {
+    const retryAfter = Math.max(1, Math.ceil((Date.parse(rotation.commitDeadline) - recorder.deps.clock.now().getTime()) / 1000));
+    return new LifecycleError('ROTATION_IN_PROGRESS', `Rotation ${rotation.requestId} is in flight for this device: commit it, or send a new request after its deadline ${rotation.commitDeadline}.`, {
+      details: { requestId: rotation.requestId, commitDeadline: rotation.commitDeadline, retryAfter },
+    });
+  }
+  const principal = await recorder.store.getCertificate(request.principal);
+  if (!principal || principal.deviceId !== device.deviceId || principal.status !== 'ACTIVE' || rotation?.certificateId === principal.certificateId) {
+    return new LifecycleError('PRINCIPAL_NOT_ALLOWED', `The connection's certificate is not an ACTIVE certificate of ${device.deviceId} that may rotate: connect with the device's current certificate.`, {
+      details: { deviceId: device.deviceId, principal: request.principal },
+    });
+  }
+  return undefined;
+}
+
+/** RFC 7030 re-key: a rotation brings a key none of the device's live certificates carries. */
+async function assertNewKey(recorder: ChangeRecorder, deviceId: string, publicKeySha256: string): Promise<void> {
+  for (const certificate of await recorder.store.listDeviceCertificates(deviceId)) {
+    if (!isLiveCertificateStatus(certificate.status)) continue;
+    if ((await inspectCertificate(certificate.certificatePem)).publicKeySha256 === publicKeySha256) {
+      throw new ValidationError('INVALID_CSR', `The CSR carries the public key of certificate ${certificate.certificateId}: generate a new key pair for the rotation.`);
+    }
+  }
+}
+
+/**
+ * A commit that matches no pending rotation: committed already (its decision finished by the sweep after this commit's
+ * first try failed: answered as committed), withdrawn, or unknown.
+ */
+async function committedOrRefused(recorder: ChangeRecorder, commit: RotationCommit): Promise<{ certificateId: string; retiredCertificateId: string }> {
+  const certificate = await recorder.store.getCertificate(commit.certificateId);
+  const rotated = certificate?.deviceId === commit.thingName && certificate.source === 'ROTATION' ? certificate : undefined;
+  if (rotated?.status === 'REVOKED') throw withdrawnRotation(commit.requestId);
+  if (rotated?.status === 'ACTIVE' && rotated.rotatedFrom !== undefined) {
+    const previous = await recorder.store.getCertificate(rotated.rotatedFrom);
+    if (previous?.status === 'RETIRED') return { certificateId: rotated.certificateId, retiredCertificateId: previous.certificateId };
+  }
+  throw new LifecycleError('NO_ROTATION_PENDING', `No rotation ${commit.requestId} with certificate ${commit.certificateId} is pending for ${commit.thingName}.`, {
+    details: { requestId: commit.requestId, certificateId: commit.certificateId },
+  });
+}
+
+const withdrawnRotation = (requestId: string): LifecycleError =>
+  new LifecycleError('CERTIFICATE_WITHDRAWN', `Rotation ${requestId} was not committed before its deadline and its certificate was withdrawn: keep the previous certificate and rotate again.`, {
+    details: { requestId },
+  });
