@@ -161,6 +161,32 @@ export class ExpiringCertificatesTally {
 }
 
 /* ----------------------------------------------------------------------------
+ * Renewal notices
+ * -------------------------------------------------------------------------- */
+
+/** How long before `notAfter` a device should have started its rotation: a commit window and retries fit in it. */
+export const RENEWAL_MARGIN_MS = DAY_MS;
+
+/** What `devices/<thing>/certificates/expiring` carries: which certificate, until when it works, and when to have renewed it by. */
+export interface RenewalNotice {
+  readonly certificateId: string;
+  readonly notAfter: string;
+  /** Start the rotation before this instant (now, when the margin has already begun). */
+  readonly renewBy: string;
+}
+
+/** The notice for a live certificate of a device, if it should get one: ACTIVE (a suspended device cannot rotate) and not expired. */
+export function renewalNoticeOf(certificate: Pick<CertificateRecord, 'certificateId' | 'deviceId' | 'status' | 'notAfter'>, now: Date): RenewalNotice | undefined {
+  if (certificate.status !== 'ACTIVE' || certificate.deviceId === undefined) return undefined;
+  const notAfter = Date.parse(certificate.notAfter);
+  if (notAfter <= now.getTime()) return undefined;
+  return { certificateId: certificate.certificateId, notAfter: certificate.notAfter, renewBy: new Date(Math.max(now.getTime(), notAfter - RENEWAL_MARGIN_MS)).toISOString() };
+}
+
+/** Where the monitor sends each notice; the handler paces it and publishes it to the device's topic. */
+export type RenewalNotifier = (deviceId: string, notice: RenewalNotice) => Promise<void>;
+
+/* ----------------------------------------------------------------------------
  * The use case
  * -------------------------------------------------------------------------- */
 
@@ -202,17 +228,27 @@ export class ExpiryMonitor {
     return caExpiryOf(await validitiesOf(await this.dependencies.ca.getCaCertificates()), now);
   }
 
-  /** Live device certificates with fewer than `warningDays` days left, counted page by page. */
-  public async findExpiringCertificates(): Promise<ExpiringCertificatesReport> {
+  /**
+   * Live device certificates with fewer than `warningDays` days left, counted page by page; with `notify`, each ACTIVE
+   * one's device is also told to renew it (`renewalNoticeOf`), page by page, so a run never holds more than a page.
+   */
+  public async findExpiringCertificates(notify?: RenewalNotifier): Promise<ExpiringCertificatesReport & { readonly noticesSent: number }> {
     const now = this.dependencies.clock.now();
     const window = expiryWindow(now, this.settings.warningDays);
     const tally = new ExpiringCertificatesTally(now, this.settings.warningDays, this.maxListedDevices);
+    let noticesSent = 0;
     let nextToken: string | undefined;
     do {
       const page = await this.dependencies.store.findCertificatesExpiring({ ...window, limit: this.pageSize, ...(nextToken ? { nextToken } : {}) });
       tally.add(page.items);
+      for (const certificate of notify ? page.items : []) {
+        const notice = isExpiringSoon(certificate, now, this.settings.warningDays) ? renewalNoticeOf(certificate, now) : undefined;
+        if (!notice || !notify) continue;
+        await notify(certificate.deviceId as string, notice);
+        noticesSent += 1;
+      }
       nextToken = page.nextToken;
     } while (nextToken);
-    return tally.report();
+    return { ...tally.report(), noticesSent };
   }
 }

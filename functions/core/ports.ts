@@ -154,6 +154,15 @@ export interface DeviceStore {
  */
 export const OPERATION_RETENTION_DAYS = 30;
 
+/* ----------------------------------------------------------------------------
+ * Messages to devices: AWS IoT's data plane in the cloud, the local endpoint locally.
+ * -------------------------------------------------------------------------- */
+
+export interface DeviceMessenger {
+  /** Publishes `message` as JSON, QoS 1, to subscribers of `topic` (their IoT policy permitting). */
+  publish(topic: string, message: Readonly<Record<string, unknown>>): Promise<void>;
+}
+
 export interface Clock {
   now(): Date;
 }

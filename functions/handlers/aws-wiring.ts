@@ -2,7 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
-import { DeviceLifecycle, randomIds } from '../core/lifecycle';
+import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../core/lifecycle';
 import { systemClock } from '../core/ports';
 import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
@@ -13,7 +13,8 @@ import { REGISTRY_MODES, type FunctionConfig } from './config';
 /*
  * The AWS clients and adapters the functions are built from. Each handler wires itself from these, once per
  * cold start, reading only the variables it needs (so a missing one names itself at the first invocation):
- * `jitrDependencies` in jitr.ts, `apiDependencies` in api-wiring.ts, `expiryMonitorDependencies` in expiry-monitor.ts.
+ * `jitrDependencies` in jitr.ts, `apiDependencies` in api-wiring.ts, `expiryMonitorDependencies` in expiry-monitor.ts,
+ * `rotationDependencies` in rotation-wiring.ts.
  */
 
 /**
@@ -28,8 +29,8 @@ export const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_A
 
 type CaConfig = Pick<FunctionConfig, 'CA_ARN' | 'CA_SIGNING_ALGORITHM' | 'CA_TEMPLATE_ARN'>;
 
-/** The core on DynamoDB, AWS IoT and AWS Private CA: what the JITR and API functions run. */
-export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>): DeviceLifecycle {
+/** The core on DynamoDB, AWS IoT and AWS Private CA: what the JITR, API and rotation functions run. */
+export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>, settings: Partial<LifecycleSettings> = {}): DeviceLifecycle {
   return new DeviceLifecycle(
     {
       store: awsDeviceStore(config.DEVICE_TABLE_NAME),
@@ -38,7 +39,7 @@ export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARI
       clock: systemClock,
       ids: randomIds,
     },
-    { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS },
+    { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS, ...settings },
   );
 }
 
@@ -48,7 +49,7 @@ export function awsDeviceStore(tableName: string): DynamoDbDeviceStore {
 }
 
 /** In REGISTRY_MODES: the stack attached the fleet policy to the thing group, so devices never need AttachPolicy (15 TPS quota). */
-function awsDeviceRegistry(thingGroupName: string): IotDeviceRegistry {
+export function awsDeviceRegistry(thingGroupName: string): IotDeviceRegistry {
   return new IotDeviceRegistry({ client: new IoTClient(retryingClientConfig), thingGroupName, ...REGISTRY_MODES });
 }
 

@@ -16,6 +16,9 @@ export const ENVIRONMENT = {
   ENROLLMENT_POLICY: '"open" (any device with a certificate from our CA) or "preregistered"',
   CERTIFICATE_VALIDITY_DAYS: 'validity of certificates signed from CSRs, in days',
   EXPIRY_WARNING_DAYS: 'the expiry monitor reports device certificates with fewer whole days left than this',
+  ROTATION_COMMIT_SECONDS: 'how long a device has to connect with its rotated certificate and commit it, in seconds, before the new certificate is withdrawn',
+  RENEWAL_NOTICES_PER_SECOND: 'how many renewal notices (devices/<thing>/certificates/expiring) the expiry monitor publishes per second at most; 0: none',
+  IOT_DATA_ENDPOINT: 'the account\'s AWS IoT data endpoint (iot:Data-ATS) host, where answers to devices are published; empty: asked of AWS IoT at the first answer',
   METRICS_SERVICE_NAME: 'the "service" dimension of the metrics the expiry monitor publishes: one value per deployment, so two fleets in an account never share an alarm',
 } as const;
 
@@ -32,6 +35,9 @@ const configSchema = z.object({
   ENROLLMENT_POLICY: z.enum(['open', 'preregistered']),
   CERTIFICATE_VALIDITY_DAYS: z.coerce.number().int().min(1).max(3650),
   EXPIRY_WARNING_DAYS: z.coerce.number().int().min(1).max(3650),
+  ROTATION_COMMIT_SECONDS: z.coerce.number().int().min(60).max(30 * 86_400),
+  RENEWAL_NOTICES_PER_SECOND: z.coerce.number().min(0).max(1000),
+  IOT_DATA_ENDPOINT: z.string().regex(/^([a-z0-9-]+\.)+[a-z]{2,}$/, 'must be a host name such as abc123-ats.iot.eu-west-1.amazonaws.com').optional().or(z.literal('')),
   METRICS_SERVICE_NAME: z.string().regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be 1 to 255 letters, digits, ".", "_" and "-"'),
 });
 
@@ -76,6 +82,10 @@ export const REGISTRY_OPERATIONS = {
   jitr: ['describeCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
   /** Every flow of the API; signing a CSR also registers the certificate it issued. */
   api: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
+  /** Rotation: registers and attaches the new certificate (read back), retires the previous one or withdraws the new one. */
+  rotation: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
+  /** The drift check: reads each certificate's status, and repairs the ones the record decides (functions/core/drift.ts). */
+  expiryMonitor: ['describeCertificate', 'updateCertificateStatus'],
 } as const satisfies Readonly<Record<string, readonly (keyof DeviceRegistry)[]>>;
 
 /**
@@ -87,6 +97,8 @@ export const CA_OPERATIONS = {
   jitr: ['getCaCertificates', 'revokeCertificate'],
   /** Every flow of the API: signing (request, collect), revocation, and the CA chain in answers. */
   api: ['requestCertificate', 'collectCertificate', 'revokeCertificate', 'getCaCertificates'],
+  /** Rotation: signs the new certificate, revokes one the device did not commit in time, and answers the chain. */
+  rotation: ['requestCertificate', 'collectCertificate', 'revokeCertificate', 'getCaCertificates'],
   /** Reads the CA's certificates to report their expiry. */
   expiryMonitor: ['getCaCertificates'],
 } as const satisfies Readonly<Record<string, readonly (keyof CertificateAuthority)[]>>;
@@ -101,6 +113,10 @@ export const EXPIRY_METRICS = {
   caDaysToExpiry: 'CaDaysToExpiry',
   /** Live device certificates with fewer than EXPIRY_WARNING_DAYS days left. */
   deviceCertificatesExpiringSoon: 'DeviceCertificatesExpiringSoon',
+  /** Certificates whose status on record and in AWS IoT disagree, found by the run's drift check (repaired or not). */
+  certificateDrift: 'CertificateDrift',
+  /** Of those, the ones the run repaired in AWS IoT. */
+  certificateDriftRepaired: 'CertificateDriftRepaired',
   /** The dimension Powertools Metrics adds to every metric. */
   serviceDimension: 'service',
 } as const;

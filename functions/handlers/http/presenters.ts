@@ -15,6 +15,7 @@ export function presentCertificate(certificate: CertificateRecord, now: Date) {
     notAfter: certificate.notAfter,
     ...(certificate.revocationReason ? { revocationReason: certificate.revocationReason } : {}),
     ...(certificate.statusReason ? { statusReason: certificate.statusReason } : {}),
+    ...(certificate.rotatedFrom ? { rotatedFrom: certificate.rotatedFrom } : {}),
     createdAt: certificate.createdAt,
     updatedAt: certificate.updatedAt,
   };
@@ -28,6 +29,7 @@ export function presentDevice(device: Device) {
     attributes: device.attributes,
     ...(device.statusReason ? { statusReason: device.statusReason } : {}),
     ...(device.revocationReason ? { revocationReason: device.revocationReason } : {}),
+    ...(device.rotation ? { rotation: device.rotation } : {}),
     createdAt: device.createdAt,
     updatedAt: device.updatedAt,
   };

@@ -51,7 +51,7 @@ async function storeCertificate(deviceId: string, notAfter: Date, status: Certif
  * Runs the handler with a fresh Private CA adapter (it caches the CA certificate) and captures what Powertools
  * writes: metrics and INFO lines to stdout, WARN and ERROR lines to stderr.
  */
-async function run(settings: Partial<ExpiryMonitorSettings> = {}, store: TestTable = table) {
+async function run(settings: Partial<ExpiryMonitorSettings> = {}, store: TestTable = table, notices?: Parameters<typeof createExpiryMonitorHandler>[0]['notices']) {
   const lines: string[] = [];
   const capture = (chunk: string | Uint8Array) => {
     lines.push(...String(chunk).split('\n').filter((line) => line.trim() !== ''));
@@ -71,6 +71,7 @@ async function run(settings: Partial<ExpiryMonitorSettings> = {}, store: TestTab
       monitor,
       metrics: new Metrics({ namespace: EXPIRY_METRICS.namespace, serviceName: 'fleet-test' }),
       logger: new Logger({ serviceName: 'expiry-monitor' }),
+      ...(notices ? { notices } : {}),
     });
     const outcome = await handler({ 'detail-type': 'Scheduled Event', source: 'aws.events' }).then(
       (result) => ({ result, error: undefined }),
@@ -137,7 +138,7 @@ test('publishes the CA days to expiry and the count of live certificates expirin
   expect(error).toBeUndefined();
   const caDays = daysLeft(new x509.X509Certificate(aws.caCertificatePem).notAfter, NOW);
   expect(caDays).toBeGreaterThan(3000); // the fake CA is valid 10 years
-  expect(result).toEqual({ caDaysToExpiry: caDays, caNotAfter: new x509.X509Certificate(aws.caCertificatePem).notAfter.toISOString(), deviceCertificatesExpiringSoon: 5, deviceIds: ['sensor-a', 'sensor-h', 'sensor-b', 'sensor-c'] });
+  expect(result).toEqual({ caDaysToExpiry: caDays, caNotAfter: new x509.X509Certificate(aws.caCertificatePem).notAfter.toISOString(), deviceCertificatesExpiringSoon: 5, deviceIds: ['sensor-a', 'sensor-h', 'sensor-b', 'sensor-c'], noticesSent: 0 });
   expect(emf).toEqual([
     {
       _aws: {
@@ -158,6 +159,27 @@ test('publishes the CA days to expiry and the count of live certificates expirin
       DeviceCertificatesExpiringSoon: 5,
     },
   ]);
+});
+
+test('tells each device with an ACTIVE certificate in the window to renew it, paced, and no other', async () => {
+  const published: { topic: string; message: Record<string, unknown> }[] = [];
+  const waits: number[] = [];
+  const { result, error } = await run({}, table, {
+    messenger: { publish: async (topic, message) => void published.push({ topic, message: { ...message } }) },
+    perSecond: 1,
+    wait: async (ms) => void waits.push(ms),
+  });
+
+  expect(error).toBeUndefined();
+  expect(result?.noticesSent).toBe(3);
+  // ACTIVE ones only: sensor-h is still being activated, sensor-c suspended (it cannot rotate until resumed).
+  expect(published.map((p) => p.topic)).toEqual(['devices/sensor-a/certificates/expiring', 'devices/sensor-b/certificates/expiring', 'devices/sensor-b/certificates/expiring']);
+  const [first] = published;
+  expect(first?.message).toEqual({ certificateId: expect.stringMatching(/^[0-9a-f]{64}$/), notAfter: at(DAY_MS).toISOString(), renewBy: NOW.toISOString() });
+  expect(published[1]?.message.renewBy).toBe(at(9 * DAY_MS).toISOString());
+  // One a second: the two after the first wait for their turn.
+  expect(waits).toHaveLength(2);
+  for (const ms of waits) expect(ms).toBeGreaterThan(0);
 });
 
 test('logs the devices whose certificates expire soon, soonest first, each once, for an operator to act on', async () => {
