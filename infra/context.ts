@@ -32,6 +32,9 @@ export const CONTEXT_VALUES = {
   expiryMonitorSchedule: 'EventBridge schedule of the expiry monitor, rate(...) or cron(...), at least daily (default rate(1 day))',
   expiryWarningDays: 'the expiry monitor counts device certificates with fewer days left than this (default 30; 2 in SHORT_LIVED_CERTIFICATE mode)',
   caExpiryAlarmDays: 'the CA expiry alarm fires when the CA has fewer days left than this (default validityDays + 90)',
+  rotationCommitHours: 'hours a device has to commit its rotated certificate before the new one is withdrawn, 1 to 720 (default 6)',
+  rotationSweepMinutes: 'minutes between two sweeps that withdraw rotations past their commit deadline, 1 to 1440 and at most the commit window (default 15)',
+  rotationConcurrency: 'rotation function invocations the rotation queue feeds at once, 2 to 1000 (default 2)',
 } as const;
 
 export type ContextName = keyof typeof CONTEXT_VALUES;
@@ -237,6 +240,9 @@ function propsFrom(source: ContextSource): DeviceCertificateLifecycleStackProps 
       expiryMonitorSchedule: expiryMonitorSchedule === undefined ? undefined : Schedule.expression(expiryMonitorSchedule),
       expiryWarningDays: number('expiryWarningDays'),
       caExpiryAlarmDays: number('caExpiryAlarmDays'),
+      rotationCommitHours: number('rotationCommitHours'),
+      rotationSweepMinutes: number('rotationSweepMinutes'),
+      rotationConcurrency: number('rotationConcurrency'),
     },
   };
 }

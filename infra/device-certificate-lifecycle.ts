@@ -16,8 +16,9 @@ import type { ExpiryMonitor } from './expiry-monitor';
 import { addFleet } from './fleet';
 import { IotCaRegistration } from './iot-ca-registration';
 import { privateCaTemplateArn, type CertificateAuthorityBinding, type LifecycleFunction } from './lifecycle-function';
-import { addMonitoring } from './monitoring';
+import { addMonitoring, addRotationAlarms } from './monitoring';
 import { addRegistrationPipeline } from './registration-pipeline';
+import { addRotationPipeline } from './rotation-pipeline';
 import { CaKeyAlgorithm, CaType, CaUsageMode, EnrollmentPolicy, SIGNING_ALGORITHMS, resolveSettings, type ResolvedSettings } from './settings';
 
 /** Stage throttling of the device API. */
@@ -100,7 +101,9 @@ export interface DeviceCertificateLifecycleProps {
   readonly namePrefix?: string;
 
   /**
-   * Topic root of the fleet policy: each device owns `<topicRoot>/<thingName>/...`.
+   * Topic root of the fleet policy: each device owns `<topicRoot>/<thingName>/...`. Certificate rotation (protocol
+   * version 1) uses `devices/<thingName>/certificates/...`: with another root, devices cannot rotate over MQTT (the
+   * synth warns).
    * @default 'devices'
    */
   readonly topicRoot?: string;
@@ -143,12 +146,40 @@ export interface DeviceCertificateLifecycleProps {
   readonly expiryWarningDays?: number;
 
   /**
+   * The expiry monitor tells each device with an ACTIVE certificate in the warning window to renew it, on
+   * `devices/<thing>/certificates/expiring` (docs/rotation.md), at most this many notices per second; 0: no notices.
+   * @default 20
+   */
+  readonly renewalNoticesPerSecond?: number;
+
+  /**
    * The CA expiry alarm fires when the CA certificate, or a certificate of its chain, has fewer days left than
    * this. It must exceed `certificateValidityDays`: after that point a device certificate of full validity would
    * outlive the CA.
    * @default - `certificateValidityDays` + 90 (455 with the general-purpose defaults, 97 in short-lived mode)
    */
   readonly caExpiryAlarmDays?: number;
+
+  /**
+   * How long a device has, after its rotation was accepted, to connect with the new certificate and commit it, in
+   * whole hours (1 to 720). Past it the sweep withdraws the new certificate and the old one stays (docs/rotation.md).
+   * @default 6
+   */
+  readonly rotationCommitHours?: number;
+
+  /**
+   * Minutes between two runs of the sweep that withdraws rotations past their commit deadline (1 to 1440, and at
+   * most the commit window).
+   * @default 15
+   */
+  readonly rotationSweepMinutes?: number;
+
+  /**
+   * Rotation function invocations the rotation queue feeds at once (2 to 1000). Each rotation issues a certificate
+   * (AWS Private CA IssueCertificate: 25/s per account, shared with the API) and registers it with AWS IoT.
+   * @default 2
+   */
+  readonly rotationConcurrency?: number;
 }
 
 /**
@@ -156,10 +187,11 @@ export interface DeviceCertificateLifecycleProps {
  * with AWS IoT for just-in-time registration; the rule and function that onboard a device on its first
  * connect, with the queue between them that paces onboarding bursts; the device REST API (sign CSRs,
  * revoke, suspend, resume, read, list); the DynamoDB tables; the fleet IoT policy attached to the fleet's
- * thing group; a dead-letter queue and alarms; and the expiry monitor, which alarms well before the CA expires.
+ * thing group; certificate rotation over MQTT (the rotate and commit rules, their queue and the rotation function with
+ * its sweep schedule); dead-letter queues and alarms; and the expiry monitor, which alarms well before the CA expires.
  *
  * Each part is built by its own file (device-table.ts, fleet.ts, registration-pipeline.ts, device-api-function.ts,
- * monitoring.ts) directly in this construct's scope, not in a construct of its own: a resource's logical id comes
+ * rotation-pipeline.ts, monitoring.ts) directly in this construct's scope, not in a construct of its own: a resource's logical id comes
  * from its construct path, and a deployed stack must keep its ids (a new id replaces a retained table or the CA).
  */
 export class DeviceCertificateLifecycle extends Construct {
@@ -192,7 +224,19 @@ export class DeviceCertificateLifecycle extends Construct {
    * its alarms; undefined while a new SUBORDINATE CA waits for its certificate (there is nothing to read yet).
    */
   public readonly expiryMonitor?: ExpiryMonitor;
-  /** Every alarm of the construct, the expiry monitor's included. */
+  /**
+   * Answers devices' rotate and commit messages (from the rotation queue) and runs the sweep of missed commit deadlines
+   * (docs/rotation.md). This and the other `rotation*` members are undefined while a new SUBORDINATE CA waits for its
+   * certificate: nothing can be issued yet.
+   */
+  public readonly rotationFunction?: LifecycleFunction;
+  /** Where the rotate and commit rules deliver device messages; the rotation function consumes it at a bounded concurrency. */
+  public readonly rotationQueue?: sqs.Queue;
+  /** Rotation messages that could not be processed: failed `maxReceiveCount` times, or not delivered by a rule. */
+  public readonly rotationDeadLetterQueue?: sqs.Queue;
+  /** The topic rules on `devices/+/certificates/rotate` and `devices/+/certificates/commit`. */
+  public readonly rotationRules?: Readonly<Record<'rotate' | 'commit', iot.CfnTopicRule>>;
+  /** Every alarm of the construct, the expiry monitor's and rotation's included. */
   public readonly alarms: readonly cloudwatch.Alarm[];
 
   public constructor(scope: Construct, id: string, props: DeviceCertificateLifecycleProps = {}) {
@@ -259,6 +303,7 @@ export class DeviceCertificateLifecycle extends Construct {
             schedule: settings.expiryMonitorSchedule,
             warningDays: settings.expiryWarningDays,
             caExpiryAlarmDays: settings.caExpiryAlarmDays,
+            renewalNoticesPerSecond: settings.renewalNoticesPerSecond,
             metricsServiceName: settings.namePrefix,
           }
         : undefined,
@@ -266,7 +311,25 @@ export class DeviceCertificateLifecycle extends Construct {
       ...common,
     });
     this.expiryMonitor = monitoring.expiryMonitor;
-    this.alarms = monitoring.alarms;
+
+    // Rotation, once the CA can sign (like the JITR rule): each rotation issues a certificate.
+    let rotationAlarms: cloudwatch.Alarm[] = [];
+    if (caIsActive) {
+      const rotation = addRotationPipeline(this, {
+        ...functionNeeds,
+        commitHours: settings.rotationCommitHours,
+        sweepMinutes: settings.rotationSweepMinutes,
+        concurrency: settings.rotationConcurrency,
+        topicRoot: settings.topicRoot,
+        namePrefix: settings.namePrefix,
+      });
+      this.rotationFunction = rotation.rotationFunction;
+      this.rotationQueue = rotation.rotationQueue;
+      this.rotationDeadLetterQueue = rotation.deadLetterQueue;
+      this.rotationRules = rotation.rules;
+      rotationAlarms = addRotationAlarms(this, { ...rotation, alarmTopic: props.alarmTopic });
+    }
+    this.alarms = [...monitoring.alarms, ...rotationAlarms];
   }
 }
 

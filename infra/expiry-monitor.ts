@@ -10,7 +10,11 @@ import { Construct } from 'constructs';
 import { CA_OPERATIONS, EXPIRY_METRICS } from '../functions/handlers/config';
 import { HANDLER_ENTRIES, LifecycleFunction, type CertificateAuthorityBinding } from './lifecycle-function';
 import { DEFAULTS } from './settings';
+import { DEFAULT_TOPIC_ROOT } from '../functions/policy/fleet-policy';
 import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
+
+/** Where the monitor may publish: the renewal notice topic of every device. */
+export const EXPIRING_TOPICS_RESOURCE = `${DEFAULT_TOPIC_ROOT}/*/certificates/expiring`;
 
 export interface ExpiryMonitorProps {
   /** The device table; the monitor may only query its ByExpiry index. */
@@ -23,6 +27,8 @@ export interface ExpiryMonitorProps {
   readonly warningDays: number;
   /** The CA alarm fires when the CA, or a certificate of its chain, has fewer days left. */
   readonly caExpiryAlarmDays: number;
+  /** Renewal notices published per second at most (0: none). */
+  readonly renewalNoticesPerSecond: number;
   /** The `service` dimension of the metrics: one value per deployment (the construct uses its `namePrefix`). */
   readonly metricsServiceName: string;
   readonly logRetention: RetentionDays;
@@ -63,10 +69,19 @@ export class ExpiryMonitor extends Construct {
     })
       .useDeviceTableExpiryIndex(props.deviceTable)
       .useCertificateAuthority(props.certificateAuthority, privateCaIamActions(CA_OPERATIONS.expiryMonitor))
-      .useExpiryMonitoring({ warningDays: props.warningDays, metricsServiceName: props.metricsServiceName });
+      .useExpiryMonitoring({ warningDays: props.warningDays, metricsServiceName: props.metricsServiceName })
+      .useRenewalNotices({ perSecond: props.renewalNoticesPerSecond });
+    if (props.renewalNoticesPerSecond > 0) {
+      this.monitorFunction.useDeviceMessaging(EXPIRING_TOPICS_RESOURCE);
+      Validations.of(this.monitorFunction.executionRole).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/${EXPIRING_TOPICS_RESOURCE}]`,
+        reason: 'iot:Publish of the renewal notice to each device whose certificate expires soon: thing names are only known at run time; the grant is limited to the expiring topic of every device, in this account and region.',
+      });
+    }
     Validations.of(this.monitorFunction.executionRole).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing) have no resource type, so IAM only accepts "*"; every other grant of this role names its resource.',
+      reason:
+        'xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing), and iot:DescribeEndpoint (the data endpoint of the renewal notices), have no resource type, so IAM only accepts "*"; every other grant of this role names its resource.',
     });
 
     // EventBridge invokes the function asynchronously: Lambda retries a failed run twice, and a run that still fails

@@ -1,25 +1,97 @@
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Arn, ArnFormat, type CfnElement, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { Architecture, Code, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, type ILogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { DEVICE_TABLE_SCHEMA } from '../functions/adapters/aws/device-table';
 import type { EnvironmentVariable } from '../functions/handlers/config';
 import type { EnrollmentPolicy } from './settings';
 import type { PrivateCaIamAction } from '../functions/adapters/aws/private-ca-certificate-authority';
+import { IOT_DATA_MESSENGER_IAM_ACTIONS } from '../functions/adapters/aws/iot-data-messenger';
 
+/** The repository root; in the installed package, its `dist/` folder (this file is then `dist/infra/lifecycle-function.js`). */
 const PROJECT_ROOT = path.join(__dirname, '..');
 
-/** The Lambda entry points the construct deploys; each exports `handler`. */
+/**
+ * The Lambda entry points the construct deploys; each exports `handler`. The one list of them: the package
+ * build (scripts/build-lambda-bundles.ts) prebuilds a bundle for each key, so a new handler needs no other edit.
+ */
 export const HANDLER_ENTRIES = {
   jitr: path.join(PROJECT_ROOT, 'functions', 'handlers', 'jitr.ts'),
   api: path.join(PROJECT_ROOT, 'functions', 'handlers', 'api.ts'),
   registerCaWithIot: path.join(PROJECT_ROOT, 'functions', 'handlers', 'register-ca-with-iot.ts'),
   expiryMonitor: path.join(PROJECT_ROOT, 'functions', 'handlers', 'expiry-monitor.ts'),
+  rotation: path.join(PROJECT_ROOT, 'functions', 'handlers', 'rotation-wiring.ts'),
 } as const;
+
+/** The name of a Lambda entry point (a key of {@link HANDLER_ENTRIES}), also the folder of its prebuilt bundle. */
+export type HandlerName = keyof typeof HANDLER_ENTRIES;
+
+/** The esbuild settings of a function bundle that NodejsFunction and the package build both apply. */
+export interface LambdaBundleSettings {
+  readonly minify: boolean;
+  readonly sourceMap: boolean;
+  readonly sourcesContent: boolean;
+  readonly target: string;
+  readonly format: OutputFormat;
+  readonly externalModules: readonly string[];
+  readonly mainFields: readonly string[];
+}
+
+/**
+ * How every function is bundled, whether by NodejsFunction at synth (this repository) or ahead of time by
+ * scripts/build-lambda-bundles.ts (the npm package): one definition, so both paths build the same code.
+ */
+export const LAMBDA_BUNDLE_SETTINGS: LambdaBundleSettings = {
+  minify: true,
+  sourceMap: true,
+  sourcesContent: false,
+  target: 'node22',
+  format: OutputFormat.CJS,
+  // Bundle the AWS SDK v3 too: esbuild keeps only the clients and commands this entry imports
+  // (ESM builds tree-shake best), instead of relying on the runtime's copy.
+  externalModules: [],
+  mainFields: ['module', 'main'],
+};
+
+/**
+ * Where the package build puts the prebuilt bundles, under the compiled package root: `dist/lambda/<HandlerName>/`
+ * holds `index.js` and its source map. This repository has no such folder next to `infra/`, so it bundles at synth.
+ */
+export const PREBUILT_BUNDLES_FOLDER = 'lambda';
+
+/** The file esbuild writes for a bundle (what NodejsFunction names it): the handler is `<file>.handler`. */
+export const bundleFileName = (settings: LambdaBundleSettings): string => (settings.format === OutputFormat.ESM ? 'index.mjs' : 'index.js');
+
+/**
+ * The code of the function for `entry`: in the installed package, the bundle the package build made for it (the
+ * package carries no TypeScript sources and no lock file for NodejsFunction to bundle from); in this repository,
+ * a NodejsFunction bundle made at synth with the local esbuild, never Docker.
+ */
+function functionCode(entry: string): Pick<NodejsFunctionProps, 'code' | 'handler' | 'entry' | 'projectRoot' | 'depsLockFilePath' | 'bundling'> {
+  const prebuiltRoot = path.join(PROJECT_ROOT, PREBUILT_BUNDLES_FOLDER);
+  if (existsSync(prebuiltRoot)) {
+    const name = (Object.keys(HANDLER_ENTRIES) as HandlerName[]).find((key) => HANDLER_ENTRIES[key] === entry);
+    const directory = name === undefined ? undefined : path.join(prebuiltRoot, name);
+    const file = bundleFileName(LAMBDA_BUNDLE_SETTINGS);
+    if (directory === undefined || !existsSync(path.join(directory, file))) {
+      throw new Error(`No prebuilt bundle for ${entry} in ${prebuiltRoot}: the package was built without it (npm run build makes one per HANDLER_ENTRIES key).`);
+    }
+    return { code: Code.fromAsset(directory), handler: `${path.parse(file).name}.handler` };
+  }
+  const { externalModules, mainFields, ...settings } = LAMBDA_BUNDLE_SETTINGS;
+  return {
+    entry,
+    handler: 'handler',
+    projectRoot: PROJECT_ROOT,
+    depsLockFilePath: path.join(PROJECT_ROOT, 'package-lock.json'),
+    bundling: { ...settings, externalModules: [...externalModules], mainFields: [...mainFields], forceDockerBundling: false },
+  };
+}
 
 /** The CA as the functions see it: what goes into CA_ARN, CA_SIGNING_ALGORITHM and CA_TEMPLATE_ARN. */
 export interface CertificateAuthorityBinding {
@@ -95,30 +167,15 @@ export class LifecycleFunction extends NodejsFunction {
     const role = roleWritingTo(scope, `${id}Role`, logGroup);
     super(scope, id, {
       role,
-      entry: props.entry,
-      handler: 'handler',
+      ...functionCode(props.entry),
       description: props.description,
       runtime: Runtime.NODEJS_22_X,
       architecture: Architecture.ARM_64,
       memorySize: props.memorySize ?? 512,
       timeout: props.timeout ?? Duration.seconds(30),
       tracing: Tracing.ACTIVE,
-      projectRoot: PROJECT_ROOT,
-      depsLockFilePath: path.join(PROJECT_ROOT, 'package-lock.json'),
       logGroup,
       environment: { NODE_OPTIONS: '--enable-source-maps' },
-      bundling: {
-        minify: true,
-        sourceMap: true,
-        sourcesContent: false,
-        target: 'node22',
-        format: OutputFormat.CJS,
-        // Bundle the AWS SDK v3 too: esbuild keeps only the clients and commands this entry imports
-        // (ESM builds tree-shake best), instead of relying on the runtime's copy.
-        externalModules: [],
-        mainFields: ['module', 'main'],
-        forceDockerBundling: false,
-      },
     });
     this.executionRole = role;
     Validations.of(this).acknowledge({
@@ -191,6 +248,31 @@ export class LifecycleFunction extends NodejsFunction {
   public useExpiryMonitoring(monitoring: { readonly warningDays: number; readonly metricsServiceName: string }): this {
     this.setVariable('EXPIRY_WARNING_DAYS', String(monitoring.warningDays));
     this.setVariable('METRICS_SERVICE_NAME', monitoring.metricsServiceName);
+    return this;
+  }
+
+  /**
+   * Messages to devices through AWS IoT's data plane (IotDataMessenger): iot:Publish on `topics` only (a topic
+   * resource name, e.g. `devices/*\/certificates/*`) and iot:DescribeEndpoint (no resource type: "*"), which finds the
+   * account's ATS endpoint once per cold start (IOT_DATA_ENDPOINT left empty).
+   */
+  public useDeviceMessaging(topics: string): this {
+    const topicArn = Arn.format({ service: 'iot', resource: 'topic', resourceName: topics, arnFormat: ArnFormat.SLASH_RESOURCE_NAME }, Stack.of(this));
+    const resources: Readonly<Record<(typeof IOT_DATA_MESSENGER_IAM_ACTIONS)[number], string>> = { 'iot:DescribeEndpoint': '*', 'iot:Publish': topicArn };
+    for (const action of IOT_DATA_MESSENGER_IAM_ACTIONS) this.addToRolePolicy(new iam.PolicyStatement({ actions: [action], resources: [resources[action]] }));
+    this.setVariable('IOT_DATA_ENDPOINT', '');
+    return this;
+  }
+
+  /** The rotation's commit window (the rotation function). */
+  public useRotation(rotation: { readonly commitSeconds: number }): this {
+    this.setVariable('ROTATION_COMMIT_SECONDS', String(rotation.commitSeconds));
+    return this;
+  }
+
+  /** How fast the expiry monitor sends renewal notices (0: none). */
+  public useRenewalNotices(notices: { readonly perSecond: number }): this {
+    this.setVariable('RENEWAL_NOTICES_PER_SECOND', String(notices.perSecond));
     return this;
   }
 

@@ -110,6 +110,8 @@ export const DEFAULTS = {
   expiryMonitor: {
     /** EventBridge schedule expression; the CA expiry alarm expects a data point every day. */
     schedule: 'rate(1 day)',
+    /** Renewal notices (devices/<thing>/certificates/expiring) published per second at most; 0: none. */
+    renewalNoticesPerSecond: 20,
     /**
      * Device certificates with fewer days left are counted and their devices logged. In short-lived mode every
      * certificate has at most 7 days, so 30 would count the whole fleet: there, one that has 2 days left is late.
@@ -125,6 +127,38 @@ export const DEFAULTS = {
     caAlarmLeadDays: 90,
     /** One run pages through the expiry index; generous for fleets of millions. */
     timeoutMinutes: 5,
+  },
+  /** Certificate rotation over MQTT (docs/rotation.md): the rotation function, its sweep and its alarms. */
+  rotation: {
+    /** How long a device has to connect with its new certificate and commit it before the new one is withdrawn. */
+    commitHours: 6,
+    /** How often the sweep withdraws rotations past their commit deadline (EventBridge `rate(<n> minutes)`). */
+    sweepMinutes: 15,
+    /**
+     * One invocation: a batch of device messages handled in parallel (each may wait for AWS Private CA up to
+     * PRIVATE_CA_MAX_WAIT_MS), or one sweep; a sweep cut short is finished by the next one.
+     */
+    timeoutSeconds: 60,
+    /** The rejected-rotations alarm: at least `threshold` rotate or commit messages answered on `.../rejected` within `periodMinutes`. */
+    rejectedAlarm: { periodMinutes: 60, threshold: 5 },
+  },
+  /**
+   * The queue between the rotate and commit topic rules and the rotation function: it absorbs a fleet rotating at
+   * once, and the event source mapping paces it (each rotate calls IssueCertificate, 25/s per account, shared with
+   * the API, and RegisterCertificate, 10 TPS by default).
+   */
+  rotationQueue: {
+    /** Lambda's guidance for SQS event sources: a visibility timeout of at least six times the function timeout. */
+    visibilityTimeoutFactor: 6,
+    /** Deliveries of one message before it goes to the rotation dead-letter queue (about 10 x 6 minutes of retries). */
+    maxReceiveCount: 10,
+    /** Messages of one invocation; with `maxConcurrency` 2, at most 10 rotations in flight. */
+    batchSize: 5,
+    /** Concurrent invocations the queue feeds (`rotationConcurrency`); 2 is the lowest value SQS event sources accept. */
+    maxConcurrency: 2,
+    retentionDays: 4,
+    /** The oldest waiting message alarms past this age: rotation is not keeping up, or the function keeps failing. */
+    oldestMessageAlarmMinutes: 15,
   },
 } as const;
 
@@ -216,6 +250,42 @@ export function checkExpiryMonitorSchedule(schedule: Schedule): void {
   if (!/^cron\(.+\)$/.test(schedule.expressionString)) fail(`expiryMonitorSchedule must be a rate(...) or cron(...) expression (got "${schedule.expressionString}").`);
 }
 
+/** The bounds of the rotation settings (the functions refuse a commit window outside 1 minute to 30 days: ROTATION_COMMIT_SECONDS). */
+export const ROTATION_LIMITS = {
+  maxCommitHours: 720,
+  maxSweepMinutes: 1440,
+  /** What Lambda accepts as the maximum concurrency of an SQS event source. */
+  minConcurrency: 2,
+  maxConcurrency: 1000,
+} as const;
+
+/**
+ * The commit window, the sweep interval and the rotation queue's concurrency. The sweep must run at least once per
+ * commit window: a rotation past its deadline waits up to one interval to be withdrawn.
+ */
+export function checkRotationSettings(settings: { readonly rotationCommitHours: number; readonly rotationSweepMinutes: number; readonly rotationConcurrency: number }): void {
+  const { rotationCommitHours: hours, rotationSweepMinutes: minutes, rotationConcurrency: concurrency } = settings;
+  const whole = (value: number, min: number, max: number) => !Token.isUnresolved(value) && Number.isInteger(value) && value >= min && value <= max;
+  if (!whole(hours, 1, ROTATION_LIMITS.maxCommitHours)) {
+    fail(`rotationCommitHours must be a whole number of hours from 1 to ${ROTATION_LIMITS.maxCommitHours} (got ${hours}): how long a device has to commit its rotated certificate.`);
+  }
+  if (!whole(minutes, 1, ROTATION_LIMITS.maxSweepMinutes)) {
+    fail(`rotationSweepMinutes must be a whole number of minutes from 1 to ${ROTATION_LIMITS.maxSweepMinutes} (got ${minutes}): how often rotations past their commit deadline are withdrawn.`);
+  }
+  if (minutes > hours * 60) {
+    fail(
+      `rotationSweepMinutes (${minutes}) must not exceed the commit window, rotationCommitHours (${hours}, that is ${hours * 60} minutes): ` +
+        'the sweep must run at least once per window, or a rotation past its deadline waits longer than the window itself to be withdrawn.',
+    );
+  }
+  if (!whole(concurrency, ROTATION_LIMITS.minConcurrency, ROTATION_LIMITS.maxConcurrency)) {
+    fail(
+      `rotationConcurrency must be a whole number from ${ROTATION_LIMITS.minConcurrency} to ${ROTATION_LIMITS.maxConcurrency} (got ${concurrency}): ` +
+        `the rotation function invocations the rotation queue feeds at once (Lambda accepts no less than ${ROTATION_LIMITS.minConcurrency}).`,
+    );
+  }
+}
+
 /** IoT topic rule names allow letters, digits and "_" only. */
 export function ruleNameFrom(namePrefix: string, suffix: string): string {
   return `${namePrefix.replace(/-/g, '_')}_${suffix}`;
@@ -239,6 +309,10 @@ export interface ResolvedSettings {
   readonly expiryMonitorSchedule: Schedule;
   readonly expiryWarningDays: number;
   readonly caExpiryAlarmDays: number;
+  readonly renewalNoticesPerSecond: number;
+  readonly rotationCommitHours: number;
+  readonly rotationSweepMinutes: number;
+  readonly rotationConcurrency: number;
 }
 
 /** Applies the defaults above and fails with a message naming the prop when a combination cannot work. */
@@ -274,7 +348,15 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
   const expiryWarningDays = props.expiryWarningDays ?? DEFAULTS.expiryMonitor.warningDays[caUsageMode];
   checkExpiryWarningDays(expiryWarningDays);
   const caExpiryAlarmDays = props.caExpiryAlarmDays ?? certificateValidityDays + DEFAULTS.expiryMonitor.caAlarmLeadDays;
+  const renewalNoticesPerSecond = props.renewalNoticesPerSecond ?? DEFAULTS.expiryMonitor.renewalNoticesPerSecond;
+  if (!(renewalNoticesPerSecond >= 0 && renewalNoticesPerSecond <= 1000)) fail(`renewalNoticesPerSecond must be from 0 (no notices) to 1000 (got ${renewalNoticesPerSecond}).`);
   checkCaExpiryAlarmDays(caExpiryAlarmDays, certificateValidityDays);
+  const rotation = {
+    rotationCommitHours: props.rotationCommitHours ?? DEFAULTS.rotation.commitHours,
+    rotationSweepMinutes: props.rotationSweepMinutes ?? DEFAULTS.rotation.sweepMinutes,
+    rotationConcurrency: props.rotationConcurrency ?? DEFAULTS.rotationQueue.maxConcurrency,
+  };
+  checkRotationSettings(rotation);
   return {
     newCa,
     caType,
@@ -292,5 +374,7 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
     expiryMonitorSchedule,
     expiryWarningDays,
     caExpiryAlarmDays,
+    renewalNoticesPerSecond,
+    ...rotation,
   };
 }

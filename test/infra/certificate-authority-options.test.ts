@@ -69,8 +69,8 @@ describe('an existing CA in short-lived certificate mode', () => {
     });
   });
 
-  test('still creates the JITR rule', () => {
-    built.template.resourceCountIs('AWS::IoT::TopicRule', 1);
+  test('still creates the JITR rule, and the rotate and commit rules', () => {
+    built.template.resourceCountIs('AWS::IoT::TopicRule', 3);
   });
 });
 
@@ -97,7 +97,7 @@ describe('a new SUBORDINATE CA', () => {
     const { template } = buildStack({ lifecycle: { caType: CaType.SUBORDINATE, subordinateCaCertificate: { certificatePem: hierarchy.subordinate, certificateChainPem: hierarchy.root } } });
     template.hasResourceProperties('AWS::ACMPCA::CertificateAuthorityActivation', { Certificate: hierarchy.subordinate, CertificateChain: hierarchy.root, Status: 'ACTIVE' });
     template.resourceCountIs('Custom::IotCaRegistration', 1);
-    template.resourceCountIs('AWS::IoT::TopicRule', 1);
+    template.resourceCountIs('AWS::IoT::TopicRule', 3); // JITR, rotate, commit
   });
 });
 

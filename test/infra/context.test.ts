@@ -61,6 +61,21 @@ describe('context values', () => {
     expect(props.lifecycle).toMatchObject({ caType: CaType.SUBORDINATE, subordinateCaCertificate: { certificatePem: 'SUB', certificateChainPem: 'CHAIN' } });
   });
 
+  test('maps the rotation values to their props', () => {
+    expect(from({ rotationCommitHours: '12', rotationSweepMinutes: '5', rotationConcurrency: 4 }).lifecycle).toMatchObject({ rotationCommitHours: 12, rotationSweepMinutes: 5, rotationConcurrency: 4 });
+  });
+
+  test.each([
+    [{ rotationCommitHours: '0' }, 'rotationCommitHours must be a whole number of hours from 1 to 720 (got 0): how long a device has to commit its rotated certificate.'],
+    [{ rotationSweepMinutes: '2000' }, 'rotationSweepMinutes must be a whole number of minutes from 1 to 1440 (got 2000)'],
+    [{ rotationCommitHours: '1', rotationSweepMinutes: '90' }, 'rotationSweepMinutes (90) must not exceed the commit window, rotationCommitHours (1, that is 60 minutes)'],
+    [{ rotationConcurrency: '1' }, 'rotationConcurrency must be a whole number from 2 to 1000 (got 1)'],
+  ])('the construct refuses the rotation values %j at synth, naming the context key', (values, message) => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const props = stackPropsFromContext(app, { get: (name) => (values as Partial<Record<ContextName, string>>)[name] });
+    expect(() => withContextTerms(() => new DeviceCertificateLifecycleStack(app, 'Stack', props))).toThrow(message);
+  });
+
   test('every value is documented in docs/deploy.md', () => {
     const docs = readFileSync(join(__dirname, '..', '..', 'docs', 'deploy.md'), 'utf8');
     expect(Object.keys(CONTEXT_VALUES).filter((name) => !docs.includes(`\`${name}\``))).toEqual([]);
@@ -72,6 +87,8 @@ describe('context values', () => {
     [{ caType: 'INTERMEDIATE' }, 'Context value caType must be one of ROOT, SUBORDINATE (got "INTERMEDIATE").'],
     [{ removalPolicy: 'keep' }, 'Context value removalPolicy must be one of retain, destroy (got "keep").'],
     [{ validityDays: 'a week' }, 'Context value validityDays must be a number (got "a week").'],
+    [{ rotationSweepMinutes: 'often' }, 'Context value rotationSweepMinutes must be a number (got "often").'],
+    [{ rotationConcurrency: { max: 4 } }, 'Context value rotationConcurrency must be a string (got {"max":4}).'],
     [{ caArn: 'my-ca' }, 'caArn must look like arn:aws:acm-pca:<region>:<account>:certificate-authority/<uuid> (got "my-ca").'],
     [{ namePrefix: '1fleet' }, 'namePrefix must start with a letter and hold 1 to 32 letters, digits and "-" (got "1fleet").'],
     [{ subordinateCaCertificateFile: 'sub.pem' }, 'Give both subordinateCaCertificateFile and subordinateCaChainFile, or neither.'],
@@ -125,6 +142,12 @@ describe('context keys', () => {
 
   test('a misspelled key is refused, naming it as typed, the key it likely meant and the known keys', () => {
     expect(() => synthProps({ enrolmentPolicy: 'open' })).toThrow(`Unknown context key "enrolmentPolicy": did you mean "enrollmentPolicy"? Known keys: ${known}.`);
+  });
+
+  test('a misspelled rotation key is refused with the key it meant', () => {
+    expect(() => synthProps({ rotationCommitHour: '6' })).toThrow('Unknown context key "rotationCommitHour": did you mean "rotationCommitHours"?');
+    expect(() => synthProps({ 'rotation-sweep-minutes': '5' })).toThrow('Unknown context key "rotation-sweep-minutes": did you mean "rotationSweepMinutes"?');
+    expect(synthProps({ rotationConcurrency: '4' }).lifecycle?.rotationConcurrency).toBe(4);
   });
 
   test('a key in another case or kebab-case is refused with the key it meant', () => {

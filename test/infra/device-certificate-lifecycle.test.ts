@@ -34,6 +34,7 @@ const iotArn = (resource: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::P
 
 /** Actions that AWS only authorizes on "*", each with the reason; any other "*" fails the test. */
 const STAR_RESOURCE_ALLOW_LIST: Readonly<Record<string, string>> = {
+  'iot:DescribeEndpoint': 'no resource type in the Service Authorization Reference',
   'iot:GetRegistrationCode': 'no resource type in the Service Authorization Reference',
   'iot:RegisterCACertificate': 'no resource type in the Service Authorization Reference',
   'iot:RegisterCertificate': 'no resource type in the Service Authorization Reference',
@@ -186,16 +187,16 @@ describe('tables', () => {
 describe('functions', () => {
   test('every function of ours runs Node.js 22 on arm64 with X-Ray tracing', () => {
     const functions = template.findResources('AWS::Lambda::Function');
-    const ours = ['LifecycleJitrFunction', 'LifecycleApiFunction', 'LifecycleIotCaRegistrationHandler', 'LifecycleExpiryMonitorFunction'].map((prefix) => functions[functionLogicalId(template, prefix)]);
+    const ours = ['LifecycleJitrFunction', 'LifecycleApiFunction', 'LifecycleIotCaRegistrationHandler', 'LifecycleExpiryMonitorFunction', 'LifecycleRotationFunction'].map((prefix) => functions[functionLogicalId(template, prefix)]);
     for (const fn of ours) {
       expect(fn?.Properties).toMatchObject({ Runtime: 'nodejs22.x', Architectures: ['arm64'], TracingConfig: { Mode: 'Active' } });
     }
   });
 
-  test('the API function gets every configuration variable the functions read, but those of the expiry monitor', () => {
+  test('the API function gets every configuration variable the functions read, but those of the expiry monitor and of rotation', () => {
     const fn = template.findResources('AWS::Lambda::Function')[functionLogicalId(template, 'LifecycleApiFunction')];
-    const monitorOnly = ['EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME'];
-    expect(Object.keys(fn?.Properties.Environment.Variables).sort()).toEqual([...Object.keys(ENVIRONMENT).filter((name) => !monitorOnly.includes(name)), 'NODE_OPTIONS'].sort());
+    const notApi = ['EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME', 'ROTATION_COMMIT_SECONDS', 'IOT_DATA_ENDPOINT'];
+    expect(Object.keys(fn?.Properties.Environment.Variables).sort()).toEqual([...Object.keys(ENVIRONMENT).filter((name) => !notApi.includes(name)), 'NODE_OPTIONS'].sort());
     expect(fn?.Properties.Environment.Variables).toMatchObject({
       CA_ARN: caArn(),
       CA_SIGNING_ALGORITHM: 'SHA256WITHECDSA',
@@ -213,7 +214,7 @@ describe('functions', () => {
   });
 
   test('the JITR function is fed by the registration queue: batches of 10, failed records reported one by one, 2 at a time', () => {
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2); // this one, and the rotation queue's (rotation-pipeline.test.ts)
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: { Ref: functionLogicalId(template, 'LifecycleJitrFunction') },
       EventSourceArn: { 'Fn::GetAtt': [registrationQueue(), 'Arn'] },
@@ -505,7 +506,7 @@ describe('device API', () => {
 
 describe('alarms and outputs', () => {
   test('alarms when the dead-letter queue holds a message, when registration events wait too long and when functions fail', () => {
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 7); // 5 here, 2 of the expiry monitor (expiry-monitor.test.ts)
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 11); // 5 here, 2 of the expiry monitor (expiry-monitor.test.ts), 4 of rotation (rotation-pipeline.test.ts)
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'ApproximateNumberOfMessagesVisible',
       Namespace: 'AWS/SQS',

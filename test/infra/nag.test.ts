@@ -20,6 +20,7 @@ const ACKNOWLEDGED_RULES = new Set([
   'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]',
   'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:thing/*]',
   'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cacert/*]',
+  'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/devices/*/certificates/*]', // the rotation function's answers to devices
 ]);
 const ACKNOWLEDGED_PATTERNS = [/^AwsSolutions-IAM5\[Resource::<\w+\.Arn>\/index\/\*\]$/, /^AwsSolutions-IAM5\[Resource::<\w+\.Arn>:\*\]$/];
 
