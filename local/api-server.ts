@@ -6,7 +6,7 @@ import { apiErrorResponse } from '../functions/handlers/http/responses';
 import { matchPath } from '../functions/handlers/http/routes';
 import { lambdaContext } from './lambda-context';
 import { escaped } from './log-text';
-import { listen, runningHttpServer } from './listen';
+import { answerClientErrorsWithJson, listen, runningHttpServer } from './listen';
 
 /** The caller the handler sees (API Gateway's `requestContext.identity.userArn`): whoever holds the local token. */
 export const LOCAL_API_CALLER = 'local-api-token';
@@ -114,6 +114,25 @@ export function toApiGatewayEvent(request: { method: string; url: string; header
   };
 }
 
+/**
+ * A request's target as it goes into a log line: its path, escaped, and never its query string, which
+ * may carry a token (`?access_token=...`) or other secrets a caller put there by mistake.
+ */
+export function loggedTarget(url: string | undefined): string {
+  const target = url ?? '';
+  const queryAt = target.search(/[?#]/);
+  let path = queryAt === -1 ? target : target.slice(0, queryAt);
+  // An absolute-form target (`POST http://user:secret@host/devices`) carries credentials in its authority.
+  if (!path.startsWith('/')) {
+    try {
+      path = new URL(path).pathname;
+    } catch {
+      path = '?';
+    }
+  }
+  return `${escaped(path)}${queryAt === -1 ? '' : '?…'}`;
+}
+
 function safeDecode(value: string): string {
   try {
     return decodeURIComponent(value);
@@ -153,7 +172,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     void (async () => {
       if (!isAuthorized(request.headers.authorization, options.token)) {
         send(response, apiErrorResponse('UNAUTHORIZED', ERROR_MESSAGES.localTokenMissing, { headers: { 'WWW-Authenticate': 'Bearer realm="iotcert-local"' } }));
-        options.log(`[api] ${method} ${escaped(request.url ?? '')} → 401 (no or wrong token)`);
+        options.log(`[api] ${escaped(method)} ${loggedTarget(request.url)} → 401 (no or wrong token)`);
         return;
       }
       const body = await readBody(request);
@@ -164,14 +183,15 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       const event = toApiGatewayEvent({ method, url: request.url ?? '/', headers: request.headers, body });
       const result = await options.handler(event, lambdaContext('iotcert-local-api', event.requestContext.requestId, options.timeoutMs ?? 29_000));
       send(response, result);
-      options.log(`[api] ${method} ${escaped(event.path)} → ${result.statusCode} (${Date.now() - started} ms)`);
+      options.log(`[api] ${escaped(method)} ${loggedTarget(request.url)} → ${result.statusCode} (${Date.now() - started} ms)`);
     })().catch((error: unknown) => {
-      options.log(`[api] ${method} ${escaped(request.url ?? '')} failed: ${escaped((error as Error).message)}`);
+      options.log(`[api] ${escaped(method)} ${loggedTarget(request.url)} failed: ${escaped((error as Error).message)}`);
       if (!response.headersSent) send(response, apiErrorResponse('INTERNAL_ERROR', ERROR_MESSAGES.localServerFailed));
       else response.destroy();
     });
   });
   server.keepAliveTimeout = 5_000;
+  answerClientErrorsWithJson(server, 'api', options.log);
   const port = await listen(server, options.port, options.host);
   return runningHttpServer(server, options.host, port);
 }

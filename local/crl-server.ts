@@ -1,12 +1,13 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { errorBody, type ApiErrorCode } from '../functions/handlers/http/errors';
 import { escaped } from './log-text';
-import { listen, runningHttpServer } from './listen';
+import { answerClientErrorsWithJson, listen, runningHttpServer } from './listen';
 
 export interface CrlServerOptions {
   readonly host: string;
   /** 0: any free port. */
   readonly port: number;
-  /** A fresh CRL, PEM. */
+  /** The current CRL, PEM: the CA signs it once per change and hands the same string back until the next (the server converts each PEM to DER once). */
   readonly crlPem: () => Promise<string>;
   /** The CA certificate, PEM. */
   readonly caPem: () => Promise<string>;
@@ -22,14 +23,18 @@ export interface CrlServer {
 /**
  * Publishes the software CA's CRL over plain HTTP (as AWS Private CA publishes to S3), where the
  * certificates' CRL distribution point says: `/crl` (DER, RFC 5280) and `/crl.pem`; also the CA
- * certificate at `/ca.pem` and `/ca` (DER). No token: a CRL and a CA certificate are public.
+ * certificate at `/ca.pem` and `/ca` (DER). No token: a CRL and a CA certificate are public, so serving
+ * them costs no signature: the CA signs a CRL once per change, and each PEM is decoded to DER once.
+ * Errors answer in the API's JSON error shape.
  */
 export async function startCrlServer(options: CrlServerOptions): Promise<CrlServer> {
+  const crlDer = lastDerOf();
+  const caDer = lastDerOf();
   const server: Server = createServer((request, response) => {
     const path = new URL(request.url ?? '/', 'http://localhost').pathname;
     void (async () => {
       if (request.method !== 'GET' && request.method !== 'HEAD') {
-        response.writeHead(405, { Allow: 'GET, HEAD' }).end();
+        sendError(response, 405, 'METHOD_NOT_ALLOWED', `${request.method ?? '?'} is not allowed here: use GET or HEAD.`, { Allow: 'GET, HEAD' });
         return;
       }
       let body: string | Buffer;
@@ -39,28 +44,43 @@ export async function startCrlServer(options: CrlServerOptions): Promise<CrlServ
           [body, type] = [await options.crlPem(), 'application/x-pem-file'];
           break;
         case '/crl':
-          [body, type] = [pemToDer(await options.crlPem()), 'application/pkix-crl'];
+          [body, type] = [crlDer(await options.crlPem()), 'application/pkix-crl'];
           break;
         case '/ca.pem':
           [body, type] = [await options.caPem(), 'application/x-pem-file'];
           break;
         case '/ca':
-          [body, type] = [pemToDer(await options.caPem()), 'application/pkix-cert'];
+          [body, type] = [caDer(await options.caPem()), 'application/pkix-cert'];
           break;
         default:
-          response.writeHead(404, { 'Content-Type': 'text/plain' }).end('Not found: try /crl, /crl.pem, /ca or /ca.pem\n');
+          sendError(response, 404, 'ROUTE_NOT_FOUND', 'Not found: try /crl, /crl.pem, /ca or /ca.pem.');
           return;
       }
       response.writeHead(200, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-cache' });
       response.end(request.method === 'HEAD' ? undefined : body);
     })().catch((error: unknown) => {
       options.log(`[crl] ${escaped(path)} failed: ${escaped((error as Error).message)}`);
-      if (!response.headersSent) response.writeHead(500).end();
+      if (!response.headersSent) sendError(response, 500, 'INTERNAL_ERROR', 'The CRL could not be served.');
       else response.destroy();
     });
   });
+  answerClientErrorsWithJson(server, 'crl', options.log);
   const port = await listen(server, options.port, options.host);
   return runningHttpServer(server, options.host, port);
+}
+
+function sendError(response: ServerResponse, status: number, code: ApiErrorCode, message: string, headers: Readonly<Record<string, string>> = {}): void {
+  const body = JSON.stringify(errorBody(code, message));
+  response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), ...headers }).end(body);
+}
+
+/** `pemToDer`, remembering the last PEM it decoded: the CA hands back the same PEM until its CRL changes. */
+function lastDerOf(): (pem: string) => Buffer {
+  let last: { readonly pem: string; readonly der: Buffer } | undefined;
+  return (pem) => {
+    if (last?.pem !== pem) last = { pem, der: pemToDer(pem) };
+    return last.der;
+  };
 }
 
 /** The DER of the first PEM block. */

@@ -3,7 +3,7 @@ import { Aedes, type AuthenticateError, type AuthErrorCode, type Client, type Pu
 import type { RegistrationEvent } from '../../functions/core/lifecycle';
 import type { LocalDeviceRegistry } from '../../functions/adapters/local/local-device-registry';
 import { escaped, quoted } from '../log-text';
-import { IOT_CORE_LIMITS } from './limits';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_VARIABLE, IOT_CORE_LIMITS, MAX_DECLARED_PACKET_BYTES } from './limits';
 import { acceptedPublishLine } from './publish-log';
 import { registrationTopic, short, type CertificateGate } from './certificate-gate';
 import type { ConnectionIdentity, PolicyAuthorizer } from './policy-authorizer';
@@ -25,14 +25,68 @@ export interface MqttEndpointOptions {
   readonly log: (message: string) => void;
   /** Also log each accepted publish (client id, topic, size, an escaped and shortened preview) and each message a policy kept from a subscriber. */
   readonly verbose?: boolean;
+  /**
+   * How long a connection has to finish its TLS handshake from its TCP connect, then to send its MQTT CONNECT.
+   * @default - `IOTCERT_MQTT_HANDSHAKE_TIMEOUT_MS` when set, else 10,000
+   */
+  readonly handshakeTimeoutMs?: number;
+  /**
+   * Called once for each PUBLISH from a connected device that its policy and AWS IoT Core's limits accepted (never
+   * for a will), as AWS IoT topic rules see device messages: `topic()`, `clientid()` and `principal()` (the certificate id).
+   */
+  readonly onAcceptedPublish?: (topic: string, payload: Buffer, identity: { readonly clientId: string; readonly certificateId: string }) => void;
 }
 
 export interface MqttEndpoint {
   readonly port: number;
   readonly connectedClients: () => number;
+  /**
+   * A message from the server itself (AWS IoT's data-plane `Publish`), delivered to the subscribers whose
+   * policy lets them receive it. Resolves once the broker has taken it.
+   */
+  publish(topic: string, payload: string | Buffer, qos?: 0 | 1): Promise<void>;
   /** Stops accepting, closes every connection and the broker. */
   stop(): Promise<void>;
 }
+
+export type MqttEndpointErrorCode = 'INVALID_HANDSHAKE_TIMEOUT' | 'INVALID_TOPIC' | 'PAYLOAD_TOO_LARGE' | 'PACKET_TOO_LARGE';
+
+export class MqttEndpointError extends Error {
+  public readonly code: MqttEndpointErrorCode;
+
+  public constructor(code: MqttEndpointErrorCode, message: string, options?: { readonly cause?: unknown }) {
+    super(message, options);
+    this.name = 'MqttEndpointError';
+    this.code = code;
+  }
+}
+
+const HANDSHAKE_TIMEOUT_RANGE_MS = { min: 100, max: 600_000 } as const;
+
+/** The handshake timeout the caller gave, else `IOTCERT_MQTT_HANDSHAKE_TIMEOUT_MS`, else the default; a value out of range stops the start, naming where it came from. */
+export function handshakeTimeout(given: number | undefined, env: NodeJS.ProcessEnv = process.env): number {
+  const fromEnv = env[HANDSHAKE_TIMEOUT_VARIABLE];
+  const [value, source] = given !== undefined ? [given, 'handshakeTimeoutMs'] : fromEnv !== undefined && fromEnv !== '' ? [Number(fromEnv), HANDSHAKE_TIMEOUT_VARIABLE] : [DEFAULT_HANDSHAKE_TIMEOUT_MS, 'default'];
+  if (!Number.isInteger(value) || value < HANDSHAKE_TIMEOUT_RANGE_MS.min || value > HANDSHAKE_TIMEOUT_RANGE_MS.max) {
+    const shown = given !== undefined ? String(given) : JSON.stringify(fromEnv);
+    throw new MqttEndpointError('INVALID_HANDSHAKE_TIMEOUT', `${source} ${shown}: must be a whole number of milliseconds from ${HANDSHAKE_TIMEOUT_RANGE_MS.min} to ${HANDSHAKE_TIMEOUT_RANGE_MS.max}`);
+  }
+  return value;
+}
+
+/**
+ * TLS 1.2 suites: ECDHE key exchange with an AEAD cipher (AES-GCM, ChaCha20-Poly1305) only, as AWS IoT
+ * Core's current security policies offer; no CBC (Lucky13-style padding oracles, SHA-1 MACs), CCM_8
+ * (a truncated tag) or ARIA. TLS 1.3 keeps OpenSSL's defaults, which are all AEAD.
+ */
+export const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
 
 /** MQTT 3.1.1 CONNACK return code 5: "Connection Refused, not authorized". */
 const NOT_AUTHORIZED = 5 as AuthErrorCode;
@@ -40,26 +94,59 @@ const NOT_AUTHORIZED = 5 as AuthErrorCode;
 const IDENTIFIER_REJECTED = 2 as AuthErrorCode;
 
 type SubscribePacketLike = { readonly cmd: string; readonly subscriptions?: { qos: number }[] };
-let capUnavailableLogged = false;
+
+/** The parts of a client's packet parser (mqtt-packet's `Parser`, which Aedes 1.x keeps as `_parser`) the endpoint hooks into. */
+interface PacketParser {
+  prependListener(event: 'packet', listener: (packet: SubscribePacketLike) => void): unknown;
+  /** The packet being parsed: its type and, once its fixed header is read, its remaining length. */
+  readonly packet: { readonly cmd?: string; readonly length: number };
+  _parseLength(): boolean;
+  _emitError(error: Error): void;
+}
+
+const parserOf = (client: Client): PacketParser | undefined => {
+  const parser = (client as Client & { _parser?: Partial<PacketParser> })._parser;
+  return typeof parser?.prependListener === 'function' && typeof parser._parseLength === 'function' && typeof parser._emitError === 'function' ? (parser as PacketParser) : undefined;
+};
+
+let parserUnavailableLogged = false;
 
 /**
- * Caps the QoS each SUBSCRIBE asks for at what AWS IoT Core grants, before Aedes handles the packet:
- * Aedes takes the SUBACK's granted QoS from the request, not from what `authorizeSubscribe` answers
- * (which only sets the delivery QoS). Relies on the client's packet parser (`_parser`, Aedes 1.x);
- * without it, deliveries are still capped, only the SUBACK would echo the QoS asked for.
+ * Hooks the client's packet parser, before Aedes handles a packet:
+ * - a packet whose fixed header declares a remaining length over `MAX_DECLARED_PACKET_BYTES` fails the
+ *   parse at once, so the connection is closed before its body is buffered (the payload check in
+ *   `authorizePublish` only sees a packet once the whole of it has arrived);
+ * - the QoS each SUBSCRIBE asks for is capped at what AWS IoT Core grants: Aedes takes the SUBACK's
+ *   granted QoS from the request, not from what `authorizeSubscribe` answers (which only sets the delivery QoS).
+ * Without the parser (another Aedes version), the limits are still enforced, only later: the payload
+ * once buffered, the QoS on delivery.
  */
-function capSubscriptionQos(client: Client, log: (message: string) => void): void {
-  const parser = (client as Client & { _parser?: { prependListener(event: 'packet', listener: (packet: SubscribePacketLike) => void): unknown } })._parser;
+function hookPacketParser(client: Client, onOversized: (packetType: string, declaredBytes: number) => void, log: (message: string) => void): void {
+  const parser = parserOf(client);
   if (!parser) {
-    if (!capUnavailableLogged) log('[mqtt] warning: this Aedes version has no packet parser to cap SUBACK QoS at 1; deliveries are capped still');
-    capUnavailableLogged = true;
+    if (!parserUnavailableLogged) log('[mqtt] warning: this Aedes version has no packet parser to hook: oversized packets are refused once buffered, and SUBACKs echo the QoS asked for (deliveries are capped still)');
+    parserUnavailableLogged = true;
     return;
   }
+  const parseLength = parser._parseLength;
+  parser._parseLength = function (this: PacketParser): boolean {
+    const complete = parseLength.call(this);
+    if (!complete || this.packet.length <= MAX_DECLARED_PACKET_BYTES) return complete;
+    const packetType = (this.packet.cmd ?? 'unknown').toUpperCase();
+    onOversized(packetType, this.packet.length);
+    this._emitError(new MqttEndpointError('PACKET_TOO_LARGE', `a ${packetType} declaring ${this.packet.length} bytes, over the ${MAX_DECLARED_PACKET_BYTES}-byte limit`));
+    return false;
+  };
   parser.prependListener('packet', (packet) => {
     if (packet.cmd !== 'subscribe') return;
     for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, IOT_CORE_LIMITS.maxQos);
   });
 }
+
+const peerOf = (socket: { readonly remoteAddress?: string; readonly remotePort?: number }): string => `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+
+/** What Aedes says when a connection sends no CONNECT within `connectTimeout`. */
+const AEDES_CONNECT_TIMEOUT = 'connect did not arrive in time';
 
 /** Aedes authorizes a will with the packet its client keeps as `will` (untyped): tell it from a PUBLISH. */
 const isWillOf = (client: Client, packet: PublishPacket): boolean => (client as Client & { will?: unknown }).will === packet;
@@ -76,9 +163,15 @@ const isWillOf = (client: Client, packet: PublishPacket): boolean => (client as 
  * one AWS IoT Core does not take (QoS 2, a payload over 128 KB, RETAIN without `iot:RetainPublish`);
  * a will it would refuse is dropped; a SUBSCRIBE the policy refuses gets the SUBACK failure code 0x80,
  * one it allows is granted QoS 1 at most; a message a subscriber may not receive is not delivered to it.
+ *
+ * Against clients that hold resources without authenticating: a connection that has not finished its TLS
+ * handshake within `handshakeTimeoutMs` of its TCP connect is closed, and so is one that sends no CONNECT
+ * within `handshakeTimeoutMs` after it; a packet declaring more than `MAX_DECLARED_PACKET_BYTES` is refused
+ * from its fixed header, before its body is read. TLS 1.2 offers AEAD suites only (`TLS12_CIPHERS`).
  */
 export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<MqttEndpoint> {
   const { registry, gate, authorizer, log } = options;
+  const handshakeTimeoutMs = handshakeTimeout(options.handshakeTimeoutMs);
   const identities = new WeakMap<object, { certificateId: string }>();
   const ready = new Map<Client, ConnectionIdentity>();
   const sockets = new Set<TLSSocket>();
@@ -100,7 +193,7 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
 
   const broker = await Aedes.createBroker({
     maxClientsIdLength: IOT_CORE_LIMITS.maxClientIdBytes,
-    connectTimeout: 10_000,
+    connectTimeout: handshakeTimeoutMs,
     drainTimeout: 10_000,
     heartbeatInterval: 60_000,
 
@@ -131,8 +224,11 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
       if (!client || !identity) return done(client ? new Error('no identity') : null); // the broker's own publishes
       const decision = outsideLimits(packet) ?? publishRefusal(packet, identity);
       if (decision === undefined) {
-        if (options.verbose) log(acceptedPublishLine(client.id, packet, isWillOf(client, packet)));
-        return done(null);
+        const will = isWillOf(client, packet);
+        if (options.verbose) log(acceptedPublishLine(client.id, packet, will));
+        done(null);
+        if (!will) acceptedPublish(packet, identity);
+        return;
       }
       if (isWillOf(client, packet)) {
         log(`[mqtt] ${quoted(client.id)}: will to ${quoted(packet.topic)} dropped: ${escaped(decision)}`);
@@ -164,6 +260,17 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
     },
   });
 
+  /** Hands an accepted device PUBLISH to `onAcceptedPublish`; what it throws is logged, never the broker's problem. */
+  function acceptedPublish(packet: PublishPacket, identity: ConnectionIdentity): void {
+    if (!options.onAcceptedPublish) return;
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    try {
+      options.onAcceptedPublish(packet.topic, payload, { clientId: identity.clientId, certificateId: identity.certificateId });
+    } catch (error) {
+      log(`[mqtt] ${quoted(identity.clientId)}: the accepted-publish hook failed on ${quoted(packet.topic)}: ${escaped((error as Error).message)}`);
+    }
+  }
+
   /** `iot:Publish`, and `iot:RetainPublish` too for a retained message; the refusal's reason, or undefined when allowed. */
   function publishRefusal(packet: PublishPacket, identity: ConnectionIdentity): string | undefined {
     const publish = authorizer.authorize('iot:Publish', packet.topic, identity);
@@ -182,9 +289,17 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
   broker.on('clientDisconnect', (client) => {
     if (ready.delete(client)) log(`[mqtt] ${quoted(client.id)} disconnected`);
   });
-  broker.on('clientError', (client, error) => {
-    if (!refused.has(client) && !/ECONNRESET|EPIPE/.test(error.message)) log(`[mqtt] ${client.id ? quoted(client.id) : '?'}: ${escaped(error.message)}`);
-  });
+  // Aedes reports the errors of a connection that has not sent CONNECT yet (no client id) as `connectionError`.
+  const onClientError = (client: Client, error: Error) => {
+    const who = client.id ? quoted(client.id) : peerOf(client.conn as TLSSocket);
+    if (error.message === AEDES_CONNECT_TIMEOUT) {
+      log(`[mqtt] ${who}: no MQTT CONNECT within ${handshakeTimeoutMs} ms of the TLS handshake, connection closed`);
+      return;
+    }
+    if (!refused.has(client) && !/ECONNRESET|EPIPE/.test(error.message)) log(`[mqtt] ${who}: ${escaped(error.message)}`);
+  };
+  broker.on('clientError', onClientError);
+  broker.on('connectionError', onClientError);
 
   // AWS IoT Core disconnects the devices of a certificate that leaves ACTIVE.
   const stopListening = registry.onCertificateStatusChange((certificateId, status) => {
@@ -205,7 +320,10 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
-      handshakeTimeout: 10_000,
+      ciphers: TLS12_CIPHERS,
+      honorCipherOrder: true,
+      // From the TCP connect, however slowly the handshake's bytes arrive; `tlsClientError` closes the socket.
+      handshakeTimeout: handshakeTimeoutMs,
     },
     (socket) => void admit(socket),
   );
@@ -214,7 +332,7 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => undefined); // a reset by the client is not the broker's problem
-    const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const peer = peerOf(socket);
     const certificate = socket.getPeerCertificate();
     if (!certificate?.raw) {
       log(`[mqtt] ${peer}: no client certificate, connection closed`);
@@ -237,14 +355,29 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
     }
     if (socket.destroyed) return;
     identities.set(socket, { certificateId: admission.certificateId });
-    capSubscriptionQos(broker.handle(socket), log);
+    const client = broker.handle(socket);
+    hookPacketParser(
+      client,
+      (packetType, declaredBytes) => {
+        refused.add(client);
+        const who = client.id ? quoted(client.id) : peer;
+        log(`[mqtt] ${who}: ${packetType} declaring ${declaredBytes} bytes refused, connection closed: over the ${MAX_DECLARED_PACKET_BYTES}-byte packet limit (payloads up to ${IOT_CORE_LIMITS.maxPayloadBytes} bytes)`);
+      },
+      log,
+    );
   }
 
   server.on('tlsClientError', (error, socket) => {
-    // With TLS 1.3 the client often learns of a rejected certificate first and hangs up: the message is then vague.
-    const peer = socket.remotePort === undefined ? 'a client' : `${socket.remoteAddress ?? '?'}:${socket.remotePort}`;
+    const peer = socket.remotePort === undefined ? 'a client' : peerOf(socket);
+    // Node leaves the socket open after its handshake timeout when this event has a listener.
+    socket.destroy();
     const reason = (error as NodeJS.ErrnoException).code ?? error.message;
-    log(`[mqtt] ${peer}: TLS handshake refused (${escaped(reason)}): no certificate, or one that is expired or not signed by a registered CA`);
+    if (reason === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+      log(`[mqtt] ${peer}: no TLS handshake within ${handshakeTimeoutMs} ms, connection closed`);
+      return;
+    }
+    // With TLS 1.3 the client often learns of a rejected certificate first and hangs up: the message is then vague.
+    log(`[mqtt] ${peer}: TLS handshake refused (${escaped(reason)}): no certificate, or one that is expired or not signed by a registered CA, or no TLS 1.2+ AEAD cipher suite in common`);
   });
 
   const port = await listen(server, options.port, options.host);
@@ -252,6 +385,7 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
   return {
     port,
     connectedClients: () => ready.size,
+    publish: (topic, payload, qos = 0) => serverPublish(broker, topic, payload, qos),
     stop: async () => {
       stopListening();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -260,4 +394,18 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
       await closed;
     },
   };
+}
+
+/** A server-originated PUBLISH: subscribers get it through `authorizeForward`, so their receive policy still applies. */
+function serverPublish(broker: Aedes, topic: string, payload: string | Buffer, qos: 0 | 1): Promise<void> {
+  if (topic === '' || /[+#]/.test(topic) || topic.includes('\u0000') || Buffer.byteLength(topic) > 65_535) {
+    return Promise.reject(new MqttEndpointError('INVALID_TOPIC', `cannot publish to ${quoted(topic)}: a topic name is 1 to 65535 bytes without wildcards (+, #)`));
+  }
+  const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  if (body.length > IOT_CORE_LIMITS.maxPayloadBytes) {
+    return Promise.reject(new MqttEndpointError('PAYLOAD_TOO_LARGE', `the payload of ${body.length} bytes is over the ${IOT_CORE_LIMITS.maxPayloadBytes}-byte limit`));
+  }
+  return new Promise((resolve, reject) => {
+    broker.publish({ cmd: 'publish', topic, payload: body, qos, retain: false, dup: false }, (error) => (error ? reject(error) : resolve()));
+  });
 }

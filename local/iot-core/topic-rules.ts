@@ -6,7 +6,14 @@ export interface TopicRule {
   readonly name: string;
   /** An MQTT topic filter (`+` one level, `#` the rest). */
   readonly topicFilter: string;
-  readonly action: (payload: unknown, topic: string) => void;
+  /** `sender`: for a device's message, what `clientid()` and `principal()` answer in a rule (absent for AWS IoT's own events). */
+  readonly action: (payload: unknown, topic: string, sender?: MessageSender) => void;
+}
+
+export interface MessageSender {
+  readonly clientId: string;
+  /** The certificate id of the sender's connection. */
+  readonly principal: string;
 }
 
 /** MQTT topic filter matching (MQTT 3.1.1 §4.7). */
@@ -25,9 +32,9 @@ export class TopicRules {
   public constructor(private readonly rules: readonly TopicRule[]) {}
 
   /** Runs every rule whose filter matches `topic`; answers the names of the rules that ran. */
-  public publish(topic: string, payload: unknown): string[] {
+  public publish(topic: string, payload: unknown, sender?: MessageSender): string[] {
     const matched = this.rules.filter((rule) => topicMatches(rule.topicFilter, topic));
-    for (const rule of matched) rule.action(payload, topic);
+    for (const rule of matched) rule.action(payload, topic, sender);
     return matched.map((rule) => rule.name);
   }
 }

@@ -12,6 +12,7 @@ import type { RevocationEntry, RevocationList } from './software-ca';
 export class JsonLinesRevocationList implements RevocationList {
   private readonly bySerial = new Map<string, RevocationEntry>();
   private appending: Promise<void> = Promise.resolve();
+  private changes = 0;
 
   private constructor(
     public readonly path: string,
@@ -43,11 +44,17 @@ export class JsonLinesRevocationList implements RevocationList {
     return list;
   }
 
+  /** Grows on every change of the entries, a failed append's rollback included. */
+  public get revision(): number {
+    return this.changes;
+  }
+
   public async add(entry: RevocationEntry): Promise<void> {
     const serialNumber = entry.serialNumber.toLowerCase();
     if (this.bySerial.has(serialNumber)) return;
     const stored = { ...entry, serialNumber };
     this.bySerial.set(serialNumber, stored);
+    this.changes += 1;
     const append = this.appending.then(async () => {
       const line = `${this.needsNewline ? '\n' : ''}${JSON.stringify(stored)}\n`;
       await this.handle.appendFile(line, 'utf8');
@@ -60,6 +67,7 @@ export class JsonLinesRevocationList implements RevocationList {
       await append;
     } catch (error) {
       this.bySerial.delete(serialNumber);
+      this.changes += 1;
       throw error;
     }
   }

@@ -14,6 +14,8 @@ export const SOFTWARE_CA_LIMITS = {
   serialNumberBytes: 16,
   caValidityDays: 3650,
   crlValidityHours: 24,
+  /** A CRL is signed again once this much of its validity has passed, even with no new revocation: one served always has 12 hours left. */
+  crlReissueAfterHours: 12,
 } as const;
 
 const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
@@ -40,12 +42,20 @@ export interface RevocationEntry {
 export interface RevocationList {
   add(entry: RevocationEntry): Promise<void>;
   entries(): Promise<readonly RevocationEntry[]>;
+  /** A number that grows whenever the entries change: the CA signs a new CRL then. */
+  readonly revision: number;
 }
 
 export class InMemoryRevocationList implements RevocationList {
   private readonly bySerial = new Map<string, RevocationEntry>();
+  private changes = 0;
+  public get revision(): number {
+    return this.changes;
+  }
   public async add(entry: RevocationEntry): Promise<void> {
-    if (!this.bySerial.has(entry.serialNumber)) this.bySerial.set(entry.serialNumber, entry);
+    if (this.bySerial.has(entry.serialNumber)) return;
+    this.bySerial.set(entry.serialNumber, entry);
+    this.changes += 1;
   }
   public async entries(): Promise<readonly RevocationEntry[]> {
     return [...this.bySerial.values()];
@@ -84,6 +94,10 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   private readonly issuedByToken = new Map<string, IssuedCertificate>();
   private readonly revocations: RevocationList;
   private readonly now: () => Date;
+  /** The last CRL signed, with the revision of the revocation list it was built from. */
+  private crl?: { readonly pem: string; readonly revision: number; readonly reissueAt: number };
+  /** The CRL being signed, so concurrent requests wait for one signature instead of making their own. */
+  private signingCrl?: { readonly revision: number; readonly pem: Promise<string> };
 
   private constructor(
     private readonly caCertificate: x509.X509Certificate,
@@ -175,8 +189,26 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     return (await this.revocations.entries()).some((entry) => entry.serialNumber === serialNumber.toLowerCase());
   }
 
-  /** A fresh CRL (PEM, `-----BEGIN X509 CRL-----`) listing every revocation. */
+  /**
+   * The CRL (PEM, `-----BEGIN X509 CRL-----`) listing every revocation. It is signed once per change of the
+   * revocation list (and again once `crlReissueAfterHours` have passed), then served as it is: signing on
+   * every request would let anyone who can reach the CRL URL keep the CA busy.
+   */
   public async generateCrlPem(): Promise<string> {
+    const { revision } = this.revocations;
+    if (this.crl && this.crl.revision === revision && this.now().getTime() < this.crl.reissueAt) return this.crl.pem;
+    if (this.signingCrl?.revision === revision) return this.signingCrl.pem;
+    const signing = { revision, pem: this.signCrl(revision) };
+    this.signingCrl = signing;
+    try {
+      return await signing.pem;
+    } finally {
+      if (this.signingCrl === signing) this.signingCrl = undefined;
+    }
+  }
+
+  /** Signs a CRL of every revocation; `revision` is the list's, read before its entries (a change meanwhile makes the next call sign again). */
+  private async signCrl(revision: number): Promise<string> {
     const now = this.now();
     const crl = await x509.X509CrlGenerator.create(
       {
@@ -195,7 +227,11 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
       provider,
     );
     // RFC 7468 labels a CRL "X509 CRL" (what openssl reads); @peculiar/x509's own PEM says "CRL".
-    return x509.PemConverter.encode(crl.rawData, 'X509 CRL');
+    const pem = x509.PemConverter.encode(crl.rawData, 'X509 CRL');
+    const reissueAt = now.getTime() + SOFTWARE_CA_LIMITS.crlReissueAfterHours * 3_600_000;
+    // A slower signature started before a newer one must not replace it.
+    if (!this.crl || this.crl.revision <= revision) this.crl = { pem, revision, reissueAt };
+    return pem;
   }
 
   /**
