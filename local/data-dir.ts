@@ -1,4 +1,5 @@
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import { chmod, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE, writeFileAtomic } from '../functions/adapters/local/atomic-file';
@@ -14,6 +15,10 @@ export interface DataFiles {
   readonly caCertificate: string;
   /** The CA's private key, mode 0600. */
   readonly caKey: string;
+  /** The MQTT endpoint's server certificate (from the CA, for the names devices connect to); kept while it covers them. */
+  readonly serverCertificate: string;
+  /** Its private key, mode 0600. */
+  readonly serverKey: string;
   /** The device API's bearer token, mode 0600. */
   readonly apiToken: string;
   /** The IoT registry (certificates, things, CA, policy), replaced atomically after each change. */
@@ -36,6 +41,8 @@ export function dataFiles(dir: string): DataFiles {
     dir,
     caCertificate: join(dir, 'ca.pem'),
     caKey: join(dir, 'ca.key'),
+    serverCertificate: join(dir, 'server.pem'),
+    serverKey: join(dir, 'server.key'),
     apiToken: join(dir, 'api-token'),
     registry: join(dir, 'registry.json'),
     revocations: join(dir, 'revocations.jsonl'),
@@ -87,6 +94,56 @@ export async function writeCaMaterial(files: DataFiles, material: SoftwareCaMate
   await writeFileAtomic(files.caCertificate, material.certificatePem, { mode: 0o644 });
 }
 
+/** The MQTT endpoint's key and certificate, PEM. */
+export interface ServerCredentials {
+  readonly keyPem: string;
+  readonly certificatePem: string;
+}
+
+/** The server credentials an earlier start saved; undefined when either file is missing (a new pair is issued). */
+export async function readServerCredentials(files: DataFiles, warn: (message: string) => void = () => undefined): Promise<ServerCredentials | undefined> {
+  const [certificatePem, keyPem] = await Promise.all([readIfExists(files.serverCertificate), readIfExists(files.serverKey)]);
+  if (certificatePem === undefined || keyPem === undefined) return undefined;
+  await keepPrivate(files.serverKey, warn);
+  return { keyPem, certificatePem };
+}
+
+export async function writeServerCredentials(files: DataFiles, credentials: ServerCredentials): Promise<void> {
+  // The key first: a crash in between leaves a certificate for another key, which `serverCertificateProblem` reports.
+  await writeFileAtomic(files.serverKey, credentials.keyPem, { mode: PRIVATE_FILE_MODE });
+  await writeFileAtomic(files.serverCertificate, credentials.certificatePem, { mode: 0o644 });
+}
+
+/**
+ * Why saved server credentials cannot serve this start (undefined: they can): the certificate must be
+ * readable, signed by the current CA, match its key, be valid now and for `minRemainingDays` more, and
+ * cover every name or address devices connect to (`names`: IPv4 addresses as IP entries, the rest as DNS names).
+ */
+export function serverCertificateProblem(
+  credentials: ServerCredentials,
+  required: { readonly caCertificatePem: string; readonly names: readonly string[]; readonly now: Date; readonly minRemainingDays: number },
+): string | undefined {
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(credentials.certificatePem);
+  } catch {
+    return 'it is unreadable';
+  }
+  const ca = new X509Certificate(required.caCertificatePem);
+  if (!certificate.checkIssued(ca) || !certificate.verify(ca.publicKey)) return 'it was not issued by the current CA';
+  try {
+    if (!certificate.checkPrivateKey(createPrivateKey(credentials.keyPem))) return 'it does not match its key';
+  } catch {
+    return 'its key is unreadable';
+  }
+  const notAfter = new Date(certificate.validTo);
+  if (new Date(certificate.validFrom) > required.now) return `it is not valid before ${new Date(certificate.validFrom).toISOString()}`;
+  if (notAfter.getTime() - required.now.getTime() < required.minRemainingDays * 86_400_000) return `it expires on ${notAfter.toISOString()}`;
+  const missing = required.names.filter((name) => (isIPv4(name) ? certificate.checkIP(name) === undefined : certificate.checkHost(name, { wildcards: false }) === undefined));
+  if (missing.length > 0) return `it does not cover ${missing.join(', ')}`;
+  return undefined;
+}
+
 /** The API token: generated on the first start (256 random bits), then reused. */
 export async function loadOrCreateApiToken(files: DataFiles, warn: (message: string) => void = () => undefined): Promise<string> {
   const existing = (await readIfExists(files.apiToken))?.trim();
@@ -109,8 +166,12 @@ export async function readApiToken(files: DataFiles): Promise<string> {
 export interface LocalEndpoints {
   readonly pid: number;
   readonly startedAt: string;
-  readonly mqtt: { readonly host: string; readonly port: number; readonly url: string };
-  readonly api: { readonly url: string };
+  /**
+   * `host`: what a client on this machine connects to (a name, or an address; 127.0.0.1 when it listens on
+   * every interface). `listenAddress`: the address it binds. `serverNames`: what its server certificate covers.
+   */
+  readonly mqtt: { readonly host: string; readonly port: number; readonly url: string; readonly listenAddress?: string; readonly serverNames?: readonly string[] };
+  readonly api: { readonly url: string; readonly listenAddress?: string };
   readonly crl: { readonly pemUrl: string; readonly derUrl: string };
   readonly dynamodb: { readonly endpoint: string; readonly deviceTable: string };
   readonly caCertificateId: string;

@@ -15,6 +15,8 @@ import { RegistrySnapshotFile } from '../functions/adapters/local/registry-snaps
 import { SoftwareCertificateAuthority } from '../functions/adapters/local/software-ca';
 import { createApiHandler } from '../functions/handlers/api';
 import { createJitrHandler } from '../functions/handlers/jitr';
+import { createRotationHandler, type RotationResult } from '../functions/handlers/rotation';
+import { ROTATION_TOPIC_FILTERS, ruleMessageOf, type RotationStep, type RuleMessage } from '../functions/handlers/mqtt/rotation-protocol';
 import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
 import { AsyncInvoker } from './async-invoker';
 import { lambdaContext } from './lambda-context';
@@ -25,12 +27,30 @@ import {
   LOCAL_POLICY_NAME,
   LOCAL_REGION,
   LOCAL_THING_GROUP,
+  LocalConfigError,
   LOOPBACK,
+  resolveListenHost,
   SETTINGS,
+  type ListenHost,
   type LocalModeConfig,
 } from './config';
 import { startCrlServer, type CrlServer } from './crl-server';
-import { acquireDataDirLock, dataFiles, ensureDataDir, loadOrCreateApiToken, readCaMaterial, writeCaMaterial, writeEndpoints, type DataDirLock, type DataFiles, type LocalEndpoints } from './data-dir';
+import {
+  acquireDataDirLock,
+  dataFiles,
+  ensureDataDir,
+  loadOrCreateApiToken,
+  readCaMaterial,
+  readServerCredentials,
+  serverCertificateProblem,
+  writeCaMaterial,
+  writeEndpoints,
+  writeServerCredentials,
+  type DataDirLock,
+  type DataFiles,
+  type LocalEndpoints,
+  type ServerCredentials,
+} from './data-dir';
 import { ensureTable, localDocumentClient, localDynamoDbClient, startDynamoDbLocal, stopStaleDynamoDbLocal, type DynamoDbLocal } from './dynamodb-local';
 import { JITR_MAX_REDELIVERIES, JITR_REDELIVERY_DELAY_MS, jitrDeliveryId } from './jitr-delivery';
 import { escaped } from './log-text';
@@ -40,13 +60,18 @@ import { PolicyAuthorizer } from './iot-core/policy-authorizer';
 import { TopicRules } from './iot-core/topic-rules';
 
 export const CA_COMMON_NAME = 'iotcert local device CA';
-/** The MQTT server's certificate is issued afresh at every start, for these names. */
-const SERVER_HOSTNAMES = ['localhost', LOOPBACK] as const;
+/** The MQTT server's certificate (`<data-dir>/server.pem`) is kept across starts while it covers the names devices use. */
 const SERVER_CERTIFICATE_DAYS = 30;
+/** A saved server certificate with fewer days left is issued again. */
+const SERVER_CERTIFICATE_RENEW_DAYS = 10;
 /** How long a shutdown waits for JITR deliveries in flight; what is left is delivered again at the next start. */
 const DRAIN_TIMEOUT_MS = 30_000;
 /** The JITR function's timeout in the stack. */
 const JITR_TIMEOUT_MS = 30_000;
+/** The rotation function's timeout in the stack. */
+const ROTATION_TIMEOUT_MS = 30_000;
+/** How long a shutdown waits for rotation messages in flight. */
+const ROTATION_DRAIN_TIMEOUT_MS = 10_000;
 
 export interface LocalMode {
   readonly config: LocalModeConfig;
@@ -76,6 +101,9 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
   const files = dataFiles(config.dataDir);
   const parts: Parts = {};
   const stopAll = () => stopParts(parts, log);
+  // Where devices and API clients reach it (`--host`, `--api-host`): checked against this machine before anything is touched.
+  const mqttHost = await resolveListenHost('host', config.host);
+  const apiHost = await resolveListenHost('apiHost', config.apiHost);
 
   // One local mode per data folder. The lock comes first: a second start refuses (naming the running
   // one's pid and ports) before it stops any DynamoDB Local or binds any port. A lock left by a dead
@@ -143,7 +171,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     if (migrated > 0) log(`[local] linked the certificates of ${migrated} device(s) written by iotcert 0.1.0`);
     const lifecycle = new DeviceLifecycle(
       { store, registry, ca, clock: systemClock, ids: randomIds },
-      { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays },
+      { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays, rotationCommitSeconds: config.rotationCommitSeconds },
     );
     const jitrHandler = createJitrHandler({ lifecycle, logger: new Logger({ serviceName: 'jitr', logLevel }) });
     const apiHandler = createApiHandler({ lifecycle, clock: systemClock, logger: new Logger({ serviceName: 'device-api', logLevel }) });
@@ -167,15 +195,46 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       },
     });
     parts.jitr = jitr;
+
+    // The rotation rules and schedule: the same function as in AWS, answering devices through the MQTT endpoint.
+    const rotationHandler = createRotationHandler({
+      lifecycle,
+      messenger: { publish: async (topic, message) => requireMqtt(parts.mqtt).publish(topic, JSON.stringify(message), 1) },
+      logger: new Logger({ serviceName: 'rotation', logLevel }),
+    });
+    const rotation = new AsyncInvoker<RuleMessage, RotationResult>({
+      handler: (message) => rotationHandler(message, lambdaContext('iotcert-local-rotation', randomIds.next(), ROTATION_TIMEOUT_MS)),
+      concurrency: config.jitrConcurrency,
+      keyOf: (message) => `${message.mqttTopic}\u0000${JSON.stringify(message.requestId ?? null)}\u0000${message.mqttPrincipal ?? ''}`,
+      onResult: (_message, result) => log(`[rotation] ${escaped(describeRotation(result))}`),
+      onRetry: (message, error, attempt, delayMs) => log(`[rotation] ${escaped(message.mqttTopic)}: attempt ${attempt} failed (${escaped((error as Error).message)}); retry in ${delayMs} ms`),
+      onFailure: async (message, error, attempts) => {
+        log(`[rotation] ${escaped(message.mqttTopic)}: failed after ${attempts} attempts (${escaped((error as Error).message)}); the device's retry tries again`);
+      },
+    });
+    parts.rotation = rotation;
+    const rotationRule = (step: RotationStep) => ({
+      name: `rotation-${step}`,
+      topicFilter: ROTATION_TOPIC_FILTERS[step],
+      action: (payload: unknown, topic: string, sender?: { clientId: string; principal: string }) => {
+        if (sender) rotation.invoke(ruleMessageOf(step, payload, topic, sender));
+      },
+    });
     const rules = new TopicRules([
       { name: 'jitr-registration', topicFilter: '$aws/events/certificates/registered/+', action: (payload) => void jitr.invoke(payload as RegistrationEvent) },
+      rotationRule('rotate'),
+      rotationRule('commit'),
     ]);
+    parts.sweep = startRotationSweep(config.rotationSweepSeconds, async () => {
+      const result = await rotationHandler({ 'detail-type': 'Scheduled Event', source: 'iotcert.local' }, lambdaContext('iotcert-local-rotation', randomIds.next(), ROTATION_TIMEOUT_MS));
+      if (result.kind === 'swept' && result.withdrawn + result.committed > 0) log(`[rotation] ${describeRotation(result)}`);
+    }, (error) => log(`[rotation] sweep failed (${escaped((error as Error).message)}); the next one tries again`));
 
-    const server = await serverCredentials(ca);
+    const server = await serverCredentials(ca, files, caPem, mqttHost, log);
     const gate = new CertificateGate(registry, { accountId: LOCAL_ACCOUNT_ID });
     parts.mqtt = await listenOrExplain('mqttPort', () =>
       startMqttEndpoint({
-        host: LOOPBACK,
+        host: mqttHost.bindAddress,
         port: config.mqttPort,
         serverKeyPem: server.keyPem,
         serverCertificatePem: server.certificatePem,
@@ -184,6 +243,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
         gate,
         authorizer: new PolicyAuthorizer(registry, { region: LOCAL_REGION, accountId: LOCAL_ACCOUNT_ID }),
         publishEvent: (topic, event) => rules.publish(topic, event),
+        onAcceptedPublish: (topic, payload, identity) => rules.publish(topic, parseJsonPayload(payload), { clientId: identity.clientId, principal: identity.certificateId }),
         log,
         verbose: config.verbose,
       }),
@@ -192,7 +252,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
 
     parts.api = await listenOrExplain('apiPort', () =>
       startApiServer({
-        host: LOOPBACK,
+        host: apiHost.bindAddress,
         port: config.apiPort,
         token,
         handler: (event, context) => apiHandler(event, context),
@@ -213,8 +273,14 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     const endpoints: LocalEndpoints = {
       pid: process.pid,
       startedAt: new Date().toISOString(),
-      mqtt: { host: LOOPBACK, port: mqtt.port, url: `mqtts://${LOOPBACK}:${mqtt.port}` },
-      api: { url: api.url },
+      mqtt: {
+        host: mqttHost.connectHost,
+        port: mqtt.port,
+        url: `mqtts://${mqttHost.connectHost}:${mqtt.port}`,
+        listenAddress: mqttHost.bindAddress,
+        serverNames: mqttHost.serverNames,
+      },
+      api: { url: `http://${apiHost.connectHost}:${api.port}`, listenAddress: apiHost.bindAddress },
       crl: { pemUrl: `${crl.url}/crl.pem`, derUrl: `${crl.url}/crl` },
       dynamodb: { endpoint: dynamo.endpoint, deviceTable: deviceTableName(config) },
       caCertificateId: registeredCa.caCertificateId,
@@ -239,6 +305,8 @@ interface Parts {
   crl?: CrlServer;
   registryFile?: RegistrySnapshotFile;
   jitr?: AsyncInvoker<RegistrationEvent, JitrResult>;
+  rotation?: AsyncInvoker<RuleMessage, RotationResult>;
+  sweep?: { stop(): Promise<void> };
   mqtt?: MqttEndpoint;
   api?: ApiServer;
   lock?: DataDirLock;
@@ -253,6 +321,9 @@ async function stopParts(parts: Parts, log: (message: string) => void): Promise<
       log(`[local] ${name} failed: ${(error as Error).message}`);
     }
   };
+  await step('stopping the rotation sweep', async () => parts.sweep?.stop());
+  // Before the servers stop: the answers to rotation messages in flight go out through the MQTT endpoint (what does not finish is the device's to send again).
+  await step('draining rotation messages', async () => parts.rotation?.drain(ROTATION_DRAIN_TIMEOUT_MS));
   await step('stopping the servers', () => Promise.all([parts.api?.stop(), parts.mqtt?.stop(), parts.crl?.stop()]));
   const { jitr } = parts;
   if (jitr) {
@@ -287,6 +358,51 @@ async function halfDoneActivations(registry: LocalDeviceRegistry, store: DynamoD
   return records.filter((record) => record.status === 'PENDING_ACTIVATION').flatMap((record) => gate.registrationEventOf(record.certificateId) ?? []);
 }
 
+function requireMqtt(mqtt: MqttEndpoint | undefined): MqttEndpoint {
+  if (!mqtt) throw new Error('the MQTT endpoint is not listening');
+  return mqtt;
+}
+
+/** The payload as a topic rule reads it: JSON when it parses, else nothing the rule can select fields from. */
+function parseJsonPayload(payload: Buffer): unknown {
+  try {
+    return JSON.parse(payload.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The sweep on a timer, one run at a time (EventBridge's schedule in the stack). */
+function startRotationSweep(everySeconds: number, run: () => Promise<void>, onError: (error: unknown) => void): { stop(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = run()
+      .catch(onError)
+      .finally(() => {
+        running = undefined;
+      });
+  }, everySeconds * 1000);
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+function describeRotation(result: RotationResult): string {
+  switch (result.kind) {
+    case 'answered':
+      return `${result.thingName}: ${result.step} ${'code' in result.answer ? `rejected (${result.answer.code}): ${result.answer.message}` : `accepted (request ${result.answer.requestId}, certificate ${short(result.answer.certificateId)})`}`;
+    case 'dropped':
+      return `message dropped: ${result.reason}`;
+    case 'swept':
+      return `sweep: ${result.withdrawn} rotation(s) withdrawn after their commit deadline, ${result.committed} commit(s) finished, ${result.failed} failed`;
+  }
+}
+
 function requireCa(ca: SoftwareCertificateAuthority | undefined): SoftwareCertificateAuthority {
   if (!ca) throw new Error('the CA is not loaded yet');
   return ca;
@@ -319,16 +435,32 @@ async function listenOrExplain<T>(setting: keyof typeof SETTINGS, listen: () => 
       const { flag, env } = SETTINGS[setting];
       throw new Error(`Port ${(error as { port?: number }).port ?? ''} is ${code === 'EADDRINUSE' ? 'already in use' : 'not allowed'}: choose another with --${flag} <port> or ${env}=<port>.`, { cause: error });
     }
+    if (code === 'EADDRNOTAVAIL') {
+      // resolveListenHost checked the address; an interface that went away since ends here.
+      throw new LocalConfigError(`Invalid setting:\n  --host / --api-host: ${(error as { address?: string }).address ?? 'the address'} is not an address of this machine (any more).`);
+    }
     throw error;
   }
 }
 
-/** A fresh P-256 key and a server certificate from the local CA for localhost and 127.0.0.1. */
-async function serverCredentials(ca: SoftwareCertificateAuthority): Promise<{ keyPem: string; certificatePem: string }> {
+/**
+ * The MQTT endpoint's key and certificate: the saved pair while it suits (issued by this CA, valid for
+ * `SERVER_CERTIFICATE_RENEW_DAYS` more, covering every name in `host.serverNames`), else a fresh P-256
+ * key and a certificate from the local CA for those names, saved for the next start. The CA stays.
+ */
+async function serverCredentials(ca: SoftwareCertificateAuthority, files: DataFiles, caPem: string, host: ListenHost, log: (message: string) => void): Promise<ServerCredentials> {
+  const saved = await readServerCredentials(files, (message) => log(`[local] warning: ${message}`));
+  const problem = saved
+    ? serverCertificateProblem(saved, { caCertificatePem: caPem, names: host.serverNames, now: new Date(), minRemainingDays: SERVER_CERTIFICATE_RENEW_DAYS })
+    : undefined;
+  if (saved && problem === undefined) return saved;
   const provider = webcrypto as unknown as Crypto;
   const keys = (await provider.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const certificatePem = await ca.issueServerCertificate(SERVER_HOSTNAMES, keys.publicKey, SERVER_CERTIFICATE_DAYS);
+  const certificatePem = await ca.issueServerCertificate(host.serverNames, keys.publicKey, SERVER_CERTIFICATE_DAYS);
   const keyPem = x509.PemConverter.encode(await provider.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
+  await writeServerCredentials(files, { keyPem, certificatePem });
+  const why = problem === undefined ? '' : ` (the saved one could not serve: ${problem}; the CA is unchanged)`;
+  log(`[local] issued the MQTT server certificate for ${host.serverNames.join(', ')}, ${SERVER_CERTIFICATE_DAYS} days: ${files.serverCertificate}${why}`);
   return { keyPem, certificatePem };
 }
 

@@ -5,6 +5,8 @@ import { SOFTWARE_CA_LIMITS } from '../../functions/adapters/local/software-ca';
 import { DEFAULT_DATA_DIR } from '../config';
 import { DEVICE_STATUSES, type DeviceStatus } from '../../functions/core/model';
 import { connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
+import { factoryMain } from './factory';
+import { rotateDevice, type RotationReport } from './rotate';
 import {
   apiAccess,
   askOnStdin,
@@ -24,7 +26,8 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const USAGE = `Usage: iotcert <command> [options]
 
-A device simulator and an overview for the local mode (npm start).
+A device simulator and an overview for the local mode (npm start), and factory commands
+that sign CSRs and pre-register devices in bulk through the device API (local or deployed).
 
 Commands:
   status   Whether the local mode runs on the data folder: its pid, addresses and devices by state
@@ -46,12 +49,25 @@ Commands:
            [--host 127.0.0.1] [--port <port>] [--attempts 8]
            Connect over MQTT/TLS with retry and backoff (a first connect is refused while the
            certificate registers itself), publish to devices/<id>/telemetry, report what happened.
+  device rotate --id <deviceId> --dir <dir> [--host 127.0.0.1] [--port <port>]
+           Renew the certificate in <dir> over MQTT (docs/rotation.md): a new key, the request over
+           the current certificate, a reconnect with the new one, the commit. Interrupted, it resumes
+           from <dir>/rotation.json when run again. Exit code 0 committed, 1 rejected or incomplete.
+  factory sign --api-url <url> --csr-dir <dir> --out-dir <dir> [--concurrency 4] [--rate 8] [--region <r>]
+           [--token <t> | --local | --sigv4] [--registered-only]
+           Sign every <deviceId>.csr of a folder through the device API (AWS SigV4 against the deployed
+           API, the bearer token against the local mode): <deviceId>.crt and .chain.pem in --out-dir,
+           a resumable report there (a rerun skips what is signed and retries what failed).
+  factory preregister --api-url <url> --manifest <file.jsonl>
+           Pre-register the devices of a JSON-lines manifest through POST /devices, paced, resumable.
+           \`iotcert factory --help\` says more.
 
 Common options:
   --data-dir <dir>   the local mode's data folder (default: .local in the repository; env IOTCERT_DATA_DIR)
   --json             print the result as JSON
 
-Files in <dir>: device.key (mode 600), device.csr, device.pem, ca.pem.
+Files in <dir>: device.key (mode 600), device.csr, device.pem, ca.pem; while a rotation is in flight
+also rotation.json, next.key, next.pem and previous.key, previous.pem.
 Exit codes: 0 done, 1 failed (status: not running; local reset: cancelled or refused), 2 usage error or a request the CA refused.`;
 
 class UsageError extends Error {}
@@ -82,7 +98,7 @@ function printCredentials(what: string, credentials: DeviceCredentials, json: bo
   console.log(`  files           ${files.key} (mode 600), ${files.csr}, ${files.certificate}, ${files.ca}`);
 }
 
-const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'list'], local: ['reset'], status: [] };
+const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'rotate', 'list'], local: ['reset'], status: [] };
 
 function parseOptions(args: string[]) {
   return parseArgs({
@@ -118,6 +134,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  // \`factory\` parses its own options (local/cli/factory.ts) and reports its own usage errors.
+  if (group === 'factory') return factoryMain(afterGroup);
   const commands = COMMANDS[group];
   const command = commands && commands.length > 0 ? afterGroup[0] : undefined;
   if (!commands || (commands.length > 0 && (command === undefined || !commands.includes(command)))) {
@@ -143,6 +161,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       printCredentials(`Enrolled through the API (${credentials.created ? 'device created' : 'existing device'}; certificate ACTIVE)`, credentials, json);
       return 0;
     }
+    case 'rotate': {
+      const dir = resolve(required(values, 'dir'));
+      const target = await localMqttTarget(dataDir);
+      const port = positiveInteger(values.port, 'port');
+      const report = await rotateDevice({ deviceId, dir, target: { host: values.host ?? target.host, port: port ?? target.port }, onProgress: json ? undefined : (line) => console.log(line) });
+      if (json) console.log(JSON.stringify(report, null, 2));
+      else console.log(describeRotationReport(report));
+      return report.outcome === 'COMMITTED' ? 0 : 1;
+    }
     default: {
       const dir = resolve(required(values, 'dir'));
       const target = await localMqttTarget(dataDir);
@@ -163,6 +190,19 @@ export async function main(argv: readonly string[]): Promise<number> {
       else console.log(`FAILED: ${report.connected ? `connected, but ${report.publishError ?? 'the publish failed'}` : `not connected after ${report.attempts.length} attempts`}`);
       return report.published ? 0 : 1;
     }
+  }
+}
+
+function describeRotationReport(report: RotationReport): string {
+  switch (report.outcome) {
+    case 'COMMITTED':
+      return `OK: rotated; certificate ${report.certificateId} is the device's, ${report.retiredCertificateId} is retired`;
+    case 'REJECTED':
+      return `REJECTED (${report.step}): ${report.code}: ${report.message}${report.retryAfter === undefined ? '' : ` (retry after ${report.retryAfter} s)`}`;
+    case 'ROLLED_BACK':
+      return `ROLLED BACK: ${report.reason}`;
+    case 'INCOMPLETE':
+      return `INCOMPLETE (${report.phase}): ${report.reason}`;
   }
 }
 

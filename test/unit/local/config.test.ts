@@ -14,6 +14,8 @@ describe('parseLocalModeConfig', () => {
       validityDays: 365,
       jitrConcurrency: 4,
       verbose: false,
+      rotationCommitSeconds: 6 * 3600,
+      rotationSweepSeconds: 60,
     });
   });
 
