@@ -1,10 +1,11 @@
-import type { RemovalPolicy } from 'aws-cdk-lib';
+import { Validations, type RemovalPolicy } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
 import { CA_OPERATIONS, REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
 import { API_INTEGRATION_TIMEOUT, DeviceApi } from './device-api';
+import { EXPIRING_TOPICS_RESOURCE } from './expiry-monitor';
 import {
   acknowledgeRegistryFunctionWildcards,
   HANDLER_ENTRIES,
@@ -51,12 +52,18 @@ export function addDeviceApi(scope: Construct, props: DeviceApiFunctionProps): D
     .useDeviceTable(props.deviceTable)
     .useCertificateAuthority(props.certificateAuthority, privateCaIamActions(CA_OPERATIONS.api))
     .useFleet(props.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.api }))
-    .useIssuancePolicy(props.issuance);
+    .useIssuancePolicy(props.issuance)
+    // POST /devices/{id}/rotate publishes the renewal notice to the device.
+    .useDeviceMessaging(EXPIRING_TOPICS_RESOURCE);
   acknowledgeRegistryFunctionWildcards(
     apiFunction,
     props.deviceTable,
-    'iot:RegisterCertificate has no resource type in the Service Authorization Reference, so IAM only accepts "*"; neither do xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing).',
+    'iot:RegisterCertificate and iot:DescribeEndpoint have no resource type in the Service Authorization Reference, so IAM only accepts "*"; neither do xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing).',
   );
+  Validations.of(apiFunction.executionRole).acknowledge({
+    id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/${EXPIRING_TOPICS_RESOURCE}]`,
+    reason: 'iot:Publish of the renewal notice a backend asks for (POST /devices/{id}/rotate): thing names are only known at run time; the grant is limited to the expiring topic of every device, in this account and region.',
+  });
 
   const api = new DeviceApi(scope, 'Api', {
     handler: apiFunction,

@@ -5,7 +5,7 @@ import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { DeviceLifecycle, randomIds, type RegistrationEvent } from '../functions/core/lifecycle';
-import { systemClock } from '../functions/core/ports';
+import { systemClock, type DeviceMessenger } from '../functions/core/ports';
 import { DynamoDbDeviceStore } from '../functions/adapters/aws/dynamodb-device-store';
 import { deviceTableDefinition } from '../functions/adapters/aws/device-table';
 import { PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE } from '../functions/adapters/local/atomic-file';
@@ -174,7 +174,9 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays, rotationCommitSeconds: config.rotationCommitSeconds },
     );
     const jitrHandler = createJitrHandler({ lifecycle, logger: new Logger({ serviceName: 'jitr', logLevel }) });
-    const apiHandler = createApiHandler({ lifecycle, clock: systemClock, logger: new Logger({ serviceName: 'device-api', logLevel }) });
+    // Messages to devices go out through the MQTT endpoint, once it listens (AWS IoT's data plane in the stack).
+    const messenger: DeviceMessenger = { publish: async (topic, message) => requireMqtt(parts.mqtt).publish(topic, JSON.stringify(message), 1) };
+    const apiHandler = createApiHandler({ lifecycle, clock: systemClock, messenger, logger: new Logger({ serviceName: 'device-api', logLevel }) });
 
     // The registration topic rule: its action invokes the JITR function asynchronously.
     const jitr = new AsyncInvoker<RegistrationEvent, JitrResult>({
@@ -199,7 +201,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     // The rotation rules and schedule: the same function as in AWS, answering devices through the MQTT endpoint.
     const rotationHandler = createRotationHandler({
       lifecycle,
-      messenger: { publish: async (topic, message) => requireMqtt(parts.mqtt).publish(topic, JSON.stringify(message), 1) },
+      messenger,
       logger: new Logger({ serviceName: 'rotation', logLevel }),
     });
     const rotation = new AsyncInvoker<RuleMessage, RotationResult>({

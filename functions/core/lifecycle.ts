@@ -7,6 +7,8 @@ import { issueCertificate, type IssuedDeviceCertificate, type IssueFromCsrReques
 import { preRegisterDevice, type PreRegisterDeviceCommand } from './use-cases/pre-register-device';
 import { registerOnFirstConnect, type Delivery, type RegistrationEvent, type RegistrationOutcome } from './use-cases/register-on-first-connect';
 import { revokeCertificate, type RevokeCertificateCommand } from './use-cases/revoke-certificate';
+import { requestRenewal, type RenewalRequested } from './use-cases/request-renewal';
+import type { RenewalNotifier } from './expiry';
 import {
   commitRotation,
   requestRotation,
@@ -20,6 +22,7 @@ import {
 
 export { DEFAULT_LIFECYCLE_SETTINGS };
 export type { Actor, DeviceCommand, EnrollmentPolicy, LifecycleDependencies, LifecycleSettings } from './change-recorder';
+export type { RenewalRequested };
 export type { CommittedRotation, RotatedCertificate, RotationCommit, RotationRequest, RotationSweepResult };
 export type { IssuedDeviceCertificate, IssueFromCsrRequest, PreRegisterDeviceCommand, RegistrationEvent, RegistrationOutcome, RevokeCertificateCommand, RevokeDeviceCommand };
 
@@ -81,6 +84,11 @@ export class DeviceLifecycle {
   /** A device, connected with its new certificate, commits it (phase two): the previous one is retired. */
   public commitRotation(commit: RotationCommit): Promise<CommittedRotation> {
     return commitRotation(this.recorder, commit);
+  }
+
+  /** Tells an ACTIVE device to rotate now: the renewal notice for each of its ACTIVE certificates, through `notify`. */
+  public requestRenewal(command: DeviceCommand, notify: RenewalNotifier): Promise<RenewalRequested> {
+    return requestRenewal(this.recorder, command, notify);
   }
 
   /** The scheduled sweep: withdraws rotations not committed by their deadline, finishes decided ones. */

@@ -157,6 +157,7 @@ export const OPERATION_TYPES = [
   'ROTATE_CERTIFICATE',
   'COMMIT_ROTATION',
   'WITHDRAW_ROTATION',
+  'REQUEST_RENEWAL',
 ] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 

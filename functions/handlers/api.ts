@@ -2,7 +2,7 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-l
 import { Logger } from '@aws-lambda-powertools/logger';
 import { ValidationError, type LifecycleError } from '../core/errors';
 import type { DeviceLifecycle } from '../core/lifecycle';
-import type { Clock } from '../core/ports';
+import type { Clock, DeviceMessenger } from '../core/ports';
 import { ERROR_MESSAGES } from './http/errors';
 import { apiErrorResponse, errorResponse, jsonResponse, isServerError } from './http/responses';
 import { callerOf, emptyBody, idempotencyKey, parseBody, parseQuery, REQUEST_BODIES } from './http/requests';
@@ -12,6 +12,7 @@ import { apiDependencies } from './api-wiring';
 export interface ApiDependencies {
   readonly lifecycle: DeviceLifecycle;
   readonly clock: Clock;
+  readonly messenger?: DeviceMessenger;
   readonly logger?: Logger;
 }
 
@@ -42,7 +43,7 @@ function matchRoute(event: APIGatewayProxyEvent): RouteMatch {
 }
 
 /** Checks the request against the route's schemas (the Idempotency-Key first), runs it and answers with the route's status. */
-async function run(route: ApiRoute, event: APIGatewayProxyEvent, params: Record<string, string>, dependencies: Pick<ApiDependencies, 'lifecycle' | 'clock'>): Promise<APIGatewayProxyResult> {
+async function run(route: ApiRoute, event: APIGatewayProxyEvent, params: Record<string, string>, dependencies: Pick<ApiDependencies, 'lifecycle' | 'clock' | 'messenger'>): Promise<APIGatewayProxyResult> {
   const key = takesIdempotencyKey(route) ? idempotencyKey(event) : undefined;
   const requestKey = key ?? event.requestContext?.requestId ?? globalThis.crypto.randomUUID();
   let body: unknown;

@@ -163,6 +163,27 @@ describe('local mode: certificate rotation over MQTT', () => {
     await expect(connectOnce(local.mqtt, 'rotating-6', tls)).rejects.toThrow();
   });
 
+  test('a backend asks a device to rotate now: the device hears it on its expiring topic; a suspended device is refused', async () => {
+    const { tls } = await enrolled(local, 'rotating-7');
+    await enrolled(local, 'rotating-8');
+    const client = await connectOnce(local.mqtt, 'rotating-7', tls);
+    const heard: Record<string, unknown>[] = [];
+    client.on('message', (_topic, payload) => heard.push(JSON.parse(payload.toString('utf8')) as Record<string, unknown>));
+    await client.subscribeAsync('devices/rotating-7/certificates/expiring', { qos: 1 });
+    await local.api('POST', '/devices/rotating-8/suspend', {});
+
+    const asked = await local.api('POST', '/devices/rotating-7/rotate', {});
+    const refused = await local.api('POST', '/devices/rotating-8/rotate', {}).catch((error: { status: number; body: unknown }) => error);
+
+    const deadline = Date.now() + 15_000;
+    while (heard.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    await client.endAsync();
+    const { certificates } = await view(local, 'rotating-7');
+    expect(asked.body).toMatchObject({ deviceId: 'rotating-7', notices: [{ certificateId: certificates[0]?.certificateId }] });
+    expect(heard).toEqual([{ certificateId: certificates[0]?.certificateId, notAfter: expect.any(String), renewBy: expect.any(String) }]);
+    expect(refused).toMatchObject({ status: 409, body: { error: { code: 'INVALID_TRANSITION' } } });
+  });
+
   test('100 devices rotating at once: 100 committed, none stranded, nothing lost', async () => {
     const ids = Array.from({ length: 100 }, (_, index) => `fleet-${String(index).padStart(3, '0')}`);
     const dirs = new Map<string, string>();

@@ -118,6 +118,22 @@ export function buildOpenApiDocument() {
             updatedAt: { type: 'string', format: 'date-time' },
           },
         },
+        RenewalRequested: {
+          type: 'object',
+          required: ['deviceId', 'notices'],
+          properties: {
+            deviceId: { type: 'string' },
+            notices: {
+              type: 'array',
+              description: 'What was published on devices/<thing>/certificates/expiring, one per ACTIVE certificate.',
+              items: {
+                type: 'object',
+                required: ['certificateId', 'notAfter', 'renewBy'],
+                properties: { certificateId: { type: 'string' }, notAfter: { type: 'string', format: 'date-time' }, renewBy: { type: 'string', format: 'date-time' } },
+              },
+            },
+          },
+        },
         AuditEvent: {
           type: 'object',
           required: ['eventId', 'type', 'at', 'actor'],

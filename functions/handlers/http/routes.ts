@@ -1,7 +1,8 @@
 import type { z } from 'zod';
-import { ValidationError } from '../../core/errors';
+import { ConfigurationError, ValidationError } from '../../core/errors';
 import type { DeviceLifecycle } from '../../core/lifecycle';
-import type { Clock } from '../../core/ports';
+import type { Clock, DeviceMessenger } from '../../core/ports';
+import { expiringTopic } from '../mqtt/rotation-protocol';
 import type { ApiErrorCode } from './errors';
 import { presentCertificate, presentDevice, presentDeviceView } from './presenters';
 import { CERTIFICATE_ID_PATTERN, listDevicesQuery, REQUEST_BODIES, type RequestBodyName } from './requests';
@@ -15,6 +16,8 @@ import { CERTIFICATE_ID_PATTERN, listDevicesQuery, REQUEST_BODIES, type RequestB
 export interface RouteDependencies {
   readonly lifecycle: DeviceLifecycle;
   readonly clock: Clock;
+  /** Messages to devices (the renewal notice); absent, the routes that need it answer CONFIGURATION_ERROR. */
+  readonly messenger?: DeviceMessenger;
 }
 
 /** What a route's handler is given: everything already parsed and checked against the route's schemas. */
@@ -35,7 +38,7 @@ export interface RouteAnswer {
 }
 
 /** The response schemas of the OpenAPI document (its `components.schemas`). */
-export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate';
+export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate' | 'RenewalRequested';
 
 type BodyOf<Name> = Name extends RequestBodyName ? z.output<(typeof REQUEST_BODIES)[Name]> : undefined;
 type QueryOf<Query> = Query extends z.ZodType ? z.output<Query> : undefined;
@@ -159,6 +162,19 @@ export const API_ROUTES: readonly ApiRoute[] = [
     success: { status: 200, description: 'Resumed', schema: 'Device' },
     errors: DEVICE_CHANGE_ERRORS,
     handle: async ({ params, actor, requestKey }, { lifecycle }) => ({ body: presentDevice(await lifecycle.resumeDevice({ deviceId: param(params, 'deviceId'), actor, requestKey })) }),
+  }),
+  route({
+    method: 'POST',
+    resource: '/devices/{deviceId}/rotate',
+    operationId: 'requestRotation',
+    summary: 'Ask an ACTIVE device to rotate its certificate now: the renewal notice on devices/<thing>/certificates/expiring (docs/rotation.md), renewBy = now.',
+    success: { status: 200, description: 'Notified', schema: 'RenewalRequested' },
+    errors: [...DEVICE_CHANGE_ERRORS, 'CONFIGURATION_ERROR'],
+    handle: async ({ params, actor, requestKey }, { lifecycle, messenger }) => {
+      if (!messenger) throw new ConfigurationError('This deployment cannot publish to devices: the API function has no device messenger.');
+      const requested = await lifecycle.requestRenewal({ deviceId: param(params, 'deviceId'), actor, requestKey }, (deviceId, notice) => messenger.publish(expiringTopic(deviceId), { ...notice }));
+      return { body: requested };
+    },
   }),
 ];
 

@@ -258,3 +258,23 @@ describe('rotation over MQTT: commit and timeout', () => {
     }
   });
 });
+
+describe('asking a device to rotate now', () => {
+  test('publishes the renewal notice of each ACTIVE certificate once per request key, and refuses a device that cannot rotate', async () => {
+    const fixture = await createLifecycleFixture();
+    const { certificateId } = await onboarded(fixture, 'gauge-1');
+    await onboarded(fixture, 'gauge-2');
+    await fixture.lifecycle.suspendDevice({ deviceId: 'gauge-2', ...actor, requestKey: 's-gauge-2' });
+    const sent: [string, string][] = [];
+    const notify = async (deviceId: string, notice: { certificateId: string }) => void sent.push([deviceId, notice.certificateId]);
+
+    const first = await fixture.lifecycle.requestRenewal({ deviceId: 'gauge-1', ...actor, requestKey: 'renew-1' }, notify);
+    const again = await fixture.lifecycle.requestRenewal({ deviceId: 'gauge-1', ...actor, requestKey: 'renew-1' }, notify);
+    const suspended = await errorOf(fixture.lifecycle.requestRenewal({ deviceId: 'gauge-2', ...actor, requestKey: 'renew-2' }, notify));
+
+    expect(first).toEqual({ deviceId: 'gauge-1', notices: [{ certificateId, notAfter: expect.any(String), renewBy: fixture.clock.now().toISOString() }] });
+    expect(again).toEqual(first);
+    expect(sent).toEqual([['gauge-1', certificateId]]);
+    expect(suspended.code).toBe('INVALID_TRANSITION');
+  });
+});
