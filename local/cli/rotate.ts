@@ -95,17 +95,16 @@ export async function rotateDevice(options: RotateOptions): Promise<RotationRepo
     progress(`new certificate ${accepted.certificateId.slice(0, 12)}… (until ${accepted.notAfter}); commit before ${accepted.commitDeadline}`);
   }
 
+  let connected: MqttClient | undefined;
   if (state.phase === 'ISSUED') {
     const [key, cert, ca] = await Promise.all([readRequired(rotation.nextKey), readRequired(rotation.nextCertificate), readRequired(files.ca)]);
-    let probe: MqttClient;
     try {
-      probe = await connectWithRetries(options, { key, cert, ca }, progress);
+      connected = await connectWithRetries(options, { key, cert, ca }, progress);
     } catch (error) {
       // The new certificate cannot connect (withdrawn after the deadline, say): the one case the device goes back.
       await discard(rotation);
       return { outcome: 'ROLLED_BACK', requestId: state.requestId, reason: `the new certificate could not connect (${(error as Error).message}); the previous one stays` };
     }
-    await probe.endAsync();
     // It connected: from here on the new certificate is the device's, whatever happens.
     await promote(files, rotation);
     state = { ...state, phase: 'PROMOTED' };
@@ -114,10 +113,18 @@ export async function rotateDevice(options: RotateOptions): Promise<RotationRepo
   }
 
   const current = await readDeviceTls(options.dir);
+  if (!connected) {
+    try {
+      connected = await connectWithRetries(options, current, progress);
+    } catch (error) {
+      return rollBackIfRefused(options, rotation, state, `the new certificate no longer connects (${(error as Error).message})`, progress);
+    }
+  }
   const certificateId = state.certificateId ?? (await certificateIdOf(current.cert));
-  const answer = await exchange(options, current, 'commit', { requestId: state.requestId, certificateId }, state.requestId, progress);
+  const answer = await exchange(options, current, 'commit', { requestId: state.requestId, certificateId }, state.requestId, progress, connected);
   if (answer.kind === 'timeout') return { outcome: 'INCOMPLETE', requestId: state.requestId, phase: state.phase, reason: `${answer.reason}; run again to resume the commit` };
   if (answer.kind === 'rejected') {
+    if (answer.body.code === 'CERTIFICATE_WITHDRAWN') return rollBackIfRefused(options, rotation, state, `the rotation was withdrawn: ${answer.body.message}`, progress);
     return { outcome: 'REJECTED', requestId: state.requestId, step: 'commit', code: answer.body.code, message: answer.body.message };
   }
   const committed = answer.body as CommitAccepted;
@@ -126,19 +133,54 @@ export async function rotateDevice(options: RotateOptions): Promise<RotationRepo
   return { outcome: 'COMMITTED', requestId: state.requestId, certificateId: committed.certificateId, retiredCertificateId: committed.retiredCertificateId };
 }
 
+/**
+ * The new certificate is refused (its rotation was withdrawn after the deadline): the device goes back to the previous
+ * certificate if that one connects, keeping the new one as `next.*` (phase ISSUED), so a later run tries it once more
+ * (and drops it for good if it is refused again). If the previous one does not connect either, nothing is moved.
+ */
+async function rollBackIfRefused(options: RotateOptions, rotation: RotationFiles, state: RotationState, why: string, progress: (line: string) => void): Promise<RotationReport> {
+  const files = deviceFiles(options.dir);
+  const [previousKey, previousCertificate, ca] = await Promise.all([readIfExists(rotation.previousKey), readIfExists(rotation.previousCertificate), readRequired(files.ca)]);
+  if (previousKey === undefined || previousCertificate === undefined) {
+    return { outcome: 'INCOMPLETE', requestId: state.requestId, phase: state.phase, reason: `${why}, and no previous certificate is kept to go back to` };
+  }
+  try {
+    const probe = await connectWithRetries(options, { key: previousKey, cert: previousCertificate, ca }, progress);
+    await probe.endAsync();
+  } catch (error) {
+    return { outcome: 'INCOMPLETE', requestId: state.requestId, phase: state.phase, reason: `${why}, and the previous certificate does not connect either (${(error as Error).message}); run again later` };
+  }
+  await rename(files.key, rotation.nextKey);
+  await rename(files.certificate, rotation.nextCertificate);
+  await rename(rotation.previousKey, files.key);
+  await rename(rotation.previousCertificate, files.certificate);
+  await saveState(rotation.state, { ...state, phase: 'ISSUED' });
+  progress('back on the previous certificate (it still connects); the new one is kept as next.pem for one more try');
+  return { outcome: 'ROLLED_BACK', requestId: state.requestId, reason: `${why}; the previous certificate connects and is device.pem again` };
+}
+
 type Exchange = { kind: 'accepted'; body: RotateAccepted | CommitAccepted } | { kind: 'rejected'; body: Rejected } | { kind: 'timeout'; reason: string };
 
 /**
  * One request over one connection: subscribe to both answers first, then publish (QoS 1) and wait for the answer with
  * our requestId; a connection lost or no answer in time sends the same message again, over a new connection.
  */
-async function exchange(options: RotateOptions, tls: DeviceTls, step: RotationStep, message: Record<string, string>, requestId: string, progress: (line: string) => void): Promise<Exchange> {
+async function exchange(
+  options: RotateOptions,
+  tls: DeviceTls,
+  step: RotationStep,
+  message: Record<string, string>,
+  requestId: string,
+  progress: (line: string) => void,
+  /** A connection already made with `tls`, used for the first attempt (one TLS handshake fewer). */
+  connected?: MqttClient,
+): Promise<Exchange> {
   const attempts = options.attempts ?? 4;
   let reason = 'no attempt made';
   for (let attempt = 1; attempt <= attempts; attempt += 1) {
     let client: MqttClient | undefined;
     try {
-      client = await connectWithRetries(options, tls, progress);
+      client = attempt === 1 && connected?.connected ? connected : await connectWithRetries(options, tls, progress);
       const accepted = answerTopic(options.deviceId, step, 'accepted');
       const rejected = answerTopic(options.deviceId, step, 'rejected');
       const answer = waitForAnswer(client, [accepted, rejected], requestId, options.answerTimeoutMs ?? 15_000);

@@ -239,4 +239,31 @@ describe('local mode: a rotation not committed in time', () => {
     ]);
     await writeFile(join(dir, 'unused'), '');
   });
+
+  test('a device whose new certificate was withdrawn after it connected goes back to the previous one, which still works', async () => {
+    const { dir, tls } = await enrolled(local, 'late-2');
+    const withdrawnBefore = local.occurrences('rotation(s) withdrawn');
+    const session = await deviceSession(local, 'late-2', tls);
+    const { csr, key } = await newCsr(dir, 'late-2');
+    const issued = await session.send('rotate', { requestId: 'late-r2', csr });
+    await session.client.endAsync();
+    // The device's files as iotcert device rotate leaves them once the new certificate connected (phase PROMOTED).
+    const { rename, readFile } = await import('node:fs/promises');
+    await rename(join(dir, 'device.key'), join(dir, 'previous.key'));
+    await rename(join(dir, 'device.pem'), join(dir, 'previous.pem'));
+    await writeFile(join(dir, 'device.key'), await readFile(key, 'utf8'));
+    await writeFile(join(dir, 'device.pem'), issued.body.certificatePem as string);
+    await writeFile(join(dir, 'rotation.json'), JSON.stringify({ requestId: 'late-r2', csrPem: csr, phase: 'PROMOTED', certificateId: issued.body.certificateId }));
+    expect(await local.waitForOccurrences('rotation(s) withdrawn', withdrawnBefore, 30_000)).toBeGreaterThan(withdrawnBefore);
+
+    const report = await rotateDevice({ deviceId: 'late-2', dir, target: local.mqtt, attempts: 1, answerTimeoutMs: 5_000 });
+
+    expect(report.outcome).toBe('ROLLED_BACK');
+    expect(await readFile(join(dir, 'device.pem'), 'utf8')).toBe(tls.cert);
+    expect((await iotcert(['device', 'connect', '--id', 'late-2', '--dir', dir], local.dataDir)).code).toBe(0);
+    // Run again: the withdrawn certificate is tried once more, refused, and dropped for good.
+    expect((await rotateDevice({ deviceId: 'late-2', dir, target: local.mqtt, attempts: 1, answerTimeoutMs: 5_000 })).outcome).toBe('ROLLED_BACK');
+    expect(await readFile(join(dir, 'device.pem'), 'utf8')).toBe(tls.cert);
+    await expect(readFile(join(dir, 'rotation.json'), 'utf8')).rejects.toThrow();
+  });
 });

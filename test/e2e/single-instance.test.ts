@@ -11,7 +11,7 @@ import { newDataDir, removeDataDir, runLocalModeProcess, startLocalModeProcess, 
 jest.setTimeout(180_000);
 
 /** Devices connecting at once while the stop signal arrives. */
-const BURST_DEVICES = 40;
+const BURST_DEVICES = 100;
 
 /** Whether something accepts TCP connections on 127.0.0.1:port. */
 const isListening = (port: number) =>
