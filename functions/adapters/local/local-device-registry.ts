@@ -235,7 +235,9 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   public async ensureThing(thingName: string, attributes: Readonly<Record<string, string>>): Promise<void> {
     const thing = this.things.get(thingName);
     if (thing) {
-      if (!thing.thingGroups.includes(this.options.thingGroupName)) thing.thingGroups.push(this.options.thingGroupName);
+      // Nothing changed: no rewrite of the snapshot (only what an earlier failed save left behind is saved).
+      if (thing.thingGroups.includes(this.options.thingGroupName)) return this.saveIfUnsaved();
+      thing.thingGroups.push(this.options.thingGroupName);
       return this.changed();
     }
     this.things.set(thingName, { thingName, attributes: { ...attributes }, thingGroups: [this.options.thingGroupName], principals: [] });
