@@ -6,7 +6,7 @@ import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
 import { GATEWAY_ERRORS, gatewayErrorTemplate, type GatewayError } from '../functions/handlers/http/errors';
 import { REQUEST_BODIES, requestJsonSchema, type RequestBodyName } from '../functions/handlers/http/requests';
-import { API_ROUTES, pathParameterNames, takesIdempotencyKey, type ApiRoute } from '../functions/handlers/http/routes';
+import { API_ROUTES, API_STAGE, pathParameterNames, takesIdempotencyKey, type ApiRoute } from '../functions/handlers/http/routes';
 
 export interface DeviceApiProps {
   readonly handler: IFunction;
@@ -56,7 +56,7 @@ export class DeviceApi extends Construct {
       // Execution logging needs the account-level CloudWatch role; CDK keeps it on delete (other APIs may use it).
       cloudWatchRole: true,
       deployOptions: {
-        stageName: 'v1',
+        stageName: API_STAGE,
         accessLogDestination: new apigateway.LogGroupLogDestination(accessLogs),
         accessLogFormat: apigateway.AccessLogFormat.jsonWithStandardFields(),
         loggingLevel: apigateway.MethodLoggingLevel.ERROR,

@@ -1,7 +1,7 @@
 import { CERTIFICATE_STATUSES, DEVICE_STATUSES, AUDIT_EVENT_TYPES, REVOCATION_REASONS } from '../../core/model';
 import { API_ERROR_CODES, API_ERRORS, type ApiErrorCode } from './errors';
 import { IDEMPOTENCY_KEY_PATTERN, PATH_PARAMETER_PATTERNS, REQUEST_BODIES, requestJsonSchema } from './requests';
-import { API_ROUTES, pathParameterNames, takesIdempotencyKey, type ApiRoute, type ResponseSchemaName } from './routes';
+import { API_ROUTES, API_STAGE, pathParameterNames, takesIdempotencyKey, type ApiRoute, type ResponseSchemaName } from './routes';
 
 /**
  * The OpenAPI 3 description of the device API, built from the route table and the same zod schemas the
@@ -63,7 +63,7 @@ export function buildOpenApiDocument() {
         'Pre-register devices, sign CSRs through the fleet CA, revoke, suspend and resume, and read devices with their certificates and audit trail. ' +
         'In AWS every method uses IAM (SigV4) authorization; the local mode takes `Authorization: Bearer <.local/api-token>`.',
     },
-    servers: [{ url: 'https://{restApiId}.execute-api.{region}.amazonaws.com/prod', variables: { restApiId: { default: 'example' }, region: { default: 'eu-west-1' } } }, { url: 'http://127.0.0.1:3000' }],
+    servers: [{ url: 'https://{restApiId}.execute-api.{region}.amazonaws.com/${API_STAGE}', variables: { restApiId: { default: 'example' }, region: { default: 'eu-west-1' } } }, { url: 'http://127.0.0.1:3000' }],
     security: [{ sigv4: [] }, { localBearer: [] }],
     paths: pathsOf(API_ROUTES),
     components: {

@@ -13,6 +13,9 @@ import { CERTIFICATE_ID_PATTERN, listDevicesQuery, REQUEST_BODIES, type RequestB
  * and the OpenAPI document (./openapi.ts) are all derived from it, so adding a route is adding an entry.
  */
 
+/** The API Gateway stage the stack deploys the API to: the first path segment of every URL of a deployed API. */
+export const API_STAGE = 'v1';
+
 export interface RouteDependencies {
   readonly lifecycle: DeviceLifecycle;
   readonly clock: Clock;
