@@ -305,6 +305,7 @@ export class DeviceCertificateLifecycle extends Construct {
             caExpiryAlarmDays: settings.caExpiryAlarmDays,
             renewalNoticesPerSecond: settings.renewalNoticesPerSecond,
             metricsServiceName: settings.namePrefix,
+            driftCheck: { fleet: fleet.binding },
           }
         : undefined,
       alarmTopic: props.alarmTopic,

@@ -4,17 +4,39 @@ import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import { CA_OPERATIONS, EXPIRY_METRICS } from '../functions/handlers/config';
-import { HANDLER_ENTRIES, LifecycleFunction, type CertificateAuthorityBinding } from './lifecycle-function';
+import { DEVICE_TABLE_SCHEMA } from '../functions/adapters/aws/device-table';
+import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-registry';
+import { DRIFT_CURSOR_OPERATION_ID } from '../functions/core/drift';
+import { CA_OPERATIONS, EXPIRY_METRICS, REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
+import { HANDLER_ENTRIES, LifecycleFunction, type CertificateAuthorityBinding, type FleetBinding } from './lifecycle-function';
 import { DEFAULTS } from './settings';
 import { DEFAULT_TOPIC_ROOT } from '../functions/policy/fleet-policy';
 import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
 
 /** Where the monitor may publish: the renewal notice topic of every device. */
 export const EXPIRING_TOPICS_RESOURCE = `${DEFAULT_TOPIC_ROOT}/*/certificates/expiring`;
+
+/**
+ * The partition key of the drift check's cursor record (an operation record: `OPERATION#<id>`, see the table layout in
+ * functions/adapters/aws/device-table.ts): the one item of the table the monitor may write.
+ */
+export const DRIFT_CURSOR_PARTITION_KEY = `OPERATION#${DRIFT_CURSOR_OPERATION_ID}`;
+
+/**
+ * How long the monitor may run when it checks drift: Lambda's maximum. At `DRIFT_LIMITS.registryCallsPerSecond`, a run's
+ * `DRIFT_LIMITS.maxCertificatesPerRun` registry reads take about 8 minutes; the check also stops 30 s before the end
+ * (DRIFT_DEADLINE_MARGIN_MS) and saves its cursor, so a slow AWS IoT shortens a run and loses nothing.
+ */
+export const DRIFT_CHECK_TIMEOUT = Duration.minutes(15);
+
+export interface ExpiryMonitorDriftCheckProps {
+  /** The fleet: THING_GROUP_NAME for the AWS IoT adapter (which the drift check uses for certificates only). */
+  readonly fleet: FleetBinding;
+}
 
 export interface ExpiryMonitorProps {
   /** The device table; the monitor may only query its ByExpiry index. */
@@ -38,13 +60,21 @@ export interface ExpiryMonitorProps {
    * @default - alarms without actions
    */
   readonly alarmTopic?: sns.ITopic;
+  /**
+   * Compare the device records with AWS IoT's certificate statuses each run (functions/core/drift.ts): the monitor may
+   * then describe and update certificates in AWS IoT (`REGISTRY_OPERATIONS.expiryMonitor`), read the devices and their
+   * certificates, write its own cursor record, and `CertificateDriftAlarm` watches what it finds.
+   * @default - no drift check
+   */
+  readonly driftCheck?: ExpiryMonitorDriftCheckProps;
 }
 
 /**
  * The expiry monitor: a function run on a schedule (EventBridge) that publishes how many days the CA has left
  * (`CaDaysToExpiry`) and how many live device certificates expire soon (`DeviceCertificatesExpiringSoon`), and
  * logs their devices; an alarm on the CA's days left that also fires when the monitor stops reporting, and one
- * on the monitor's errors.
+ * on the monitor's errors. With `driftCheck`, each run also compares the device records with AWS IoT
+ * (`CertificateDrift`, `CertificateDriftRepaired`) and `CertificateDriftAlarm` fires on any disagreement.
  */
 export class ExpiryMonitor extends Construct {
   public readonly monitorFunction: LifecycleFunction;
@@ -53,8 +83,14 @@ export class ExpiryMonitor extends Construct {
   public readonly caDaysToExpiry: cloudwatch.Metric;
   /** Live device certificates with fewer than `warningDays` days left, highest of the day. */
   public readonly deviceCertificatesExpiringSoon: cloudwatch.Metric;
+  /** Certificates on which the records and AWS IoT disagreed, summed over a day; with a drift check. */
+  public readonly certificateDrift?: cloudwatch.Metric;
+  /** Of those, the ones repaired in AWS IoT, summed over a day; with a drift check. */
+  public readonly certificateDriftRepaired?: cloudwatch.Metric;
   public readonly caExpiryAlarm: cloudwatch.Alarm;
   public readonly errorsAlarm: cloudwatch.Alarm;
+  /** Fires on any disagreement in a day, repaired or not; with a drift check. */
+  public readonly driftAlarm?: cloudwatch.Alarm;
   public readonly alarms: readonly cloudwatch.Alarm[];
 
   public constructor(scope: Construct, id: string, props: ExpiryMonitorProps) {
@@ -63,7 +99,7 @@ export class ExpiryMonitor extends Construct {
     this.monitorFunction = new LifecycleFunction(this, 'Function', {
       entry: HANDLER_ENTRIES.expiryMonitor,
       description: 'Expiry monitor: days left to the CA, device certificates expiring soon (scheduled)',
-      timeout: Duration.minutes(DEFAULTS.expiryMonitor.timeoutMinutes),
+      timeout: props.driftCheck ? DRIFT_CHECK_TIMEOUT : Duration.minutes(DEFAULTS.expiryMonitor.timeoutMinutes),
       logRetention: props.logRetention,
       removalPolicy: props.removalPolicy,
     })
@@ -78,6 +114,7 @@ export class ExpiryMonitor extends Construct {
         reason: 'iot:Publish of the renewal notice to each device whose certificate expires soon: thing names are only known at run time; the grant is limited to the expiring topic of every device, in this account and region.',
       });
     }
+    if (props.driftCheck) this.grantDriftCheck(props.deviceTable, props.driftCheck);
     Validations.of(this.monitorFunction.executionRole).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason:
@@ -125,7 +162,51 @@ export class ExpiryMonitor extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       alarmDescription: 'The expiry monitor failed: it could not read the CA certificate or the device table (its log says which).',
     });
-    this.alarms = [this.caExpiryAlarm, this.errorsAlarm];
+    if (props.driftCheck) {
+      this.certificateDrift = metric(EXPIRY_METRICS.certificateDrift, cloudwatch.Stats.SUM);
+      this.certificateDriftRepaired = metric(EXPIRY_METRICS.certificateDriftRepaired, cloudwatch.Stats.SUM);
+      this.driftAlarm = new cloudwatch.Alarm(this, 'CertificateDriftAlarm', {
+        metric: this.certificateDrift,
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        // A day without a run is the errors alarm's and the CA alarm's to report.
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarmDescription:
+          'The device records and AWS IoT disagreed on certificate statuses (the ones the record decides are repaired, the others only reported). ' +
+          'Each disagreement is a WARN line "certificate drift <kind>" in the expiry monitor log: see docs/deploy.md, "Drift check".',
+      });
+    }
+    this.alarms = [this.caExpiryAlarm, this.errorsAlarm, ...(this.driftAlarm ? [this.driftAlarm] : [])];
     if (props.alarmTopic) for (const alarm of this.alarms) alarm.addAlarmAction(new SnsAction(props.alarmTopic));
+  }
+
+  /**
+   * What the drift check needs, and no more: the AWS IoT actions the adapter declares for describing and updating
+   * certificates (with THING_GROUP_NAME, set by `useFleet`); reads of the device table's items and of its ByStatus
+   * index (devices, their certificate links, certificates, its cursor); and writes to its own cursor record only
+   * (`dynamodb:LeadingKeys`: a transaction's Put is authorized as PutItem on that item).
+   */
+  private grantDriftCheck(deviceTable: ITable, driftCheck: ExpiryMonitorDriftCheckProps): void {
+    this.monitorFunction.useFleet(driftCheck.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.expiryMonitor }));
+    this.monitorFunction.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
+        resources: [deviceTable.tableArn, `${deviceTable.tableArn}/index/${DEVICE_TABLE_SCHEMA.byStatusIndex.indexName}`],
+      }),
+    );
+    this.monitorFunction.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['dynamodb:PutItem'],
+        resources: [deviceTable.tableArn],
+        conditions: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [DRIFT_CURSOR_PARTITION_KEY] } },
+      }),
+    );
+    Validations.of(this.monitorFunction.executionRole).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]',
+      reason:
+        'The drift check reads and repairs the status of the fleet\'s certificates (iot:DescribeCertificate, iot:UpdateCertificate): their ids (SHA-256 fingerprints) ' +
+        'are only known at run time; the grant is limited to certificates of this account and region.',
+    });
   }
 }

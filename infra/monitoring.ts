@@ -9,7 +9,7 @@ import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import { ExpiryMonitor } from './expiry-monitor';
+import { ExpiryMonitor, type ExpiryMonitorDriftCheckProps } from './expiry-monitor';
 import type { CertificateAuthorityBinding } from './lifecycle-function';
 import { DEFAULTS } from './settings';
 
@@ -31,6 +31,8 @@ export interface MonitoringProps {
     readonly caExpiryAlarmDays: number;
     readonly renewalNoticesPerSecond: number;
     readonly metricsServiceName: string;
+    /** @default - no drift check (see `ExpiryMonitorProps.driftCheck`) */
+    readonly driftCheck?: ExpiryMonitorDriftCheckProps;
   };
   /** @default - alarms without actions */
   readonly alarmTopic?: sns.ITopic;

@@ -2,6 +2,7 @@ import { ConfigurationError, ConflictError, NotFoundError, ValidationError } fro
 import type { CertificateRecord, CertificateStatus, Device, DeviceStatus, OperationRecord, OperationType } from './model';
 import { operationIdOf, sha256Hex } from './operations';
 import type { Clock, DeviceRegistry, DeviceStore, RegistryCertificateStatus } from './ports';
+import { isLiveCertificateStatus } from './state-machines';
 
 /*
  * The drift check: the device records against AWS IoT's certificate statuses. Who is right depends on who could have
@@ -43,7 +44,8 @@ export const DRIFT_LIMITS = {
  * - `SUSPENDED_DEVICE_CERTIFICATE_ACTIVE`: a live certificate of a suspended device, ACTIVE in AWS IoT. Repaired: INACTIVE.
  * - `CERTIFICATE_DISABLED_OUTSIDE_LIFECYCLE`: a certificate the device may use (or use again after a resume) that is
  *   INACTIVE or REVOKED in AWS IoT: someone changed it there. Reported only.
- * - `CERTIFICATE_NOT_IN_REGISTRY`: a live certificate AWS IoT does not know (deleted there). Reported only.
+ * - `CERTIFICATE_NOT_IN_REGISTRY`: a live certificate (ACTIVE, INACTIVE, PENDING_ACTIVATION on record) AWS IoT does not
+ *   know (deleted there). Reported only.
  * - `STATUS_MISMATCH`: any other disagreement (e.g. ACTIVE in AWS IoT while PENDING_ACTIVATION on record after a
  *   first connect that stopped half-way). Reported only.
  */
@@ -75,7 +77,9 @@ const report = (kind: DriftKind): DriftDecision => ({ kind });
  * half-done leaves an INACTIVE record with an ACTIVE certificate in AWS IoT).
  */
 export function decideDrift(deviceStatus: DeviceStatus, recordStatus: CertificateStatus, registry: RegistryObservation): DriftDecision | undefined {
-  if (registry === 'NOT_FOUND') return report('CERTIFICATE_NOT_IN_REGISTRY');
+  // Unknown to AWS IoT, it cannot connect: a disagreement only for a certificate the record says may (e.g. an issuance
+  // withdrawn before its registration leaves a REVOKED record that AWS IoT never saw).
+  if (registry === 'NOT_FOUND') return isLiveCertificateStatus(recordStatus) ? report('CERTIFICATE_NOT_IN_REGISTRY') : undefined;
   switch (recordStatus) {
     case 'REVOKED':
       return registry === 'REVOKED' ? undefined : { kind: 'REVOKED_CERTIFICATE_NOT_REVOKED', repair: 'REVOKED' };
@@ -177,13 +181,13 @@ export interface DriftCursor {
 /**
  * The cursor is kept in an operation record (the one durable, version-conditioned record the store has besides
  * devices and certificates), under a fixed handle of its own caller: two runs at once cannot both move it, and the
- * table's layout is unchanged. Its `progress` holds the cursor. It is a cursor, never executed through `Operations`,
- * so its type is none of the lifecycle's changes.
+ * table's layout is unchanged. Its `progress` holds the cursor. It is a cursor, never executed through `Operations`
+ * and never answered to a caller: its type `CHECK_DRIFT` only names it.
  */
 export const DRIFT_CHECK_CALLER = 'drift-check';
 export const DRIFT_CURSOR_HANDLE = 'cursor';
 export const DRIFT_CURSOR_OPERATION_ID = operationIdOf(DRIFT_CHECK_CALLER, DRIFT_CURSOR_HANDLE);
-const DRIFT_CHECK_OPERATION = 'CHECK_DRIFT' as OperationType;
+const DRIFT_CHECK_OPERATION: OperationType = 'CHECK_DRIFT';
 
 export interface DriftCheckDependencies {
   readonly store: Pick<DeviceStore, 'listDevices' | 'listDeviceCertificates' | 'getDevice' | 'getCertificate' | 'getOperation' | 'commit'>;
@@ -261,9 +265,11 @@ export class DriftCheck {
     };
 
     let position: Position = saved ? { ...saved } : {};
+    let firstPage = true;
     try {
       for (;;) {
-        const page = await this.listDevicesFrom(position);
+        const page = await this.listDevicesFrom(position, firstPage);
+        firstPage = false;
         if (page.restarted) position = {};
         const start = position.deviceId === undefined ? -1 : page.items.findIndex((device) => device.deviceId === position.deviceId);
         for (const [index, device] of page.items.entries()) {
@@ -313,16 +319,17 @@ export class DriftCheck {
   }
 
   /**
-   * The page the position is on. A page token the store no longer accepts (it expired, or the store's format changed)
-   * starts the pass over rather than stopping the check for good.
+   * The page the position is on. A saved page token the store no longer accepts (the store's token format changed with
+   * an upgrade) starts the pass over rather than stopping the check for good; a token the store has just given is not
+   * second-guessed.
    */
-  private async listDevicesFrom(position: Position): Promise<{ readonly items: readonly Device[]; readonly nextToken?: string; readonly restarted: boolean }> {
+  private async listDevicesFrom(position: Position, saved: boolean): Promise<{ readonly items: readonly Device[]; readonly nextToken?: string; readonly restarted: boolean }> {
     const limit = this.settings.devicesPerPage;
     if (position.pageToken === undefined) return { ...(await this.dependencies.store.listDevices({ limit })), restarted: false };
     try {
       return { ...(await this.dependencies.store.listDevices({ limit, nextToken: position.pageToken })), restarted: false };
     } catch (error) {
-      if (!(error instanceof ValidationError)) throw error;
+      if (!saved || !(error instanceof ValidationError)) throw error;
       return { ...(await this.dependencies.store.listDevices({ limit })), restarted: true };
     }
   }

@@ -158,6 +158,7 @@ export const OPERATION_TYPES = [
   'COMMIT_ROTATION',
   'WITHDRAW_ROTATION',
   'REQUEST_RENEWAL',
+  'CHECK_DRIFT',
 ] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 

@@ -11,7 +11,8 @@ export const CERTIFICATE_TRANSITIONS: Readonly<Record<CertificateStatus, readonl
   // A retired certificate may have been switched INACTIVE by a suspension between the commit's decision and its retirement.
   INACTIVE: ['ACTIVE', 'REVOKED', 'RETIRED'],
   REVOKED: [],
-  RETIRED: [],
+  // A retired certificate is out of use, not out of reach: a key found compromised later is still revoked (at the CA too).
+  RETIRED: ['REVOKED'],
   REJECTED: [],
 };
 

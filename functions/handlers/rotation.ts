@@ -36,6 +36,9 @@ export type RotationResult = RotationMessageResult | ({ readonly kind: 'swept' }
  */
 const RETRIED_CODES: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_THROTTLED', 'UPSTREAM_FAILURE', 'CONFLICT', 'REQUEST_IN_PROGRESS', 'CONFIGURATION_ERROR']);
 
+/** The requestIds a device may send (docs/rotation.md); anything else is answered with `requestId: null`. */
+const ECHOED_REQUEST_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+
 const isSqsEvent = (event: unknown): event is SQSEvent =>
   typeof event === 'object' && event !== null && Array.isArray((event as SQSEvent).Records) && (event as SQSEvent).Records.every((record) => record?.eventSource === 'aws:sqs');
 
@@ -82,7 +85,8 @@ export function createRotationHandler(dependencies: RotationDependencies): Rotat
     }
     const message = parsed.data;
     const sender = { thingName: route.thingName, clientId: message[RULE_FIELDS.clientId] ?? '', principal: message[RULE_FIELDS.principal] ?? '' };
-    const requestId = typeof message.requestId === 'string' ? message.requestId : null;
+    // Echoed only when it is one (an oversized or odd value would make the answer itself too large or unreadable).
+    const requestId = typeof message.requestId === 'string' && ECHOED_REQUEST_ID.test(message.requestId) ? message.requestId : null;
     if (route.step === 'rotate') {
       return answer(route.thingName, 'rotate', requestId, async () => {
         const request = parseOrRefuse(rotateRequestSchema, message);

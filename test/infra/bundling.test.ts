@@ -48,9 +48,10 @@ test('the API bundle holds the DynamoDB, IoT and Private CA clients', () => {
   expect(code).toContain('IssueCertificate');
 });
 
-test('the expiry monitor bundle holds the DynamoDB and Private CA clients but not AWS IoT', () => {
+test('the expiry monitor bundle holds the DynamoDB and Private CA clients, and AWS IoT for the drift check and the renewal notices', () => {
   const code = read(bundles.expiryMonitor);
   expect(code).toContain('DynamoDB_20120810');
   expect(code).toContain('GetCertificateAuthorityCertificate');
-  expect(code).not.toContain('RegisterCertificate');
+  expect(code).toContain('DescribeCertificate');
+  expect(code).toContain('iotdata');
 });

@@ -1,3 +1,4 @@
+import { IOT_DATA_MESSENGER_IAM_ACTIONS } from '../../functions/adapters/aws/iot-data-messenger';
 import { App, Aws, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
@@ -195,7 +196,8 @@ describe('functions', () => {
 
   test('the API function gets every configuration variable the functions read, but those of the expiry monitor and of rotation', () => {
     const fn = template.findResources('AWS::Lambda::Function')[functionLogicalId(template, 'LifecycleApiFunction')];
-    const notApi = ['EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME', 'ROTATION_COMMIT_SECONDS', 'IOT_DATA_ENDPOINT'];
+    // IOT_DATA_ENDPOINT it gets: POST /devices/{id}/rotate publishes the renewal notice.
+    const notApi = ['EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME', 'ROTATION_COMMIT_SECONDS', 'RENEWAL_NOTICES_PER_SECOND'];
     expect(Object.keys(fn?.Properties.Environment.Variables).sort()).toEqual([...Object.keys(ENVIRONMENT).filter((name) => !notApi.includes(name)), 'NODE_OPTIONS'].sort());
     expect(fn?.Properties.Environment.Variables).toMatchObject({
       CA_ARN: caArn(),
@@ -258,7 +260,8 @@ describe('functions', () => {
       .flatMap(actionsOf)
       .filter((action) => action.startsWith('iot:'));
     // The modes functions/handlers/aws-wiring.ts wires the API function's registry with (function-wiring.test.ts checks them).
-    expect([...new Set(granted)].sort()).toEqual([...iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' })].sort());
+    // Besides the registry's actions, the messenger's: the renewal notice of POST /devices/{id}/rotate.
+    expect([...new Set(granted)].sort()).toEqual([...iotRegistryIamActions({ policyAttachment: 'THING_GROUP', certificateRegistration: 'WITH_CA' }), ...IOT_DATA_MESSENGER_IAM_ACTIONS].sort());
     expect(granted).toHaveLength(new Set(granted).size);
   });
 
@@ -413,7 +416,7 @@ describe('fleet policy and thing group', () => {
 });
 
 describe('device API', () => {
-  test('has the eight routes, every method with AWS_IAM authorization and the request validator', () => {
+  test('has every route, every method with AWS_IAM authorization and the request validator', () => {
     const methods = Object.values(template.findResources('AWS::ApiGateway::Method'));
     expect(methods).toHaveLength(DEVICE_API_ROUTES.length);
     const [validator] = Object.keys(template.findResources('AWS::ApiGateway::RequestValidator'));
@@ -421,7 +424,7 @@ describe('device API', () => {
       expect(method.Properties).toMatchObject({ AuthorizationType: 'AWS_IAM', RequestValidatorId: { Ref: validator }, Integration: { Type: 'AWS_PROXY' } });
     }
     const paths = Object.values(template.findResources('AWS::ApiGateway::Resource')).map((resource) => resource.Properties.PathPart);
-    expect(paths.sort()).toEqual(['certificates', 'devices', 'resume', 'revoke', 'revoke', 'suspend', '{certificateId}', '{deviceId}'].sort());
+    expect(paths.sort()).toEqual(['certificates', 'devices', 'resume', 'revoke', 'revoke', 'rotate', 'suspend', '{certificateId}', '{deviceId}'].sort());
   });
 
   test('validates bodies and parameters', () => {
@@ -506,7 +509,7 @@ describe('device API', () => {
 
 describe('alarms and outputs', () => {
   test('alarms when the dead-letter queue holds a message, when registration events wait too long and when functions fail', () => {
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 11); // 5 here, 2 of the expiry monitor (expiry-monitor.test.ts), 4 of rotation (rotation-pipeline.test.ts)
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 12); // 5 here, 3 of the expiry monitor (expiry-monitor.test.ts), 4 of rotation (rotation-pipeline.test.ts)
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'ApproximateNumberOfMessagesVisible',
       Namespace: 'AWS/SQS',

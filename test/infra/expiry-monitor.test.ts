@@ -1,12 +1,16 @@
-import { App, Duration } from 'aws-cdk-lib';
-import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { App, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Schedule } from 'aws-cdk-lib/aws-events';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { DRIFT_LIMITS, DriftCheck } from '../../functions/core/drift';
 import { EXPIRY_METRICS } from '../../functions/handlers/config';
-import { expiryMonitorDependencies } from '../../functions/handlers/expiry-monitor';
+import { DRIFT_DEADLINE_MARGIN_MS, expiryMonitorDependencies } from '../../functions/handlers/expiry-monitor';
 import { stackPropsFromContext } from '../../infra/context';
 import { DeviceCertificateLifecycleStack } from '../../infra/device-certificate-lifecycle-stack';
+import { addDeviceTable } from '../../infra/device-table';
+import { DRIFT_CHECK_TIMEOUT, DRIFT_CURSOR_PARTITION_KEY, ExpiryMonitor } from '../../infra/expiry-monitor';
 import { CaType, CaUsageMode } from '../../infra/settings';
-import { actionsOf, buildStack, functionLogicalId, resourcesOf, statementsOfFunction, type SynthesizedStack } from './stacks';
+import { acknowledgements, actionsOf, buildStack, functionLogicalId, resourcesOf, statementsOfFunction, unacknowledgedNagFindings, type SynthesizedStack } from './stacks';
 
 /** The default stack (new ROOT CA, general-purpose mode, device certificates valid 365 days), built once. */
 let built: SynthesizedStack;
@@ -52,17 +56,17 @@ describe('schedule', () => {
 });
 
 describe('function', () => {
-  test('runs Node.js 22 on arm64 with X-Ray, for up to 5 minutes', () => {
+  test('runs Node.js 22 on arm64 with X-Ray, for up to 15 minutes (the drift check reads AWS IoT at a few calls a second)', () => {
     template.hasResourceProperties('AWS::Lambda::Function', {
       Description: Match.stringLikeRegexp('^Expiry monitor'),
       Runtime: 'nodejs22.x',
       Architectures: ['arm64'],
       TracingConfig: { Mode: 'Active' },
-      Timeout: 300,
+      Timeout: 900,
     });
   });
 
-  test('gets the table, the CA, the 30-day warning window and the deployment as metrics service, and nothing of the lifecycle', () => {
+  test('gets the table, the CA, the 30-day warning window, the deployment as metrics service and the thing group (drift check), and nothing else of the lifecycle', () => {
     const environment = environmentOf(template);
     expect(environment).toMatchObject({
       DEVICE_TABLE_NAME: { Ref: deviceTableId() },
@@ -70,7 +74,8 @@ describe('function', () => {
       EXPIRY_WARNING_DAYS: '30',
       METRICS_SERVICE_NAME: 'iot-cert-lifecycle',
     });
-    for (const name of ['IDEMPOTENCY_TABLE_NAME', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS']) expect(environment).not.toHaveProperty(name);
+    expect(environment).toHaveProperty('THING_GROUP_NAME');
+    for (const name of ['IDEMPOTENCY_TABLE_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS']) expect(environment).not.toHaveProperty(name);
   });
 
   test('starts with the variables the stack sets: expiryMonitorDependencies finds each one it reads', () => {
@@ -93,10 +98,25 @@ describe('function', () => {
 });
 
 describe('permissions', () => {
-  test('the role may query the ByExpiry index of the device table, read the CA certificate, write its log and trace: nothing else', () => {
+  test('the role may query the device table (ByExpiry; devices and their certificates and its cursor for the drift check), read the CA certificate, read and repair certificate statuses in AWS IoT, publish renewal notices, write its log and trace: nothing else', () => {
     const statements = statementsOfFunction(template, MONITOR);
     expect(statements.flatMap(actionsOf).sort()).toEqual(
-      ['acm-pca:GetCertificateAuthorityCertificate', 'dynamodb:Query', 'logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments'].sort(),
+      [
+        'acm-pca:GetCertificateAuthorityCertificate',
+        'dynamodb:BatchGetItem',
+        'dynamodb:GetItem',
+        'dynamodb:PutItem',
+        'dynamodb:Query',
+        'dynamodb:Query',
+        'iot:DescribeCertificate',
+        'iot:DescribeEndpoint',
+        'iot:Publish',
+        'iot:UpdateCertificate',
+        'logs:CreateLogStream',
+        'logs:PutLogEvents',
+        'xray:PutTelemetryRecords',
+        'xray:PutTraceSegments',
+      ].sort(),
     );
   });
 
@@ -212,5 +232,133 @@ describe('settings', () => {
     expect(props.lifecycle?.expiryMonitorSchedule?.expressionString).toBe('cron(0 6 * * ? *)');
     const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
     expect(() => new DeviceCertificateLifecycleStack(app, 'Stack', props)).not.toThrow();
+  });
+});
+
+/**
+ * The drift check, on the construct: the monitor with `driftCheck`, in a stack of its own with a device table, a CA
+ * binding and a fleet (what the lifecycle construct passes it).
+ */
+describe('drift check', () => {
+  const FLEET = { thingGroupName: 'fleet-devices', thingGroupArn: 'arn:aws:iot:eu-west-1:111122223333:thinggroup/fleet-devices' };
+  const CA = {
+    certificateAuthorityArn: 'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9',
+    signingAlgorithm: 'SHA256WITHECDSA',
+    deviceTemplateArn: 'arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1',
+  };
+
+  function monitorStack(options: { driftCheck: boolean; alarmTopic?: boolean } = { driftCheck: true }) {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    const stack = new Stack(app, 'MonitorStack');
+    const deviceTable = addDeviceTable(stack, RemovalPolicy.DESTROY);
+    const monitor = new ExpiryMonitor(stack, 'Monitor', {
+      deviceTable,
+      certificateAuthority: CA,
+      schedule: Schedule.rate(Duration.days(1)),
+      warningDays: 30,
+      caExpiryAlarmDays: 455,
+      renewalNoticesPerSecond: 0,
+      metricsServiceName: 'fleet-a',
+      logRetention: RetentionDays.ONE_WEEK,
+      removalPolicy: RemovalPolicy.DESTROY,
+      ...(options.driftCheck ? { driftCheck: { fleet: FLEET } } : {}),
+    });
+    const monitorTemplate = Template.fromStack(stack);
+    return { app, stack, monitor, template: monitorTemplate, tableId: stack.getLogicalId(deviceTable.node.defaultChild as never) };
+  }
+
+  let built: ReturnType<typeof monitorStack>;
+  beforeAll(() => {
+    built = monitorStack();
+  });
+  const statements = () => statementsOfFunction(built.template, 'MonitorFunction');
+
+  test('grants exactly the AWS IoT actions the registry adapter declares for describing and updating certificates, on certificates only', () => {
+    const iot = statements().filter((statement) => actionsOf(statement).some((action) => action.startsWith('iot:')));
+    expect(iot).toEqual([
+      {
+        Effect: 'Allow',
+        Action: ['iot:DescribeCertificate', 'iot:UpdateCertificate'],
+        Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iot:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':cert/*']] },
+      },
+    ]);
+  });
+
+  test('sets THING_GROUP_NAME with those grants: expiryMonitorDependencies then wires the drift check', () => {
+    const [fn] = Object.values(built.template.findResources('AWS::Lambda::Function')).filter((resource) => String(resource.Properties.Description).startsWith('Expiry monitor'));
+    const environment = fn?.Properties.Environment.Variables as Record<string, unknown>;
+    expect(environment.THING_GROUP_NAME).toBe('fleet-devices');
+    const saved = { ...process.env };
+    try {
+      const samples: Record<string, string> = { DEVICE_TABLE_NAME: 'devices', NODE_OPTIONS: '' };
+      process.env = { ...Object.fromEntries(Object.entries(environment).map(([name, value]) => [name, typeof value === 'string' ? value : (samples[name] ?? '')])), AWS_REGION: 'eu-west-1' };
+      expect(expiryMonitorDependencies().drift).toBeInstanceOf(DriftCheck);
+    } finally {
+      process.env = saved;
+    }
+  });
+
+  test('reads the device table\'s items and its ByStatus index: devices, their certificate links and certificates, the cursor', () => {
+    expect(statements()).toContainEqual({
+      Effect: 'Allow',
+      Action: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
+      Resource: [{ 'Fn::GetAtt': [built.tableId, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [built.tableId, 'Arn'] }, '/index/ByStatus']] }],
+    });
+  });
+
+  // That this is the key the DynamoDB store writes the cursor under: test/integration/handlers/expiry-monitor.test.ts.
+  test('may write one item of the table: its cursor record (dynamodb:LeadingKeys), nothing else', () => {
+    const writes = statements().filter((statement) => actionsOf(statement).some((action) => /^dynamodb:(Put|Update|Delete|BatchWrite|ConditionCheck)/.test(action)));
+    expect(writes).toEqual([
+      {
+        Effect: 'Allow',
+        Action: 'dynamodb:PutItem',
+        Resource: { 'Fn::GetAtt': [built.tableId, 'Arn'] },
+        Condition: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [DRIFT_CURSOR_PARTITION_KEY] } },
+      },
+    ]);
+  });
+
+  test('runs up to 15 minutes: room for a full run of paced registry calls, and the margin the check stops at', () => {
+    expect(built.template.findResources('AWS::Lambda::Function', { Properties: { Timeout: 900 } })).not.toEqual({});
+    const fullRunSeconds = DRIFT_LIMITS.maxCertificatesPerRun / DRIFT_LIMITS.registryCallsPerSecond;
+    expect(fullRunSeconds + DRIFT_DEADLINE_MARGIN_MS / 1000).toBeLessThan(DRIFT_CHECK_TIMEOUT.toSeconds() - 5 * 60);
+  });
+
+  test('alarms on any disagreement in a day (CertificateDrift sum >= 1), missing data not breaching', () => {
+    expect(alarmOn(built.template, EXPIRY_METRICS.certificateDrift)?.Properties).toMatchObject({
+      Namespace: 'IotCertificateLifecycle',
+      MetricName: 'CertificateDrift',
+      Dimensions: [{ Name: 'service', Value: 'fleet-a' }],
+      Statistic: 'Sum',
+      Period: 86_400,
+      EvaluationPeriods: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      Threshold: 1,
+      TreatMissingData: 'notBreaching',
+      AlarmDescription: expect.stringContaining('docs/deploy.md, "Drift check"'),
+    });
+    expect(Object.keys(built.template.findResources('AWS::CloudWatch::Alarm')).some((id) => id.startsWith('MonitorCertificateDriftAlarm'))).toBe(true);
+    expect(built.monitor.alarms).toContain(built.monitor.driftAlarm);
+  });
+
+  test('cdk-nag: nothing unacknowledged, and only the reviewed acknowledgements, each with a reason', () => {
+    expect(unacknowledgedNagFindings(built.app).map((violation) => violation.ruleName)).toEqual([]);
+    const found = acknowledgements(built.app).filter(({ path }) => path.startsWith('MonitorStack/Monitor'));
+    expect(new Set(found.map(({ id }) => id))).toEqual(
+      new Set(['AwsSolutions-L1', 'AwsSolutions-IAM5[Resource::*]', 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]']),
+    );
+    for (const { reason } of found) expect(reason.length).toBeGreaterThan(40);
+  });
+
+  test('without driftCheck: no AWS IoT registry grant, no THING_GROUP_NAME, no table write, no drift alarm, the default timeout', () => {
+    const plain = monitorStack({ driftCheck: false });
+    const all = statementsOfFunction(plain.template, 'MonitorFunction').flatMap(actionsOf);
+    expect(all.filter((action) => action.startsWith('iot:') || action === 'dynamodb:PutItem' || action === 'dynamodb:GetItem')).toEqual([]);
+    expect(alarmOn(plain.template, EXPIRY_METRICS.certificateDrift)).toBeUndefined();
+    expect(plain.monitor.driftAlarm).toBeUndefined();
+    plain.template.hasResourceProperties('AWS::Lambda::Function', { Description: Match.stringLikeRegexp('^Expiry monitor'), Timeout: 300, Environment: { Variables: Match.objectLike({ DEVICE_TABLE_NAME: Match.anyValue() }) } });
+    const [fn] = Object.values(plain.template.findResources('AWS::Lambda::Function'));
+    expect(fn?.Properties.Environment.Variables).not.toHaveProperty('THING_GROUP_NAME');
   });
 });

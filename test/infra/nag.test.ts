@@ -21,6 +21,7 @@ const ACKNOWLEDGED_RULES = new Set([
   'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:thing/*]',
   'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cacert/*]',
   'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/devices/*/certificates/*]', // the rotation function's answers to devices
+  'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/devices/*/certificates/expiring]', // renewal notices to devices (the expiry monitor)
 ]);
 const ACKNOWLEDGED_PATTERNS = [/^AwsSolutions-IAM5\[Resource::<\w+\.Arn>\/index\/\*\]$/, /^AwsSolutions-IAM5\[Resource::<\w+\.Arn>:\*\]$/];
 

@@ -126,9 +126,11 @@ export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId
         break;
       }
       const certificate = certificates[index] as CertificateRecord;
+      // The certificate a decided commit is retiring stays out, whatever the device's status asks for.
+      const retiring = device.rotation?.state === 'COMMITTING' && device.rotation.previousCertificateId === certificate.certificateId;
       try {
         if (wanted === 'REVOKED') await revokeCertificateOfRevokedDevice(recorder, device, certificate, actor, key);
-        else await switchCertificate(recorder, device, certificate, wanted, actor, key);
+        else await switchCertificate(recorder, device, certificate, retiring ? 'INACTIVE' : wanted, actor, key);
       } catch (error) {
         if (!(error instanceof DeviceChangedError)) throw error;
         interrupted = true;
@@ -196,12 +198,13 @@ async function deactivateHalfActivated(recorder: ChangeRecorder, certificate: Ce
 }
 
 async function revokeCertificateOfRevokedDevice(recorder: ChangeRecorder, device: Device, certificate: CertificateRecord, actor: string, key: string): Promise<void> {
-  if (certificate.status !== 'ACTIVE' && certificate.status !== 'INACTIVE' && certificate.status !== 'PENDING_ACTIVATION') return;
+  // A retired certificate too: the device's keys are not to be trusted, whichever of them is still around.
+  if (certificate.status !== 'ACTIVE' && certificate.status !== 'INACTIVE' && certificate.status !== 'PENDING_ACTIVATION' && certificate.status !== 'RETIRED') return;
   const reason = device.revocationReason ?? 'PRIVILEGE_WITHDRAWN';
   await recorder.revokeEverywhere(device.thingName, certificate, reason);
   let current: CertificateRecord | undefined = certificate;
   await recorder.retryOnConflict(async () => {
-    if (current === undefined || current.status === 'REVOKED' || current.status === 'RETIRED' || current.status === 'REJECTED') return;
+    if (current === undefined || current.status === 'REVOKED' || current.status === 'REJECTED') return;
     const fromStatus = current.status;
     try {
       await recorder.store.commit({

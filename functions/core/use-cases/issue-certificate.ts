@@ -50,7 +50,14 @@ export interface IssuancePlan {
     device: Device,
     certificateId: string,
     key: string,
-  ) => { readonly device: Device; readonly events: readonly AuditEvent[]; readonly outcome?: Partial<OperationOutcome>; readonly certificate?: Pick<CertificateRecord, 'rotatedFrom'> };
+  ) => {
+    readonly device: Device;
+    readonly events: readonly AuditEvent[];
+    readonly outcome?: Partial<OperationOutcome>;
+    readonly certificate?: Pick<CertificateRecord, 'rotatedFrom'>;
+    /** A record the decision rests on: written back unchanged but for its version, so a concurrent change of it is a conflict. */
+    readonly unchanged?: CertificateRecord;
+  };
 }
 
 const API_ISSUANCE: IssuancePlan = {
@@ -106,7 +113,10 @@ export async function issueSteps(recorder: ChangeRecorder, run: RunningOperation
     await run.finish(
       {
         device: { next: planned.device, expectedVersion: device.version },
-        certificates: [{ next: { ...recorder.newCertificateRecord(facts, request.deviceId, 'ACTIVE', plan.source), ...planned.certificate } }],
+        certificates: [
+          { next: { ...recorder.newCertificateRecord(facts, request.deviceId, 'ACTIVE', plan.source), ...planned.certificate } },
+          ...(planned.unchanged ? [{ next: { ...planned.unchanged, updatedAt: recorder.now(), version: planned.unchanged.version + 1 }, expectedVersion: planned.unchanged.version }] : []),
+        ],
         events: [
           recorder.event('CERTIFICATE_ISSUED', request.actor, key, { deviceId: request.deviceId, certificateId, toStatus: 'ACTIVE', ...(plan.source === 'ROTATION' ? { reason: 'rotation' } : {}) }),
           ...(device.status === 'REGISTERED' && planned.device.status === 'ACTIVE'

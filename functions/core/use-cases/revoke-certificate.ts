@@ -3,6 +3,7 @@ import { assertValidDeviceId } from '../device-id';
 import type { CertificateRecord, RevocationReason } from '../model';
 import { assertCertificateTransition } from '../state-machines';
 import type { ChangeRecorder, DeviceCommand } from '../change-recorder';
+import { withdrawOrFinish } from './rotate-certificate';
 
 export interface RevokeCertificateCommand extends DeviceCommand {
   readonly certificateId: string;
@@ -40,7 +41,7 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
         await recorder.ca.revokeCertificate({ serialNumber: certificate.serialNumber, reason: certificate.revocationReason ?? command.reason, certificatePem: certificate.certificatePem });
       }
       let current: CertificateRecord | undefined = certificate;
-      return recorder.retryOnConflict(async () => {
+      const revokedRecord = await recorder.retryOnConflict(async () => {
         if (!current) throw new ConflictError(`Certificate ${command.certificateId} disappeared while it was being revoked.`);
         if (current.status === 'REVOKED') {
           await run.finish({ events: [] }, { certificate: current });
@@ -74,6 +75,8 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
         }
         return revoked;
       });
+      await withdrawRotationOf(recorder, command.deviceId, command.certificateId);
+      return revokedRecord;
     },
     async (record) => {
       if (record.outcome?.certificate) return record.outcome.certificate;
@@ -82,4 +85,16 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
       return certificate;
     },
   );
+}
+
+/**
+ * A revoked certificate ends the device's rotation it belongs to: revoking the new one leaves nothing to commit, and
+ * revoking the one the rotation was requested over (its key compromised, say) must not leave whoever asked with a fresh
+ * certificate. The rotation is withdrawn now (its new certificate revoked everywhere), unless a commit decided it already.
+ */
+async function withdrawRotationOf(recorder: ChangeRecorder, deviceId: string, certificateId: string): Promise<void> {
+  const rotation = (await recorder.store.getDevice(deviceId))?.rotation;
+  if (!rotation || rotation.state === 'COMMITTING') return;
+  if (rotation.certificateId !== certificateId && rotation.previousCertificateId !== certificateId) return;
+  await withdrawOrFinish(recorder, deviceId, rotation.requestId);
 }

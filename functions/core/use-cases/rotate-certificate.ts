@@ -64,9 +64,15 @@ export async function requestRotation(recorder: ChangeRecorder, request: Rotatio
     { caller: deviceCaller(request.thingName), handle: `rotate:${request.requestId}`, operation: 'ROTATE_CERTIFICATE', target: request.thingName, payload: { csr: csrPem } },
     async (run) => {
       if (run.progress.issuanceId === undefined) await assertNewKey(recorder, request.thingName, publicKeySha256);
+      // The requesting certificate as the last refusal check saw it ACTIVE: the recording write holds it unchanged.
+      let principalSeen: CertificateRecord | undefined;
       const plan: IssuancePlan = {
         source: 'ROTATION',
-        refusal: (device) => rotationRefusal(recorder, device, request),
+        refusal: async (device) => {
+          const refusal = await rotationRefusal(recorder, device, request);
+          principalSeen = refusal ? undefined : await recorder.store.getCertificate(request.principal);
+          return refusal;
+        },
         record: (device, certificateId, key) => {
           const rotation: PendingRotation = {
             state: 'PENDING',
@@ -80,6 +86,7 @@ export async function requestRotation(recorder: ChangeRecorder, request: Rotatio
             events: [recorder.event('ROTATION_STARTED', deviceCaller(request.thingName), key, { deviceId: device.deviceId, certificateId, reason: `request ${request.requestId} from certificate ${request.principal}` })],
             outcome: { commitDeadline: rotation.commitDeadline },
             certificate: { rotatedFrom: request.principal },
+            unchanged: principalSeen,
           };
         },
       };
@@ -109,7 +116,8 @@ export async function commitRotation(recorder: ChangeRecorder, commit: RotationC
   }
   const caller = deviceCaller(commit.thingName);
   return recorder.operations.execute(
-    { caller, handle: `commit:${commit.requestId}`, operation: 'COMMIT_ROTATION', target: commit.thingName, payload: { certificateId: commit.certificateId } },
+    // The handle alone names the commit: a wrong commit (another certificate id) refused under it must not block the right one.
+    { caller, handle: `commit:${commit.requestId}`, operation: 'COMMIT_ROTATION', target: commit.thingName, payload: {} },
     async (run) => {
       const key = run.record.operationId;
       let rotation: PendingRotation | undefined;
@@ -120,9 +128,14 @@ export async function commitRotation(recorder: ChangeRecorder, commit: RotationC
         if (rotation.state === 'WITHDRAWING') throw withdrawnRotation(commit.requestId);
         if (rotation.state === 'COMMITTING') return undefined; // Decided by an earlier execution of this commit: finish it.
         if (device.status !== 'ACTIVE') throw new InvalidTransitionError('DEVICE', device.status, 'ACTIVE', { details: { deviceId: device.deviceId, hint: 'Only an ACTIVE device commits a rotation.' } });
+        // Never retire the previous certificate for a new one that is no longer usable (revoked by an operator meanwhile).
+        const issued = await recorder.store.getCertificate(rotation.certificateId);
+        if (!issued || issued.status !== 'ACTIVE') throw withdrawnRotation(commit.requestId);
         rotation = { ...rotation, state: 'COMMITTING' };
         await run.commit({
           device: { next: { ...recorder.touched(device), rotation }, expectedVersion: device.version },
+          // Written on condition that it is still the ACTIVE record just read: a revocation recorded meanwhile makes this a conflict, and the retry sees it.
+          certificates: [{ next: { ...issued, updatedAt: recorder.now(), version: issued.version + 1 }, expectedVersion: issued.version }],
           events: [recorder.event('ROTATION_COMMITTED', caller, key, { deviceId: device.deviceId, certificateId: commit.certificateId, reason: `request ${commit.requestId}` })],
         });
         return undefined;
@@ -158,8 +171,9 @@ export async function sweepDueRotations(recorder: ChangeRecorder, options: { rea
     for (const device of page.items) {
       if (!device.rotation) continue;
       try {
-        if ((await withdrawOrFinish(recorder, device.deviceId, device.rotation.requestId)) === 'COMMITTED') committed += 1;
-        else withdrawn += 1;
+        const outcome = await withdrawOrFinish(recorder, device.deviceId, device.rotation.requestId);
+        if (outcome === 'COMMITTED') committed += 1;
+        else if (outcome === 'WITHDRAWN') withdrawn += 1;
       } catch (error) {
         failed += 1;
         options.onError?.(device.deviceId, error);
@@ -172,7 +186,11 @@ export async function sweepDueRotations(recorder: ChangeRecorder, options: { rea
 
 const SWEEP_ACTOR = 'rotation-sweep';
 
-async function withdrawOrFinish(recorder: ChangeRecorder, deviceId: string, requestId: string): Promise<'COMMITTED' | 'WITHDRAWN'> {
+/**
+ * Withdraws a device's PENDING rotation now (its certificate revoked everywhere, the previous one kept), or finishes it
+ * if it was decided already: the sweep after a deadline, and a revocation of either certificate of the rotation.
+ */
+export async function withdrawOrFinish(recorder: ChangeRecorder, deviceId: string, requestId: string): Promise<'COMMITTED' | 'WITHDRAWN' | 'FINISHED_ELSEWHERE'> {
   const key = `rotation-sweep:${deviceId}:${requestId}`;
   let rotation: PendingRotation | undefined;
   await recorder.retryOnConflict(async () => {
@@ -185,7 +203,7 @@ async function withdrawOrFinish(recorder: ChangeRecorder, deviceId: string, requ
       events: [recorder.event('ROTATION_WITHDRAWN', SWEEP_ACTOR, key, { deviceId, certificateId: rotation.certificateId, reason: `no commit of request ${requestId} before ${rotation.commitDeadline}` })],
     });
   });
-  if (rotation === undefined || rotation.requestId !== requestId) return 'WITHDRAWN'; // Finished meanwhile.
+  if (rotation === undefined || rotation.requestId !== requestId) return 'FINISHED_ELSEWHERE'; // A commit (or another sweep) finished it meanwhile.
   if (rotation.state === 'COMMITTING') {
     await finishCommit(recorder, deviceId, rotation, SWEEP_ACTOR, key);
     return 'COMMITTED';
@@ -294,10 +312,9 @@ async function rotationRefusal(recorder: ChangeRecorder, device: Device, request
   return undefined;
 }
 
-/** RFC 7030 re-key: a rotation brings a key none of the device's live certificates carries. */
+/** RFC 7030 re-key: a rotation brings a key no certificate of the device ever carried (a revoked or retired one's key above all). */
 async function assertNewKey(recorder: ChangeRecorder, deviceId: string, publicKeySha256: string): Promise<void> {
   for (const certificate of await recorder.store.listDeviceCertificates(deviceId)) {
-    if (!isLiveCertificateStatus(certificate.status)) continue;
     if ((await inspectCertificate(certificate.certificatePem)).publicKeySha256 === publicKeySha256) {
       throw new ValidationError('INVALID_CSR', `The CSR carries the public key of certificate ${certificate.certificateId}: generate a new key pair for the rotation.`);
     }

@@ -3,14 +3,24 @@ import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { GetCertificateAuthorityCertificateCommand } from '@aws-sdk/client-acm-pca';
 import { Logger } from '@aws-lambda-powertools/logger';
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { Metrics } from '@aws-lambda-powertools/metrics';
+import { DynamoDbDeviceStore } from '../../../functions/adapters/aws/dynamodb-device-store';
+import { IotDeviceRegistry } from '../../../functions/adapters/aws/iot-device-registry';
 import { PrivateCaCertificateAuthority } from '../../../functions/adapters/aws/private-ca-certificate-authority';
+import { DRIFT_CURSOR_OPERATION_ID, DriftCheck, type DriftCheckSettings } from '../../../functions/core/drift';
+import { UpstreamError } from '../../../functions/core/errors';
 import { DAY_MS, ExpiryMonitor, daysLeft, type ExpiryMonitorSettings } from '../../../functions/core/expiry';
-import type { CertificateRecord, CertificateStatus } from '../../../functions/core/model';
-import { EXPIRY_METRICS } from '../../../functions/handlers/config';
-import { createExpiryMonitorHandler } from '../../../functions/handlers/expiry-monitor';
+import type { CertificateRecord, CertificateStatus, DeviceStatus } from '../../../functions/core/model';
+import type { DeviceRegistry, RegistryCertificateStatus } from '../../../functions/core/ports';
+import { certificateIdOf } from '../../../functions/core/x509';
+import { EXPIRY_METRICS, REGISTRY_MODES } from '../../../functions/handlers/config';
+import { createExpiryMonitorHandler, pacedRegistry } from '../../../functions/handlers/expiry-monitor';
+import { DRIFT_CURSOR_PARTITION_KEY } from '../../../infra/expiry-monitor';
 import { createTestTable, type TestTable } from '../../support/dynamodb';
 import { CA_ARN, createFakeAws, type FakeAws } from '../../support/fake-aws';
+import { makeCsr } from '../../support/pki';
+import { certificateRecord, deviceRecord } from '../../support/records';
 
 /*
  * The expiry monitor handler on the real core and adapters: the DynamoDB store on DynamoDB Local (certificates
@@ -51,7 +61,7 @@ async function storeCertificate(deviceId: string, notAfter: Date, status: Certif
  * Runs the handler with a fresh Private CA adapter (it caches the CA certificate) and captures what Powertools
  * writes: metrics and INFO lines to stdout, WARN and ERROR lines to stderr.
  */
-async function run(settings: Partial<ExpiryMonitorSettings> = {}, store: TestTable = table, notices?: Parameters<typeof createExpiryMonitorHandler>[0]['notices']) {
+async function run(settings: Partial<ExpiryMonitorSettings> = {}, store: TestTable = table, notices?: Parameters<typeof createExpiryMonitorHandler>[0]['notices'], drift?: DriftCheck) {
   const lines: string[] = [];
   const capture = (chunk: string | Uint8Array) => {
     lines.push(...String(chunk).split('\n').filter((line) => line.trim() !== ''));
@@ -72,6 +82,7 @@ async function run(settings: Partial<ExpiryMonitorSettings> = {}, store: TestTab
       metrics: new Metrics({ namespace: EXPIRY_METRICS.namespace, serviceName: 'fleet-test' }),
       logger: new Logger({ serviceName: 'expiry-monitor' }),
       ...(notices ? { notices } : {}),
+      ...(drift ? { drift } : {}),
     });
     const outcome = await handler({ 'detail-type': 'Scheduled Event', source: 'aws.events' }).then(
       (result) => ({ result, error: undefined }),
@@ -265,4 +276,161 @@ test('a fleet with nothing expiring soon: 0 published, nobody listed', async () 
   } finally {
     await empty.drop();
   }
+});
+
+/*
+ * The drift check, on the DynamoDB store (DynamoDB Local) and the AWS IoT adapter answered by the fake AWS IoT: device
+ * and certificate records written through the store, certificates registered in the fake registry with the status a
+ * test gives them.
+ */
+describe('the drift check', () => {
+  let fleet: TestTable;
+  const iotRegistry = () => new IotDeviceRegistry({ client: aws.iotClient, thingGroupName: 'fleet', ...REGISTRY_MODES });
+  const driftCheck = (target: TestTable, settings: DriftCheckSettings = {}, registry: Pick<DeviceRegistry, 'describeCertificate' | 'updateCertificateStatus'> = iotRegistry()) =>
+    new DriftCheck({ store: target.store, registry, clock: { now: () => NOW } }, settings);
+
+  /** A device with one certificate: on record with `record`, registered in (fake) AWS IoT with `registry`. */
+  async function deviceWith(deviceId: string, status: { device?: DeviceStatus; record: CertificateStatus; registry: RegistryCertificateStatus }): Promise<string> {
+    const certificatePem = await aws.ca.mintDeviceCertificate(deviceId, (await makeCsr(deviceId)).csrPem, 365);
+    const certificateId = await certificateIdOf(certificatePem);
+    await aws.registry.registerCertificate({ certificatePem, caCertificatePem: aws.caCertificatePem });
+    const registered = aws.registry.findCertificate(certificateId);
+    if (registered) registered.status = status.registry;
+    await fleet.store.commit({
+      device: { next: deviceRecord(deviceId, { status: status.device ?? 'ACTIVE' }) },
+      certificates: [{ next: certificateRecord(certificateId, deviceId, at(200 * DAY_MS).toISOString(), { status: status.record, certificatePem }) }],
+      events: [],
+    });
+    return certificateId;
+  }
+
+  beforeEach(async () => {
+    fleet = await createTestTable();
+  });
+
+  afterEach(async () => {
+    await fleet.drop();
+  });
+
+  test('publishes CertificateDrift and CertificateDriftRepaired with the other metrics, logs each disagreement, and repairs the ones the record decides', async () => {
+    const healthy = await deviceWith('meter-a', { record: 'ACTIVE', registry: 'ACTIVE' });
+    const revoked = await deviceWith('meter-b', { record: 'REVOKED', registry: 'ACTIVE' });
+    const disabled = await deviceWith('meter-c', { record: 'ACTIVE', registry: 'INACTIVE' });
+
+    const { result, error, emf, logs } = await run({}, table, undefined, driftCheck(fleet));
+
+    expect(error).toBeUndefined();
+    expect(result?.drift).toEqual({ checked: 3, findings: 2, repaired: 1, failures: 0, skipped: 0, stoppedBy: 'PASS_COMPLETED', passStartedAt: NOW.toISOString() });
+    expect(emf).toHaveLength(1);
+    expect(emf[0]).toMatchObject({ CertificateDrift: 2, CertificateDriftRepaired: 1, DeviceCertificatesExpiringSoon: 5, CaDaysToExpiry: expect.any(Number) });
+    expect(JSON.stringify(emf[0])).toContain('{"Name":"CertificateDrift","Unit":"Count"}');
+    expect(logs.filter((entry) => entry.level === 'WARN' && String(entry.message).startsWith('certificate drift'))).toEqual([
+      expect.objectContaining({
+        message: 'certificate drift REVOKED_CERTIFICATE_NOT_REVOKED: repaired: set REVOKED in AWS IoT',
+        deviceId: 'meter-b',
+        certificateId: revoked,
+        deviceStatus: 'ACTIVE',
+        recordStatus: 'REVOKED',
+        registryStatus: 'ACTIVE',
+        kind: 'REVOKED_CERTIFICATE_NOT_REVOKED',
+        repair: 'REVOKED',
+        repaired: true,
+      }),
+      expect.objectContaining({
+        message: 'certificate drift CERTIFICATE_DISABLED_OUTSIDE_LIFECYCLE: reported only: decide in AWS IoT or through the API',
+        certificateId: disabled,
+        kind: 'CERTIFICATE_DISABLED_OUTSIDE_LIFECYCLE',
+        repaired: false,
+      }),
+    ]);
+    expect(logs.find((entry) => entry.message === 'drift check done')).toMatchObject({ level: 'INFO', checked: 3, drift: 2, repaired: 1, stoppedBy: 'PASS_COMPLETED' });
+    expect(aws.registry.findCertificate(revoked)?.status).toBe('REVOKED');
+    expect(aws.registry.findCertificate(disabled)?.status).toBe('INACTIVE');
+    expect(aws.registry.findCertificate(healthy)?.status).toBe('ACTIVE');
+  });
+
+  test('no disagreement: CertificateDrift 0 is published all the same (the alarm sees the check ran)', async () => {
+    await deviceWith('meter-a', { record: 'ACTIVE', registry: 'ACTIVE' });
+    await deviceWith('meter-b', { device: 'SUSPENDED', record: 'INACTIVE', registry: 'INACTIVE' });
+
+    const { result, emf, logs } = await run({}, table, undefined, driftCheck(fleet));
+
+    expect(result?.drift).toMatchObject({ checked: 2, findings: 0, repaired: 0 });
+    expect(emf[0]).toMatchObject({ CertificateDrift: 0, CertificateDriftRepaired: 0 });
+    expect(logs.some((entry) => String(entry.message).startsWith('certificate drift'))).toBe(false);
+  });
+
+  test('a run checks at most maxCertificatesPerRun; the next run goes on from the cursor kept in the table', async () => {
+    const ids: string[] = [];
+    for (const id of ['meter-a', 'meter-b', 'meter-c']) ids.push(await deviceWith(id, { record: 'REVOKED', registry: 'ACTIVE' }));
+    const check = driftCheck(fleet, { maxCertificatesPerRun: 2, devicesPerPage: 2 });
+
+    const first = await run({}, table, undefined, check);
+    expect(first.result?.drift).toMatchObject({ checked: 2, repaired: 2, stoppedBy: 'LIMIT_REACHED' });
+    expect(await fleet.store.getOperation(DRIFT_CURSOR_OPERATION_ID)).toMatchObject({ caller: 'drift-check', progress: { deviceId: 'meter-c', pageToken: expect.any(String) } });
+
+    const second = await run({}, table, undefined, check);
+    expect(second.result?.drift).toMatchObject({ checked: 1, repaired: 1, stoppedBy: 'PASS_COMPLETED' });
+    for (const id of ids) expect(aws.registry.findCertificate(id)?.status).toBe('REVOKED');
+  });
+
+  test('the cursor is the one item the monitor writes, under the key its IAM grant names (dynamodb:LeadingKeys in infra/expiry-monitor.ts)', async () => {
+    await deviceWith('meter-a', { record: 'REVOKED', registry: 'ACTIVE' });
+
+    await run({}, table, undefined, driftCheck(fleet));
+
+    const { Items = [] } = await fleet.documentClient.send(new ScanCommand({ TableName: fleet.tableName, FilterExpression: 'itemType = :operation', ExpressionAttributeValues: { ':operation': 'Operation' } }));
+    expect(Items.map((item) => item.PK)).toEqual([DRIFT_CURSOR_PARTITION_KEY]);
+  });
+
+  test('fails when the drift check cannot read the table, after publishing the CA and expiry metrics', async () => {
+    const missing = new DynamoDbDeviceStore({ tableName: 'no-such-table', documentClient: fleet.documentClient });
+    const check = new DriftCheck({ store: missing, registry: iotRegistry(), clock: { now: () => NOW } });
+
+    const { error, emf, logs } = await run({}, table, undefined, check);
+
+    expect(error).toMatchObject({ code: 'UPSTREAM_FAILURE' });
+    expect(emf).toHaveLength(1);
+    expect(emf[0]).toMatchObject({ CaDaysToExpiry: expect.any(Number), DeviceCertificatesExpiringSoon: 5 });
+    expect(emf[0]).not.toHaveProperty('CertificateDrift');
+    expect(logs.find((entry) => entry.level === 'ERROR')).toMatchObject({ message: 'could not compare the device records with AWS IoT' });
+  });
+
+  test('AWS IoT failing call after call stops the check and fails the run, after publishing what it found', async () => {
+    for (const id of ['meter-a', 'meter-b', 'meter-c']) await deviceWith(id, { record: 'ACTIVE', registry: 'ACTIVE' });
+    const refusing: Pick<DeviceRegistry, 'describeCertificate' | 'updateCertificateStatus'> = {
+      describeCertificate: async () => {
+        throw new UpstreamError('UPSTREAM_FAILURE', 'AWS IoT DescribeCertificate failed (AccessDeniedException).', false);
+      },
+      updateCertificateStatus: async () => undefined,
+    };
+
+    const { error, emf, logs } = await run({}, table, undefined, driftCheck(fleet, { maxConsecutiveFailures: 2 }, refusing));
+
+    expect(error).toMatchObject({ code: 'UPSTREAM_FAILURE', message: 'The drift check stopped after 2 failed AWS IoT calls (the first: AWS IoT DescribeCertificate failed (AccessDeniedException).).' });
+    expect(emf[0]).toMatchObject({ CertificateDrift: 0, DeviceCertificatesExpiringSoon: 5 });
+    expect(logs.find((entry) => entry.level === 'ERROR')).toMatchObject({
+      message: 'the drift check could not read or repair some certificates in AWS IoT; the next pass checks them again',
+      failures: 2,
+      stoppedBy: 'FAILURES',
+      failureSamples: [expect.objectContaining({ deviceId: 'meter-a' }), expect.objectContaining({ deviceId: 'meter-b' })],
+    });
+  });
+
+  test('the AWS wiring paces the registry calls of the check', async () => {
+    const waits: number[] = [];
+    const calls: string[] = [];
+    const registry = pacedRegistry(
+      { describeCertificate: async (id) => (calls.push(id), { certificateId: id, certificatePem: '', status: 'ACTIVE' }), updateCertificateStatus: async (id) => void calls.push(`update ${id}`) },
+      4,
+      async (ms) => void waits.push(ms),
+    );
+
+    await Promise.all([registry.describeCertificate('a'), registry.describeCertificate('b'), registry.updateCertificateStatus('c', 'INACTIVE')]);
+
+    expect(calls).toEqual(['a', 'b', 'update c']);
+    expect(waits).toHaveLength(2);
+    expect(waits[0]).toBeGreaterThan(200);
+    expect(waits[1]).toBeGreaterThan(450);
+  });
 });

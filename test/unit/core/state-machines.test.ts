@@ -17,6 +17,7 @@ const allowedCertificate: [CertificateStatus, CertificateStatus][] = [
   ['INACTIVE', 'REVOKED'],
   ['INACTIVE', 'RETIRED'],
   ['ACTIVE', 'RETIRED'],
+  ['RETIRED', 'REVOKED'],
 ];
 
 const allowedDevice: [DeviceStatus, DeviceStatus][] = [
@@ -39,8 +40,8 @@ describe('certificate state machine', () => {
     else expect(() => assertCertificateTransition(from, to)).toThrow(expect.objectContaining({ code: 'INVALID_TRANSITION', message: `A certificate in state ${from} cannot move to ${to}.` }));
   });
 
-  test('REVOKED, RETIRED and REJECTED are terminal', () => {
-    expect([CERTIFICATE_TRANSITIONS.REVOKED, CERTIFICATE_TRANSITIONS.RETIRED, CERTIFICATE_TRANSITIONS.REJECTED]).toEqual([[], [], []]);
+  test('REVOKED and REJECTED are terminal; RETIRED only goes on to REVOKED', () => {
+    expect([CERTIFICATE_TRANSITIONS.REVOKED, CERTIFICATE_TRANSITIONS.RETIRED, CERTIFICATE_TRANSITIONS.REJECTED]).toEqual([[], ['REVOKED'], []]);
   });
 
   test.each([
