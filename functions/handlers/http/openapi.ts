@@ -63,7 +63,7 @@ export function buildOpenApiDocument() {
         'Pre-register devices, sign CSRs through the fleet CA, revoke, suspend and resume, and read devices with their certificates and audit trail. ' +
         'In AWS every method uses IAM (SigV4) authorization; the local mode takes `Authorization: Bearer <.local/api-token>`.',
     },
-    servers: [{ url: 'https://{restApiId}.execute-api.{region}.amazonaws.com/${API_STAGE}', variables: { restApiId: { default: 'example' }, region: { default: 'eu-west-1' } } }, { url: 'http://127.0.0.1:3000' }],
+    servers: [{ url: `https://{restApiId}.execute-api.{region}.amazonaws.com/${API_STAGE}`, variables: { restApiId: { default: 'example' }, region: { default: 'eu-west-1' } } }, { url: 'http://127.0.0.1:3000' }],
     security: [{ sigv4: [] }, { localBearer: [] }],
     paths: pathsOf(API_ROUTES),
     components: {
