@@ -50,10 +50,11 @@ export interface Device {
  */
 export interface PendingRotation {
   /**
-   * `PENDING`: waiting for the commit. `COMMITTING` / `WITHDRAWING`: decided (by the commit, or by the sweep after the
-   * deadline), its side effects in AWS IoT and at the CA under way; it is cleared when they are done.
+   * `ISSUING`: the request holds the device's slot while the CA signs (`certificateId` is still empty). `PENDING`: waiting
+   * for the commit. `COMMITTING` / `WITHDRAWING`: decided (by the commit, or by the sweep after the deadline, or by a
+   * revocation), its side effects in AWS IoT and at the CA under way; it is cleared when they are done.
    */
-  readonly state: 'PENDING' | 'COMMITTING' | 'WITHDRAWING';
+  readonly state: 'ISSUING' | 'PENDING' | 'COMMITTING' | 'WITHDRAWING';
   readonly requestId: string;
   readonly certificateId: string;
   readonly previousCertificateId: string;

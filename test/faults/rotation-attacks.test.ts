@@ -290,7 +290,8 @@ class Case {
       seen.add(key);
     }
     // The rotation on record names certificates that exist, and a PENDING one names an ACTIVE-on-record new certificate unless the device left ACTIVE.
-    if (device?.rotation) {
+    // An ISSUING rotation holds the slot before its certificate exists (certificateId ''); the sweep clears it at its deadline.
+    if (device?.rotation && device.rotation.state !== 'ISSUING') {
       const fresh = await this.store.getCertificate(device.rotation.certificateId);
       if (!fresh) found.push(`the pending rotation names certificate ${device.rotation.certificateId.slice(0, 12)} that has no record`);
     }

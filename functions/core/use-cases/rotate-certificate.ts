@@ -5,6 +5,7 @@ import { isLiveCertificateStatus } from '../state-machines';
 import { checkCsr, inspectCertificate } from '../x509';
 import type { ChangeRecorder } from '../change-recorder';
 import { answerRecorded, issueSteps, type IssuedDeviceCertificate, type IssuancePlan } from './issue-certificate';
+import { operationIdOf, type RunningOperation } from '../operations';
 
 /**
  * Who sent an MQTT message, as AWS IoT's rules engine tells it: the topic's thing name, `clientid()` and
@@ -63,13 +64,16 @@ export async function requestRotation(recorder: ChangeRecorder, request: Rotatio
   return recorder.operations.execute(
     { caller: deviceCaller(request.thingName), handle: `rotate:${request.requestId}`, operation: 'ROTATE_CERTIFICATE', target: request.thingName, payload: { csr: csrPem } },
     async (run) => {
-      if (run.progress.issuanceId === undefined) await assertNewKey(recorder, request.thingName, publicKeySha256);
+      if (run.progress.issuanceId === undefined) {
+        await assertNewKey(recorder, request.thingName, publicKeySha256);
+        await markIssuing(recorder, run, request);
+      }
       // The requesting certificate as the last refusal check saw it ACTIVE: the recording write holds it unchanged.
       let principalSeen: CertificateRecord | undefined;
       const plan: IssuancePlan = {
         source: 'ROTATION',
         refusal: async (device) => {
-          const refusal = await rotationRefusal(recorder, device, request);
+          const refusal = (await rotationRefusal(recorder, device, request)) ?? markerRefusal(device, request.requestId);
           principalSeen = refusal ? undefined : await recorder.store.getCertificate(request.principal);
           return refusal;
         },
@@ -106,6 +110,34 @@ export async function requestRotation(recorder: ChangeRecorder, request: Rotatio
  * previous certificate is switched INACTIVE and detached in AWS IoT and recorded RETIRED. It is not revoked at the
  * CA: AWS IoT refuses it already, and superseded certificates on the CRL would only make it grow.
  */
+/**
+ * Before the CA is asked: the device's rotation slot is taken (`ISSUING`, with a deadline), in the same write as the
+ * operation record. So one rotation is in flight per device from the start, and a request that fails after the CA signed
+ * and is never sent again is still found by the sweep at its deadline, which withdraws what it issued.
+ */
+async function markIssuing(recorder: ChangeRecorder, run: RunningOperation, request: RotationRequest): Promise<void> {
+  await recorder.retryOnConflict(async () => {
+    const device = await recorder.requireDevice(request.thingName);
+    const refusal = await rotationRefusal(recorder, device, request);
+    if (refusal) throw refusal;
+    if (device.rotation?.requestId === request.requestId) return; // taken by an earlier execution of this request
+    const rotation: PendingRotation = {
+      state: 'ISSUING',
+      requestId: request.requestId,
+      certificateId: '',
+      previousCertificateId: request.principal,
+      commitDeadline: new Date(recorder.deps.clock.now().getTime() + recorder.settings.rotationCommitSeconds * 1000).toISOString(),
+    };
+    await run.commit({ device: { next: { ...recorder.touched(device), rotation }, expectedVersion: device.version }, events: [] });
+  });
+}
+
+/** Recording the new certificate needs this request's slot still `ISSUING`: withdrawn meanwhile (deadline, revocation), it is refused. */
+function markerRefusal(device: Device, requestId: string): LifecycleError | undefined {
+  if (device.rotation?.requestId === requestId && device.rotation.state === 'ISSUING') return undefined;
+  return withdrawnRotation(requestId);
+}
+
 export async function commitRotation(recorder: ChangeRecorder, commit: RotationCommit): Promise<CommittedRotation> {
   assertSender(commit);
   assertRequestId(commit.requestId);
@@ -196,7 +228,7 @@ export async function withdrawOrFinish(recorder: ChangeRecorder, deviceId: strin
   await recorder.retryOnConflict(async () => {
     const device = await recorder.requireDevice(deviceId);
     rotation = device.rotation;
-    if (rotation === undefined || rotation.requestId !== requestId || rotation.state !== 'PENDING') return;
+    if (rotation === undefined || rotation.requestId !== requestId || (rotation.state !== 'PENDING' && rotation.state !== 'ISSUING')) return;
     rotation = { ...rotation, state: 'WITHDRAWING' };
     await recorder.store.commit({
       device: { next: { ...recorder.touched(device), rotation }, expectedVersion: device.version },
@@ -239,6 +271,7 @@ async function finishCommit(recorder: ChangeRecorder, deviceId: string, rotation
 /** The new certificate revoked everywhere (the device never committed it), then REVOKED on record and the rotation cleared. Idempotent. */
 async function finishWithdrawal(recorder: ChangeRecorder, deviceId: string, rotation: PendingRotation, key: string): Promise<void> {
   const device = await recorder.requireDevice(deviceId);
+  if (rotation.certificateId === '') return finishIssuingWithdrawal(recorder, device, rotation);
   const issued = await recorder.store.getCertificate(rotation.certificateId);
   if (issued && issued.status !== 'REVOKED') await recorder.revokeEverywhere(device.thingName, issued, 'PRIVILEGE_WITHDRAWN');
   await clearRotation(recorder, deviceId, rotation, (current) =>
@@ -252,6 +285,28 @@ async function finishWithdrawal(recorder: ChangeRecorder, deviceId: string, rota
   );
 }
 
+/**
+ * A rotation withdrawn before its certificate was recorded (the request failed after the CA and was not sent again, or a
+ * revocation came first): what its operation collected from the CA is revoked there and, if AWS IoT has it, there too
+ * (not on record: there is none). A certificate the CA has not handed over yet is left to the request itself, whose
+ * recording is then refused and withdraws it.
+ */
+async function finishIssuingWithdrawal(recorder: ChangeRecorder, device: Device, rotation: PendingRotation): Promise<void> {
+  const operation = await recorder.store.getOperation(operationIdOf(deviceCaller(device.deviceId), `rotate:${rotation.requestId}`));
+  const certificatePem = operation?.progress?.certificatePem;
+  if (certificatePem !== undefined) {
+    const facts = await inspectCertificate(certificatePem);
+    await recorder.ca.revokeCertificate({ serialNumber: facts.serialNumber, reason: 'PRIVILEGE_WITHDRAWN', certificatePem });
+    try {
+      await recorder.registry.updateCertificateStatus(facts.certificateId, 'REVOKED');
+      await recorder.registry.detachCertificate(device.thingName, facts.certificateId);
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error; // never registered: nothing in AWS IoT to undo
+    }
+  }
+  await clearRotation(recorder, device.deviceId, rotation, () => undefined, '');
+}
+
 /** One change: the certificate's new record (when it still needs one) and the device without its rotation. */
 async function clearRotation(
   recorder: ChangeRecorder,
@@ -263,7 +318,7 @@ async function clearRotation(
   await recorder.retryOnConflict(async () => {
     const device = await recorder.requireDevice(deviceId);
     if (device.rotation?.requestId !== rotation.requestId) return; // Cleared by another execution.
-    const current = await recorder.store.getCertificate(certificateId);
+    const current = certificateId === '' ? undefined : await recorder.store.getCertificate(certificateId);
     const change = nextCertificate(current);
     const { rotation: _cleared, ...withoutRotation } = recorder.touched(device);
     await recorder.store.commit({

@@ -87,7 +87,7 @@ export function buildOpenApiDocument() {
               description: 'The rotation over MQTT in flight (docs/rotation.md), if any.',
               required: ['state', 'requestId', 'certificateId', 'previousCertificateId', 'commitDeadline'],
               properties: {
-                state: { type: 'string', enum: ['PENDING', 'COMMITTING', 'WITHDRAWING'] },
+                state: { type: 'string', enum: ['ISSUING', 'PENDING', 'COMMITTING', 'WITHDRAWING'] },
                 requestId: { type: 'string' },
                 certificateId: { type: 'string' },
                 previousCertificateId: { type: 'string' },

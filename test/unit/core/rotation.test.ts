@@ -211,6 +211,35 @@ describe('rotation over MQTT: commit and timeout', () => {
     expect(await fixture.lifecycle.commitRotation(commit)).toEqual({ requestId: 'r-pump-5', certificateId: rotated.certificateId, retiredCertificateId: previous });
   });
 
+  test('a request that fails after the CA signed and is never sent again: the sweep withdraws what it issued at the deadline, and the device may rotate again', async () => {
+    const { previous } = await pending('pump-8').then(async (first) => {
+      // Commit the first rotation, then abandon a second one half-way.
+      await fixture.lifecycle.commitRotation({ ...sender('pump-8', first.rotated.certificateId), requestId: 'r-pump-8', certificateId: first.rotated.certificateId });
+      return { previous: first.rotated.certificateId };
+    });
+    jest.spyOn(fixture.registry, 'attachCertificate').mockRejectedValue(new Error('AttachThingPrincipal keeps failing'));
+    const lostCsr = (await makeCsr('pump-8')).csrPem;
+    await expect(fixture.lifecycle.requestRotation({ ...sender('pump-8', previous), requestId: 'lost-1', csrPem: lostCsr })).rejects.toThrow('keeps failing');
+    jest.restoreAllMocks();
+    const registeredButUnrecorded = fixture.registry.snapshot().certificates.filter((c) => !fixture.store.certificates.has(c.certificateId));
+    expect(registeredButUnrecorded.map((c) => c.status)).toEqual(['ACTIVE']);
+    expect(fixture.store.devices.get('pump-8')?.rotation).toMatchObject({ state: 'ISSUING', requestId: 'lost-1' });
+
+    fixture.clock.advance(COMMIT_SECONDS * 1000);
+    expect(await fixture.lifecycle.sweepDueRotations()).toEqual({ withdrawn: 1, committed: 0, failed: 0 });
+
+    const leaked = registeredButUnrecorded[0]?.certificateId as string;
+    expect(fixture.registry.findCertificate(leaked)?.status).toBe('REVOKED');
+    expect(fixture.registry.findThing('pump-8')?.principals).toEqual([previous]);
+    expect(fixture.store.devices.get('pump-8')?.rotation).toBeUndefined();
+    expect(fixture.registry.findCertificate(previous)?.status).toBe('ACTIVE');
+    // The lost request, sent again after all, is refused: its certificate was withdrawn.
+    expect((await errorOf(fixture.lifecycle.requestRotation({ ...sender('pump-8', previous), requestId: 'lost-1', csrPem: lostCsr }))).code).toBe('CERTIFICATE_WITHDRAWN');
+    expect(fixture.registry.findCertificate(leaked)?.status).toBe('REVOKED');
+    const again = await fixture.lifecycle.requestRotation({ ...sender('pump-8', previous), requestId: 'next-1', csrPem: (await makeCsr('pump-8')).csrPem });
+    expect(fixture.registry.findCertificate(again.certificateId)?.status).toBe('ACTIVE');
+  });
+
   test('a suspended device cannot commit; once resumed it commits, and its previous certificate stays out', async () => {
     const { previous, rotated } = await pending('pump-6');
     await fixture.lifecycle.suspendDevice({ deviceId: 'pump-6', ...actor, requestKey: 's-pump-6' });
