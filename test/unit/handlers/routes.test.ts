@@ -14,6 +14,7 @@ describe('route table', () => {
       'POST /devices/{deviceId}/revoke',
       'POST /devices/{deviceId}/suspend',
       'POST /devices/{deviceId}/resume',
+      'POST /devices/{deviceId}/rotate',
     ]);
   });
 
