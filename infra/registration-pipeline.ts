@@ -1,6 +1,5 @@
-import { Aws, Duration, type RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Duration, type RemovalPolicy } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
-import * as iam from 'aws-cdk-lib/aws-iam';
 import * as iot from 'aws-cdk-lib/aws-iot';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -16,6 +15,7 @@ import {
   type FleetBinding,
 } from './lifecycle-function';
 import { DEFAULTS, ruleNameFrom, type EnrollmentPolicy } from './settings';
+import { addRuleQueue, ruleSendRole } from './rule-queue';
 import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
 
 export interface RegistrationPipelineProps {
@@ -47,23 +47,12 @@ export interface RegistrationPipeline {
  * are those of a deployed stack.
  */
 export function addRegistrationPipeline(scope: Construct, props: RegistrationPipelineProps): RegistrationPipeline {
-  const deadLetterQueue = new sqs.Queue(scope, 'RegistrationDeadLetterQueue', {
-    encryption: sqs.QueueEncryption.SQS_MANAGED,
-    enforceSSL: true,
-    retentionPeriod: Duration.days(DEFAULTS.deadLetterRetentionDays),
-  });
-  Validations.of(deadLetterQueue).acknowledge({
-    id: 'AwsSolutions-SQS3',
-    reason: 'This queue is itself the dead-letter queue: the registration queue redrives into it, and the registration rule error action sends to it.',
-  });
   const jitrTimeout = Duration.seconds(DEFAULTS.jitrTimeoutSeconds);
-  const registrationQueue = new sqs.Queue(scope, 'RegistrationQueue', {
-    // SQS-managed keys: AWS IoT can send to the queue without KMS permissions on its role.
-    encryption: sqs.QueueEncryption.SQS_MANAGED,
-    enforceSSL: true,
-    visibilityTimeout: Duration.seconds(jitrTimeout.toSeconds() * DEFAULTS.registrationQueue.visibilityTimeoutFactor),
-    retentionPeriod: Duration.days(DEFAULTS.registrationQueue.retentionDays),
-    deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: DEFAULTS.registrationQueue.maxReceiveCount },
+  const { queue: registrationQueue, deadLetterQueue } = addRuleQueue(scope, {
+    ids: { queue: 'RegistrationQueue', deadLetterQueue: 'RegistrationDeadLetterQueue' },
+    functionTimeout: jitrTimeout,
+    settings: DEFAULTS.registrationQueue,
+    deadLetterQueueReason: 'This queue is itself the dead-letter queue: the registration queue redrives into it, and the registration rule error action sends to it.',
   });
 
   const jitrFunction = new LifecycleFunction(scope, 'JitrFunction', {
@@ -100,17 +89,8 @@ function addRegistrationRule(
   scope: Construct,
   props: { readonly caCertificateId: string; readonly namePrefix: string; readonly registrationQueue: sqs.IQueue; readonly deadLetterQueue: sqs.IQueue },
 ): iot.CfnTopicRule {
-  // One role per action, each allowed sqs:SendMessage to its one queue and nothing else.
-  const sendRole = (id: string, description: string, queue: sqs.IQueue) => {
-    const role = new iam.Role(scope, id, {
-      description,
-      assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
-    });
-    role.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
-    return role;
-  };
-  const queueRole = sendRole('RegistrationRuleRole', 'Lets the JITR topic rule send registration events to the registration queue', props.registrationQueue);
-  const errorRole = sendRole('RegistrationRuleErrorRole', 'Lets the JITR topic rule send events it could not deliver to the dead-letter queue', props.deadLetterQueue);
+  const queueRole = ruleSendRole(scope, 'RegistrationRuleRole', 'Lets the JITR topic rule send registration events to the registration queue', props.registrationQueue);
+  const errorRole = ruleSendRole(scope, 'RegistrationRuleErrorRole', 'Lets the JITR topic rule send events it could not deliver to the dead-letter queue', props.deadLetterQueue);
   return new iot.CfnTopicRule(scope, 'RegistrationRule', {
     ruleName: ruleNameFrom(props.namePrefix, 'jitr'),
     topicRulePayload: {

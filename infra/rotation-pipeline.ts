@@ -1,9 +1,8 @@
-import { Annotations, Aws, Duration, Validations, type RemovalPolicy } from 'aws-cdk-lib';
+import { Annotations, Duration, Validations, type RemovalPolicy } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
-import * as iam from 'aws-cdk-lib/aws-iam';
 import * as iot from 'aws-cdk-lib/aws-iot';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -22,6 +21,7 @@ import {
   type FleetBinding,
 } from './lifecycle-function';
 import { DEFAULTS, ruleNameFrom, type EnrollmentPolicy } from './settings';
+import { addRuleQueue, ruleSendRole } from './rule-queue';
 
 /** The rotation steps, in the order their rules are created. */
 export const ROTATION_STEPS = Object.keys(ROTATION_TOPIC_FILTERS) as RotationStep[];
@@ -91,23 +91,12 @@ export function addRotationPipeline(scope: Construct, props: RotationPipelinePro
     );
   }
 
-  const deadLetterQueue = new sqs.Queue(scope, 'RotationDeadLetterQueue', {
-    encryption: sqs.QueueEncryption.SQS_MANAGED,
-    enforceSSL: true,
-    retentionPeriod: Duration.days(DEFAULTS.deadLetterRetentionDays),
-  });
-  Validations.of(deadLetterQueue).acknowledge({
-    id: 'AwsSolutions-SQS3',
-    reason: 'This queue is itself the dead-letter queue: the rotation queue redrives into it, and the rotate and commit rules error actions send to it.',
-  });
   const timeout = Duration.seconds(DEFAULTS.rotation.timeoutSeconds);
-  const rotationQueue = new sqs.Queue(scope, 'RotationQueue', {
-    // SQS-managed keys: AWS IoT can send to the queue without KMS permissions on its role.
-    encryption: sqs.QueueEncryption.SQS_MANAGED,
-    enforceSSL: true,
-    visibilityTimeout: Duration.seconds(timeout.toSeconds() * DEFAULTS.rotationQueue.visibilityTimeoutFactor),
-    retentionPeriod: Duration.days(DEFAULTS.rotationQueue.retentionDays),
-    deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: DEFAULTS.rotationQueue.maxReceiveCount },
+  const { queue: rotationQueue, deadLetterQueue } = addRuleQueue(scope, {
+    ids: { queue: 'RotationQueue', deadLetterQueue: 'RotationDeadLetterQueue' },
+    functionTimeout: timeout,
+    settings: DEFAULTS.rotationQueue,
+    deadLetterQueueReason: 'This queue is itself the dead-letter queue: the rotation queue redrives into it, and the rotate and commit rules error actions send to it.',
   });
 
   const rotationFunction = new LifecycleFunction(scope, 'RotationFunction', {
@@ -172,17 +161,8 @@ function addRotationRules(
   scope: Construct,
   props: { readonly namePrefix: string; readonly rotationQueue: sqs.IQueue; readonly deadLetterQueue: sqs.IQueue },
 ): Record<RotationStep, iot.CfnTopicRule> {
-  // One role per queue, each allowed sqs:SendMessage to its one queue and nothing else; only AWS IoT of this account assumes them.
-  const sendRole = (id: string, description: string, queue: sqs.IQueue) => {
-    const role = new iam.Role(scope, id, {
-      description,
-      assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', { conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } } }),
-    });
-    role.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
-    return role;
-  };
-  const queueRole = sendRole('RotationRuleRole', 'Lets the rotate and commit topic rules send device messages to the rotation queue', props.rotationQueue);
-  const errorRole = sendRole('RotationRuleErrorRole', 'Lets the rotate and commit topic rules send messages they could not deliver to the rotation dead-letter queue', props.deadLetterQueue);
+  const queueRole = ruleSendRole(scope, 'RotationRuleRole', 'Lets the rotate and commit topic rules send device messages to the rotation queue', props.rotationQueue);
+  const errorRole = ruleSendRole(scope, 'RotationRuleErrorRole', 'Lets the rotate and commit topic rules send messages they could not deliver to the rotation dead-letter queue', props.deadLetterQueue);
   const ruleOf = (step: RotationStep): iot.CfnTopicRule =>
     new iot.CfnTopicRule(scope, step === 'rotate' ? 'RotationRotateRule' : 'RotationCommitRule', {
       ruleName: ruleNameFrom(props.namePrefix, `rotation_${step}`),
