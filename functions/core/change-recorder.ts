@@ -111,6 +111,7 @@ export class ChangeRecorder {
       notAfter: facts.notAfter.toISOString(),
       status,
       source,
+      purpose: facts.purpose,
       certificatePem: facts.certificatePem,
       createdAt: now,
       updatedAt: now,

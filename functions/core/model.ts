@@ -1,3 +1,5 @@
+import type { CertificatePurpose } from './certificate-purpose';
+
 /**
  * The records the lifecycle keeps. Stored states are the ones written here;
  * `EXPIRED` is never stored: it is derived from `notAfter` (see `effectiveCertificateStatus`).
@@ -77,6 +79,11 @@ export interface CertificateRecord {
   readonly source: CertificateSource;
   /** A certificate a rotation issued: the certificate it replaces (RETIRED once the rotation is committed). */
   readonly rotatedFrom?: string;
+  /**
+   * BOOTSTRAP: the subject's OU is `bootstrap`, a certificate the fleet policy confines to the rotation topics (recovery
+   * after expiry). Absent on records written before purposes existed: read it with `purposeOf`, which answers OPERATIONAL.
+   */
+  readonly purpose?: CertificatePurpose;
   readonly certificatePem: string;
   readonly statusReason?: string;
   readonly revocationReason?: RevocationReason;

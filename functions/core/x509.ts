@@ -3,6 +3,7 @@ import * as x509 from '@peculiar/x509';
 import { fromBER } from 'asn1js';
 import { ValidationError } from './errors';
 import { isValidDeviceId } from './device-id';
+import { purposeOfSubject, type CertificatePurpose } from './certificate-purpose';
 
 /** Limits every certificate and CSR is checked against, in one place. */
 export const CERTIFICATE_LIMITS = {
@@ -54,6 +55,8 @@ export interface CertificateFacts {
   readonly certificatePem: string;
   /** SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex: tells a re-key from a renewal with the same key. */
   readonly publicKeySha256: string;
+  /** BOOTSTRAP when the subject's OU is `bootstrap` (see certificate-purpose.ts); OPERATIONAL otherwise. */
+  readonly purpose: CertificatePurpose;
 }
 
 const toHex = (buffer: ArrayBuffer): string => Buffer.from(buffer).toString('hex');
@@ -107,7 +110,17 @@ async function factsOf(certificate: x509.X509Certificate): Promise<CertificateFa
     notAfter: certificate.notAfter,
     certificatePem: certificate.toString('pem'),
     publicKeySha256: toHex(await crypto.subtle.digest('SHA-256', certificate.publicKey.rawData)),
+    purpose: purposeOrOperational(certificate.subjectName),
   };
+}
+
+/** Reading a certificate never fails on its OU (the identity checks refuse an ambiguous one where it matters). */
+function purposeOrOperational(subject: x509.Name): CertificatePurpose {
+  try {
+    return purposeOfSubject(subject, 'INVALID_CERTIFICATE');
+  } catch {
+    return 'OPERATIONAL';
+  }
 }
 
 function describeAllowedKeyOrRaw(publicKey: x509.PublicKey): string {
@@ -165,6 +178,8 @@ export interface CheckedCsr {
   readonly keyAlgorithm: string;
   /** SHA-256 of the DER SubjectPublicKeyInfo, as in `CertificateFacts.publicKeySha256`. */
   readonly publicKeySha256: string;
+  /** The purpose the certificate will have (OU=bootstrap: BOOTSTRAP). */
+  readonly purpose: CertificatePurpose;
 }
 
 /**
@@ -192,13 +207,13 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
     throw new ValidationError('INVALID_CSR', 'The CSR signature could not be checked: unsupported signature algorithm or key.', { cause: error });
   }
   if (!signatureValid) throw new ValidationError('INVALID_CSR', 'The CSR signature does not verify: it was not signed by the key it carries.');
-  const { keyAlgorithm } = checkDeviceIdentity(csr, 'INVALID_CSR', deviceId);
+  const { keyAlgorithm, purpose } = checkDeviceIdentity(csr, 'INVALID_CSR', deviceId);
   for (const extension of csr.extensions) {
     if (!ALLOWED_CSR_EXTENSION_OIDS.has(extension.type)) {
       throw new ValidationError('INVALID_CSR', `The CSR requests extension ${extension.type}, which is not allowed: request only subjectAltName, keyUsage, extendedKeyUsage or basicConstraints.`);
     }
   }
-  return { csrPem: csr.toString('pem'), keyAlgorithm, publicKeySha256: toHex(await crypto.subtle.digest('SHA-256', csr.publicKey.rawData)) };
+  return { csrPem: csr.toString('pem'), keyAlgorithm, purpose, publicKeySha256: toHex(await crypto.subtle.digest('SHA-256', csr.publicKey.rawData)) };
 }
 
 /** What a device identity is made of, in a CSR and in a certificate alike. */
@@ -221,10 +236,11 @@ const quote = (value: string): string => `"${value.length > MAX_QUOTED_LENGTH ? 
  *   keyCertSign nor cRLSign (which only a CA may have);
  * - extended key usage, when present, includes clientAuth (a device is a TLS client);
  * - no extension twice (RFC 5280 4.2), and no critical extension outside `UNDERSTOOD_CRITICAL_EXTENSION_OIDS`;
- * - a key `describeAllowedKey` accepts.
+ * - a key `describeAllowedKey` accepts;
+ * - at most one OU, and `bootstrap` only in lower case (`purposeOfSubject`).
  * Throws `code` naming the first failure and what to change.
  */
-function checkDeviceIdentity(source: DeviceIdentitySource, code: X509ErrorCode, expectedDeviceId?: string): { deviceId: string; keyAlgorithm: string } {
+function checkDeviceIdentity(source: DeviceIdentitySource, code: X509ErrorCode, expectedDeviceId?: string): { deviceId: string; keyAlgorithm: string; purpose: CertificatePurpose } {
   const { noun, has } = WORDING[code];
   const commonNames = source.subjectName.getField('CN');
   const [deviceId] = commonNames;
@@ -247,7 +263,8 @@ function checkDeviceIdentity(source: DeviceIdentitySource, code: X509ErrorCode, 
     }
     checkExtension(extension, code);
   }
-  return { deviceId, keyAlgorithm: describeAllowedKey(source.publicKey, code) };
+  const purpose = purposeOfSubject(source.subjectName, code);
+  return { deviceId, keyAlgorithm: describeAllowedKey(source.publicKey, code), purpose };
 }
 
 /** The rules for the extensions `checkDeviceIdentity` reads; a malformed one is refused, not skipped. */

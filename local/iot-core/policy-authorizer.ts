@@ -1,3 +1,5 @@
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
 import type { LocalDeviceRegistry } from '../../functions/adapters/local/local-device-registry';
 import { authorize, type IotAction, type IotAuthorization, type IotRequestContext } from '../../functions/adapters/local/iot-policy-evaluator';
 
@@ -18,9 +20,13 @@ export interface PolicyAuthorizerOptions {
  * `iot:Connection.Thing.ThingName` is the client id and `iot:Connection.Thing.IsAttached` is true);
  * the policies evaluated are those of that thing's groups (the fleet policy is attached to the
  * fleet's thing group, never to certificates). Everything is read from the registry at each call,
- * so a detach or a status change applies to the very next action.
+ * so a detach or a status change applies to the very next action. The certificate's subject OU feeds the
+ * `iot:Certificate.Subject.OrganizationalUnit` condition the fleet policy confines bootstrap certificates with.
  */
 export class PolicyAuthorizer {
+  /** The subject OUs of each certificate seen, by id: a certificate's bytes (so its subject) never change under its id. */
+  private readonly organizationalUnits = new Map<string, readonly string[]>();
+
   public constructor(
     private readonly registry: LocalDeviceRegistry,
     private readonly options: PolicyAuthorizerOptions,
@@ -36,7 +42,20 @@ export class PolicyAuthorizer {
       ...(thingAttached ? { thingName: identity.clientId } : {}),
       thingAttached,
       certificateId: identity.certificateId,
+      subjectOrganizationalUnits: this.subjectOrganizationalUnits(identity.certificateId),
     };
+  }
+
+  /** `iot:Certificate.Subject.OrganizationalUnit` comes from the certificate itself, as AWS IoT Core reads it at connect. */
+  private subjectOrganizationalUnits(certificateId: string): readonly string[] {
+    let units = this.organizationalUnits.get(certificateId);
+    if (units === undefined) {
+      const certificatePem = this.registry.findCertificate(certificateId)?.certificatePem;
+      if (certificatePem === undefined) return [];
+      units = new x509.X509Certificate(certificatePem).subjectName.getField('OU');
+      this.organizationalUnits.set(certificateId, units);
+    }
+    return units;
   }
 
   /** `resource`: the client id (Connect), topic (Publish, Receive) or topic filter (Subscribe). */

@@ -393,6 +393,27 @@ describe('fleet policy and thing group', () => {
     });
   });
 
+  test('confines bootstrap certificates (subject OU=bootstrap) to the rotation request and its answers with explicit Denies', () => {
+    const topic = (suffix: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iot:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, `:${suffix}`]] });
+    const rotate = 'devices/${iot:Connection.Thing.ThingName}/certificates/rotate';
+    const bootstrapOnly = { StringEquals: { 'iot:Certificate.Subject.OrganizationalUnit': 'bootstrap' } };
+    template.hasResourceProperties('AWS::IoT::Policy', {
+      PolicyName: 'iot-cert-lifecycle-fleet',
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          { Effect: 'Deny', Action: 'iot:Publish', NotResource: topic(`topic/${rotate}`), Condition: bootstrapOnly },
+          { Effect: 'Deny', Action: 'iot:Receive', NotResource: [topic(`topic/${rotate}/accepted`), topic(`topic/${rotate}/rejected`)], Condition: bootstrapOnly },
+          {
+            Effect: 'Deny',
+            Action: 'iot:Subscribe',
+            NotResource: [topic(`topicfilter/${rotate}/+`), topic(`topicfilter/${rotate}/accepted`), topic(`topicfilter/${rotate}/rejected`)],
+            Condition: bootstrapOnly,
+          },
+        ]),
+      },
+    });
+  });
+
   test('creates the thing group devices join', () => {
     template.hasResourceProperties('AWS::IoT::ThingGroup', { ThingGroupName: 'iot-cert-lifecycle-devices' });
   });

@@ -85,7 +85,7 @@ describe('topic rules', () => {
         (statement) =>
           statement.Effect === 'Allow' &&
           ([] as string[]).concat(statement.Action).includes(action) &&
-          ([] as string[]).concat(statement.Resource).some((pattern) => matchesResource(pattern.replace('${iot:Connection.Thing.ThingName}', thing), resource)),
+          ([] as string[]).concat(statement.Resource ?? []).some((pattern) => matchesResource(pattern.replace('${iot:Connection.Thing.ThingName}', thing), resource)),
       );
     const arn = 'arn:aws:iot:eu-west-1:111122223333';
     for (const step of ROTATION_STEPS) {

@@ -18,7 +18,11 @@ import type { IotPolicyDocument, IotPolicyStatement } from '../../policy/fleet-p
  *   no thing is associated with the connection) makes the statement not match: it never becomes a
  *   wildcard or an empty string. `${*}`, `${?}` and `${$}` stand for the literal characters;
  * - conditions: operators AND, keys AND, values OR (NOR for a negated operator); a key absent from
- *   the request makes a condition false, and a negated one (`StringNotEquals`) true.
+ *   the request makes a condition false, and a negated one (`StringNotEquals`) true. Condition keys:
+ *   `iot:Connection.Thing.IsAttached`, `iot:Connection.Thing.ThingName`, `iot:ClientId` and
+ *   `iot:Certificate.Subject.OrganizationalUnit` (the subject's first OU; absent without one);
+ * - `NotResource`: the statement covers every resource none of its patterns matches (AWS IoT Core's
+ *   publish/subscribe policy examples use it for "all topics except").
  *
  * Where it cannot evaluate something AWS would (an operator, condition key or variable outside the
  * subset) it fails closed: such an Allow grants nothing and such a Deny applies.
@@ -47,6 +51,12 @@ export interface IotRequestContext {
   readonly thingAttached: boolean;
   /** `iot:CertificateId`: the certificate's id (SHA-256 of its DER, lower-case hex). */
   readonly certificateId: string;
+  /**
+   * The OU values of the certificate's subject, in order: `iot:Certificate.Subject.OrganizationalUnit` is the first
+   * (AWS IoT Core: "the policy variables for each multi-value attribute return the first value"). Absent or empty: the
+   * certificate has no OU, and a condition on the key is a condition on an absent key.
+   */
+  readonly subjectOrganizationalUnits?: readonly string[];
 }
 
 export interface IotAuthorization {
@@ -128,7 +138,7 @@ function evaluateStatement(statement: IotPolicyStatement, request: Request): Sta
   const actions = asList(statement.Action);
   if (!actions.some((pattern) => matchesAction(pattern, request.action))) return { kind: 'not-applicable' };
 
-  const resources = evaluateResources(asList(statement.Resource), request);
+  const resources = statement.NotResource === undefined ? evaluateResources(asList(statement.Resource), request) : evaluateNotResources(asList(statement.NotResource), request);
   if (resources.kind !== 'match') return resources;
 
   const condition = evaluateCondition(statement.Condition ?? {}, request.context);
@@ -202,6 +212,20 @@ function evaluateResources(patterns: readonly string[], request: Request): State
   const unresolved = outcomes.filter((outcome) => outcome.kind === 'unresolved').map((outcome) => `Resource ${outcome.pattern}: ${detailOf(outcome)}`);
   if (unresolved.length > 0) return { kind: 'no-match', detail: unresolved.join('; ') };
   return { kind: 'no-match', detail: `Resource does not match (${patterns.join(', ')})` };
+}
+
+/**
+ * `NotResource`: the statement applies to every resource none of the patterns matches. A pattern that cannot be
+ * evaluated makes the statement unsupported (a Deny then applies: fail closed); one whose variable has no value matches
+ * nothing, so it excludes nothing.
+ */
+function evaluateNotResources(patterns: readonly string[], request: Request): StatementOutcome {
+  const outcomes = patterns.map((pattern) => ({ pattern, ...evaluateResource(pattern, request) }));
+  const unsupported = outcomes.find((outcome) => outcome.kind === 'unsupported');
+  if (unsupported !== undefined) return { kind: 'unsupported', detail: `NotResource ${unsupported.pattern}: ${detailOf(unsupported)}` };
+  const excluded = outcomes.find((outcome) => outcome.kind === 'match');
+  if (excluded !== undefined) return { kind: 'no-match', detail: `NotResource excludes it (${excluded.pattern})` };
+  return { kind: 'match', detail: `not in NotResource (${patterns.join(', ')})` };
 }
 
 function detailOf(outcome: ResourceOutcome): string {
@@ -328,6 +352,8 @@ function globMatches(pattern: readonly Token[], text: string): boolean {
 /** Condition keys this evaluator knows, by lower-case name; `undefined` = absent from the request. */
 const CONDITION_KEYS: Readonly<Record<string, (context: IotRequestContext) => string | undefined>> = {
   'iot:connection.thing.isattached': (context) => String(context.thingAttached),
+  // AWS IoT Core sets a multi-value attribute's variable to its first value; a certificate without an OU has none.
+  'iot:certificate.subject.organizationalunit': (context) => context.subjectOrganizationalUnits?.[0],
   'iot:connection.thing.thingname': (context) => (context.thingName === '' ? undefined : context.thingName),
   'iot:clientid': (context) => context.clientId,
 };

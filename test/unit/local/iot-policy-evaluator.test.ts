@@ -497,3 +497,115 @@ describe('authorize', () => {
     });
   });
 });
+
+describe('authorize a bootstrap certificate (subject OU=bootstrap) with the fleet policy', () => {
+  const bootstrap: IotRequestContext = { ...deviceA, subjectOrganizationalUnits: ['bootstrap'] };
+
+  test.each<[IotAction, string]>([
+    ['iot:Connect', 'device-a'],
+    ['iot:Publish', 'devices/device-a/certificates/rotate'],
+    ['iot:Subscribe', 'devices/device-a/certificates/rotate/+'],
+    ['iot:Subscribe', 'devices/device-a/certificates/rotate/accepted'],
+    ['iot:Subscribe', 'devices/device-a/certificates/rotate/rejected'],
+    ['iot:Receive', 'devices/device-a/certificates/rotate/accepted'],
+    ['iot:Receive', 'devices/device-a/certificates/rotate/rejected'],
+  ])('allows %s on %s: what a rotation needs', (action, resource) => {
+    // Act
+    const result = authorize([fleetPolicy], action, resource, bootstrap);
+
+    // Assess
+    expect(result.allowed).toBe(true);
+  });
+
+  test.each<[IotAction, string]>([
+    ['iot:Publish', 'devices/device-a/telemetry'],
+    ['iot:Publish', 'devices/device-a/certificates/commit'],
+    ['iot:Publish', 'devices/device-a/certificates/rotate/accepted'],
+    ['iot:Subscribe', 'devices/device-a/#'],
+    ['iot:Subscribe', 'devices/device-a/certificates/commit/+'],
+    ['iot:Receive', 'devices/device-a/commands'],
+    ['iot:Receive', 'devices/device-a/certificates/rotate'],
+  ])('rejects %s on %s with the explicit Deny, although the fleet Allow covers it', (action, resource) => {
+    // Act
+    const result = authorize([fleetPolicy], action, resource, bootstrap);
+
+    // Assess
+    expect(result.allowed).toBe(false);
+    expect(result.reason).toContain('explicitly denied');
+    expect(result.reason).toContain('StringEquals iot:Certificate.Subject.OrganizationalUnit');
+    expect(authorize([fleetPolicy], action, resource, deviceA).allowed).toBe(true);
+  });
+
+  test.each<[string, readonly string[] | undefined]>([
+    ['no OU (the key is absent)', undefined],
+    ['an empty OU list', []],
+    ['another OU', ['meters']],
+    ['"Bootstrap": StringEquals is case-sensitive', ['Bootstrap']],
+    ['bootstrap as the second OU: the variable is the first value', ['meters', 'bootstrap']],
+  ])('leaves a certificate with %s unconfined', (_case, units) => {
+    // Arrange
+    const context: IotRequestContext = { ...deviceA, ...(units === undefined ? {} : { subjectOrganizationalUnits: units }) };
+
+    // Act
+    const result = authorize([fleetPolicy], 'iot:Publish', 'devices/device-a/telemetry', context);
+
+    // Assess
+    expect(result.allowed).toBe(true);
+  });
+
+  test('the first OU decides when a subject holds several', () => {
+    // Act
+    const result = authorize([fleetPolicy], 'iot:Publish', 'devices/device-a/telemetry', { ...deviceA, subjectOrganizationalUnits: ['bootstrap', 'meters'] });
+
+    // Assess
+    expect(result.allowed).toBe(false);
+  });
+});
+
+describe('NotResource', () => {
+  const everythingAllowed = { Effect: 'Allow', Action: 'iot:*', Resource: '*' } as const;
+
+  test('a Deny with NotResource denies every resource but the ones listed', () => {
+    // Arrange
+    const policy = policyOf(everythingAllowed, { Effect: 'Deny', Action: 'iot:Publish', NotResource: [`${ARN}:topic/open/*`] });
+
+    // Act
+    const outside = authorize([policy], 'iot:Publish', 'closed/x', deviceA);
+    const inside = authorize([policy], 'iot:Publish', 'open/x', deviceA);
+
+    // Assess
+    expect(outside).toEqual({ allowed: false, reason: `iot:Publish on ${ARN}:topic/closed/x explicitly denied by policy[0].Statement[1] (Resource not in NotResource (${ARN}:topic/open/*))` });
+    expect(inside.allowed).toBe(true);
+  });
+
+  test('an Allow with NotResource allows every resource but the ones listed', () => {
+    // Arrange
+    const policy = policyOf({ Effect: 'Allow', Action: 'iot:Receive', NotResource: `${ARN}:topic/a/restricted/*` });
+
+    // Act and assess
+    expect(authorize([policy], 'iot:Receive', 'a/open', deviceA).allowed).toBe(true);
+    expect(authorize([policy], 'iot:Receive', 'a/restricted/x', deviceA).allowed).toBe(false);
+  });
+
+  test('policy variables in NotResource are resolved; one without a value excludes nothing', () => {
+    // Arrange
+    const policy = policyOf(everythingAllowed, { Effect: 'Deny', Action: 'iot:Publish', NotResource: `${ARN}:topic/own/${THING}` });
+
+    // Act and assess
+    expect(authorize([policy], 'iot:Publish', 'own/device-a', deviceA).allowed).toBe(true);
+    expect(authorize([policy], 'iot:Publish', 'own/device-b', deviceA).allowed).toBe(false);
+    expect(authorize([policy], 'iot:Publish', 'own/device-a', { ...unassociated, thingAttached: true }).allowed).toBe(false);
+  });
+
+  test('a Deny whose NotResource cannot be evaluated applies (fails closed)', () => {
+    // Arrange
+    const policy = policyOf(everythingAllowed, { Effect: 'Deny', Action: 'iot:Publish', NotResource: `${ARN}:topic/\${iot:Unknown}` });
+
+    // Act
+    const result = authorize([policy], 'iot:Publish', 'anything', deviceA);
+
+    // Assess
+    expect(result.allowed).toBe(false);
+    expect(result.reason).toContain('a Deny that cannot be evaluated');
+  });
+});

@@ -10,8 +10,8 @@ async function fixture() {
   await registry.registerCaCertificate(material.certificatePem, { autoRegistration: true });
   await registry.putPolicy('fleet-policy', fleetPolicyDocument({ region: 'local', accountId: '000000000000' }));
   await registry.attachPolicyToThingGroup('fleet-policy', 'fleet');
-  const onboard = async (deviceId: string) => {
-    const pem = await ca.mintDeviceCertificate(deviceId, (await makeCsr(deviceId)).csrPem, 30);
+  const onboard = async (deviceId: string, subject?: string) => {
+    const pem = await ca.mintDeviceCertificate(deviceId, (await makeCsr(deviceId, subject === undefined ? {} : { subject })).csrPem, 30);
     const { certificateId } = await registry.registerCertificate({ certificatePem: pem, caCertificatePem: material.certificatePem });
     await registry.ensureThing(deviceId, {});
     await registry.attachCertificate(deviceId, certificateId);
@@ -19,7 +19,7 @@ async function fixture() {
   };
   const certA = await onboard('dev-a');
   const certB = await onboard('dev-b');
-  return { registry, authorizer: new PolicyAuthorizer(registry, { region: 'local', accountId: '000000000000' }), certA, certB };
+  return { registry, authorizer: new PolicyAuthorizer(registry, { region: 'local', accountId: '000000000000' }), certA, certB, onboard };
 }
 
 describe('PolicyAuthorizer (the fleet policy through the thing group)', () => {
@@ -33,8 +33,30 @@ describe('PolicyAuthorizer (the fleet policy through the thing group)', () => {
       thingName: 'dev-a',
       thingAttached: true,
       certificateId: certA,
+      subjectOrganizationalUnits: [],
     });
-    expect(authorizer.context({ certificateId: certA, clientId: 'dev-b' })).toEqual({ region: 'local', accountId: '000000000000', clientId: 'dev-b', thingAttached: false, certificateId: certA });
+    expect(authorizer.context({ certificateId: certA, clientId: 'dev-b' })).toEqual({
+      region: 'local',
+      accountId: '000000000000',
+      clientId: 'dev-b',
+      thingAttached: false,
+      certificateId: certA,
+      subjectOrganizationalUnits: [],
+    });
+  });
+
+  test('reads the subject OU from the registered certificate: a bootstrap certificate of dev-a may only rotate', async () => {
+    const { authorizer, onboard } = await fixture();
+    const bootstrap = await onboard('dev-a', 'CN=dev-a, OU=bootstrap');
+    const identity = { certificateId: bootstrap, clientId: 'dev-a' };
+
+    expect(authorizer.context(identity).subjectOrganizationalUnits).toEqual(['bootstrap']);
+    expect(authorizer.authorize('iot:Connect', 'dev-a', identity).allowed).toBe(true);
+    expect(authorizer.authorize('iot:Publish', 'devices/dev-a/certificates/rotate', identity).allowed).toBe(true);
+    expect(authorizer.authorize('iot:Subscribe', 'devices/dev-a/certificates/rotate/+', identity).allowed).toBe(true);
+    expect(authorizer.authorize('iot:Receive', 'devices/dev-a/certificates/rotate/accepted', identity).allowed).toBe(true);
+    expect(authorizer.authorize('iot:Publish', 'devices/dev-a/telemetry', identity)).toMatchObject({ allowed: false, reason: expect.stringContaining('explicitly denied') });
+    expect(authorizer.authorize('iot:Subscribe', 'devices/dev-a/#', identity).allowed).toBe(false);
   });
 
   test.each([
