@@ -6,6 +6,7 @@ import { checkCsr, inspectCertificate } from '../x509';
 import type { ChangeRecorder } from '../change-recorder';
 import { answerRecorded, issueSteps, type IssuedDeviceCertificate, type IssuancePlan } from './issue-certificate';
 import { operationIdOf, type RunningOperation } from '../operations';
+import { BOOTSTRAP_ORGANIZATIONAL_UNIT, purposeOf } from '../certificate-purpose';
 
 /**
  * Who sent an MQTT message, as AWS IoT's rules engine tells it: the topic's thing name, `clientid()` and
@@ -60,7 +61,11 @@ const deviceCaller = (thingName: string): string => `device:${thingName}`;
 export async function requestRotation(recorder: ChangeRecorder, request: RotationRequest): Promise<RotatedCertificate> {
   assertSender(request);
   assertRequestId(request.requestId);
-  const { csrPem, publicKeySha256 } = await checkCsr(request.csrPem, request.thingName);
+  const { csrPem, publicKeySha256, purpose } = await checkCsr(request.csrPem, request.thingName);
+  if (purpose === 'BOOTSTRAP') {
+    // A rotation makes the device's working certificate; its bootstrap certificate is made at manufacture, never over MQTT.
+    throw new ValidationError('INVALID_CSR', `A rotation CSR must not ask for OU=${BOOTSTRAP_ORGANIZATIONAL_UNIT}: rotation issues an operational certificate; leave the OU out.`);
+  }
   return recorder.operations.execute(
     { caller: deviceCaller(request.thingName), handle: `rotate:${request.requestId}`, operation: 'ROTATE_CERTIFICATE', target: request.thingName, payload: { csr: csrPem } },
     async (run) => {
@@ -78,18 +83,26 @@ export async function requestRotation(recorder: ChangeRecorder, request: Rotatio
           return refusal;
         },
         record: (device, certificateId, key) => {
+          // The certificate chosen when the slot was taken (markerRefusal has just checked the slot is this request's).
+          const previousCertificateId = device.rotation?.previousCertificateId ?? request.principal;
           const rotation: PendingRotation = {
             state: 'PENDING',
             requestId: request.requestId,
             certificateId,
-            previousCertificateId: request.principal,
+            previousCertificateId,
             commitDeadline: new Date(recorder.deps.clock.now().getTime() + recorder.settings.rotationCommitSeconds * 1000).toISOString(),
           };
           return {
             device: { ...device, rotation },
-            events: [recorder.event('ROTATION_STARTED', deviceCaller(request.thingName), key, { deviceId: device.deviceId, certificateId, reason: `request ${request.requestId} from certificate ${request.principal}` })],
+            events: [
+              recorder.event('ROTATION_STARTED', deviceCaller(request.thingName), key, {
+                deviceId: device.deviceId,
+                certificateId,
+                reason: `request ${request.requestId} from certificate ${request.principal}${previousCertificateId === request.principal ? '' : ` (bootstrap), replacing ${previousCertificateId}`}`,
+              }),
+            ],
             outcome: { commitDeadline: rotation.commitDeadline },
-            certificate: { rotatedFrom: request.principal },
+            certificate: { rotatedFrom: previousCertificateId },
             unchanged: principalSeen,
           };
         },
@@ -125,7 +138,7 @@ async function markIssuing(recorder: ChangeRecorder, run: RunningOperation, requ
       state: 'ISSUING',
       requestId: request.requestId,
       certificateId: '',
-      previousCertificateId: request.principal,
+      previousCertificateId: await certificateToReplace(recorder, device, request),
       commitDeadline: new Date(recorder.deps.clock.now().getTime() + recorder.settings.rotationCommitSeconds * 1000).toISOString(),
     };
     await run.commit({ device: { next: { ...recorder.touched(device), rotation }, expectedVersion: device.version }, events: [] });
@@ -364,7 +377,37 @@ async function rotationRefusal(recorder: ChangeRecorder, device: Device, request
       details: { deviceId: device.deviceId, principal: request.principal },
     });
   }
+  if (purposeOf(principal) === 'BOOTSTRAP' && (await latestOperationalCertificate(recorder, device.deviceId)) === undefined) {
+    return new LifecycleError(
+      'PRINCIPAL_NOT_ALLOWED',
+      `A bootstrap certificate replaces the device's operational certificate, and ${device.deviceId} has no ACTIVE one (revoked or retired certificates are not recovered this way): have its certificate issued through POST /devices/{deviceId}/certificates.`,
+      { details: { deviceId: device.deviceId, principal: request.principal } },
+    );
+  }
   return undefined;
+}
+
+/**
+ * The certificate a rotation replaces, and its commit retires: the requesting certificate, or, when the device asks
+ * over its bootstrap certificate (recovery after expiry), its latest ACTIVE operational certificate (the expired or
+ * refused one), never the bootstrap certificate itself, which stays ACTIVE.
+ */
+async function certificateToReplace(recorder: ChangeRecorder, device: Device, request: RotationRequest): Promise<string> {
+  const principal = await recorder.store.getCertificate(request.principal);
+  if (!principal || purposeOf(principal) !== 'BOOTSTRAP') return request.principal;
+  const operational = await latestOperationalCertificate(recorder, device.deviceId);
+  if (operational === undefined) throw new LifecycleError('PRINCIPAL_NOT_ALLOWED', `${device.deviceId} has no ACTIVE operational certificate for its bootstrap certificate to replace.`, { details: { deviceId: device.deviceId } });
+  return operational.certificateId;
+}
+
+/** The device's ACTIVE operational certificate that expires last (expired ones included: recovering them is the point). */
+async function latestOperationalCertificate(recorder: ChangeRecorder, deviceId: string): Promise<CertificateRecord | undefined> {
+  let latest: CertificateRecord | undefined;
+  for (const certificate of await recorder.store.listDeviceCertificates(deviceId)) {
+    if (certificate.status !== 'ACTIVE' || purposeOf(certificate) !== 'OPERATIONAL') continue;
+    if (latest === undefined || certificate.notAfter > latest.notAfter) latest = certificate;
+  }
+  return latest;
 }
 
 /** RFC 7030 re-key: a rotation brings a key no certificate of the device ever carried (a revoked or retired one's key above all). */
