@@ -170,7 +170,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     const migrated = await store.migrateCertificateLists();
     if (migrated > 0) log(`[local] linked the certificates of ${migrated} device(s) written by iotcert 0.1.0`);
     const lifecycle = new DeviceLifecycle(
-      { store, registry, ca, clock: systemClock, ids: randomIds },
+      { store, registry, ca: await testIssuingCa(ca, files, { revocations, crlUrl }, warn), clock: systemClock, ids: randomIds },
       { enrollmentPolicy: config.enrollmentPolicy, validityDays: config.validityDays, rotationCommitSeconds: config.rotationCommitSeconds },
     );
     const jitrHandler = createJitrHandler({ lifecycle, logger: new Logger({ serviceName: 'jitr', logLevel }) });
@@ -483,4 +483,27 @@ function describeOutcome(result: JitrResult): string {
     case 'MALFORMED_EVENT':
       return `malformed event dropped: ${result.problems.join('; ')}`;
   }
+}
+
+/**
+ * Test-only: with `IOTCERT_TEST_CA_CLOCK_OFFSET_DAYS` (an integer, e.g. -400), the device certificates the lifecycle
+ * issues (API and rotation) are signed by the same CA key on a clock that many days off, so an end-to-end test gets a
+ * certificate that has already expired when issued (recovery after expiry) without waiting for one to expire. The CA
+ * certificate, the server certificate, the TLS endpoint, the store and the rotation deadlines keep real time. Unset in
+ * any real use: then the lifecycle uses `ca` itself.
+ */
+async function testIssuingCa(
+  ca: SoftwareCertificateAuthority,
+  files: DataFiles,
+  options: Pick<NonNullable<Parameters<typeof SoftwareCertificateAuthority.load>[1]>, 'revocations' | 'crlUrl'>,
+  warn: (message: string) => void,
+): Promise<SoftwareCertificateAuthority> {
+  const text = process.env.IOTCERT_TEST_CA_CLOCK_OFFSET_DAYS;
+  if (text === undefined || text === '') return ca;
+  const days = Number(text);
+  if (!Number.isInteger(days)) throw new Error(`IOTCERT_TEST_CA_CLOCK_OFFSET_DAYS must be a whole number of days (got "${text}").`);
+  const material = await readCaMaterial(files, warn);
+  if (!material) throw new Error('IOTCERT_TEST_CA_CLOCK_OFFSET_DAYS: no CA material to sign with.');
+  warn(`IOTCERT_TEST_CA_CLOCK_OFFSET_DAYS=${days}: device certificates are issued on a clock ${days} days off (a test setting)`);
+  return SoftwareCertificateAuthority.load(material, { ...options, now: () => new Date(Date.now() + days * 86_400_000) });
 }

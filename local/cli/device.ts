@@ -41,10 +41,10 @@ export interface DeviceCredentials {
   readonly notAfter: string;
 }
 
-/** A fresh EC P-256 key and a PKCS#10 request for `CN=<deviceId>`, both PEM. */
-export async function makeKeyAndCsr(deviceId: string): Promise<{ keyPem: string; csrPem: string }> {
+/** A fresh EC P-256 key and a PKCS#10 request for `CN=<deviceId>` (with `OU=bootstrap` for a bootstrap certificate), both PEM. */
+export async function makeKeyAndCsr(deviceId: string, options: { readonly bootstrap?: boolean } = {}): Promise<{ keyPem: string; csrPem: string }> {
   const keys = (await provider.subtle.generateKey(EC_P256, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } }, provider);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${deviceId}${options.bootstrap ? ', OU=bootstrap' : ''}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } }, provider);
   const keyPem = x509.PemConverter.encode(await provider.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
   return { keyPem, csrPem: csr.toString('pem') };
 }

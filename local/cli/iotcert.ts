@@ -6,7 +6,7 @@ import { DEFAULT_DATA_DIR } from '../config';
 import { DEVICE_STATUSES, type DeviceStatus } from '../../functions/core/model';
 import { connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
 import { factoryMain } from './factory';
-import { rotateDevice, type RotationReport } from './rotate';
+import { enrollBootstrap, rotateDevice, type RotationReport } from './rotate';
 import {
   apiAccess,
   askOnStdin,
@@ -42,9 +42,11 @@ Commands:
            Make a key and a certificate signed by the local CA, the way a factory would
            (--days: 1 to ${SOFTWARE_CA_LIMITS.maxValidityDays}, and not past the CA's own expiry).
            Nothing is registered: the device registers itself on its first connect (JITR).
-  device enroll --id <deviceId> --out <dir> [--api-url <url>]
+  device enroll --id <deviceId> --out <dir> [--api-url <url>] [--bootstrap]
            Make a key and a CSR and have it signed through the device API
            (POST /devices, then POST /devices/{id}/certificates, with .local/api-token).
+           --bootstrap: also a bootstrap certificate (OU=bootstrap) in <dir>/bootstrap.pem and .key,
+           which may only rotate: device rotate uses it when device.pem has expired or is refused.
   device connect --id <deviceId> --dir <dir> [--client-id <id>] [--topic <topic>] [--message <text>]
            [--host 127.0.0.1] [--port <port>] [--attempts 8]
            Connect over MQTT/TLS with retry and backoff (a first connect is refused while the
@@ -53,6 +55,7 @@ Commands:
            Renew the certificate in <dir> over MQTT (docs/rotation.md): a new key, the request over
            the current certificate, a reconnect with the new one, the commit. Interrupted, it resumes
            from <dir>/rotation.json when run again. Exit code 0 committed, 1 rejected or incomplete.
+           When device.pem has expired or is refused, the request goes over <dir>/bootstrap.pem.
   factory sign --api-url <url> --csr-dir <dir> --out-dir <dir> [--concurrency 4] [--rate 8] [--region <r>]
            [--token <t> | --local | --sigv4] [--registered-only]
            Sign every <deviceId>.csr of a folder through the device API (AWS SigV4 against the deployed
@@ -122,6 +125,7 @@ function parseOptions(args: string[]) {
       yes: { type: 'boolean', short: 'y' },
       'data-dir': { type: 'string' },
       json: { type: 'boolean' },
+      bootstrap: { type: 'boolean' },
     },
   }).values;
 }
@@ -157,8 +161,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     }
     case 'enroll': {
-      const credentials = await enrollDevice({ deviceId, outDir: resolve(required(values, 'out')), dataDir, ...(values['api-url'] ? { apiUrl: values['api-url'] } : {}) });
+      const outDir = resolve(required(values, 'out'));
+      const apiUrl = values['api-url'] ? { apiUrl: values['api-url'] } : {};
+      const credentials = await enrollDevice({ deviceId, outDir, dataDir, ...apiUrl });
       printCredentials(`Enrolled through the API (${credentials.created ? 'device created' : 'existing device'}; certificate ACTIVE)`, credentials, json);
+      if (values.bootstrap) {
+        const bootstrap = await enrollBootstrap({ deviceId, dir: outDir, dataDir, ...apiUrl });
+        if (json) console.log(JSON.stringify({ bootstrap }, null, 2));
+        else console.log(`Bootstrap certificate ${bootstrap.certificateId} (OU=bootstrap, until ${bootstrap.notAfter}): ${outDir}/bootstrap.pem, bootstrap.key; it may only rotate`);
+      }
       return 0;
     }
     case 'rotate': {

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { X509Certificate, randomUUID } from 'node:crypto';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
@@ -6,7 +6,8 @@ import { certificateIdOf } from '../../functions/core/x509';
 import { PRIVATE_FILE_MODE, writeFileAtomic } from '../../functions/adapters/local/atomic-file';
 import { answerTopic, rotationTopic, type CommitAccepted, type Rejected, type RotateAccepted, type RotationStep } from '../../functions/handlers/mqtt/rotation-protocol';
 import { readIfExists } from '../data-dir';
-import { connectOnce, deviceFiles, makeKeyAndCsr, publishAcknowledged, readDeviceTls, type DeviceTls, type MqttTarget } from './device';
+import { ApiCallError, callApi, connectOnce, deviceFiles, makeKeyAndCsr, publishAcknowledged, readDeviceTls, type DeviceTls, type MqttTarget } from './device';
+import { dataFiles, readApiToken, readEndpoints } from '../data-dir';
 
 /**
  * The device side of the rotation protocol (docs/rotation.md), as firmware should do it, with its state in files so
@@ -17,6 +18,11 @@ import { connectOnce, deviceFiles, makeKeyAndCsr, publishAcknowledged, readDevic
  *     `device.key`), and the device never goes back: it retries the commit until it is accepted;
  *  4. `{requestId, certificateId}` on `.../commit`; `.../commit/accepted` ends the rotation (the previous files go).
  * It rolls back (keeps the previous certificate) only when the new one cannot connect.
+ *
+ * Recovery after expiry: when `device.pem` has expired or is refused at connect and `<dir>` holds a bootstrap
+ * certificate (`bootstrap.pem`, `bootstrap.key`: subject OU=bootstrap, which the fleet policy confines to the rotation
+ * topics), step 2 goes over the bootstrap certificate instead; the rest is the same, and the commit retires the expired
+ * certificate. The bootstrap certificate stays as it is.
  */
 
 /** The rotation in flight, kept in `<dir>/rotation.json`. */
@@ -81,8 +87,8 @@ export async function rotateDevice(options: RotateOptions): Promise<RotationRepo
   }
 
   if (state.phase === 'REQUESTED') {
-    const current = await readDeviceTls(options.dir);
-    const answer = await exchange(options, current, 'rotate', { requestId: state.requestId, csr: state.csrPem }, state.requestId, progress);
+    const requester = await requestingCredentials(options, progress);
+    const answer = await exchange(options, requester.tls, 'rotate', { requestId: state.requestId, csr: state.csrPem }, state.requestId, progress, requester.connected);
     if (answer.kind === 'rejected') {
       await discard(rotation);
       return { outcome: 'REJECTED', requestId: state.requestId, step: 'rotate', code: answer.body.code, message: answer.body.message, ...(answer.body.retryAfter === undefined ? {} : { retryAfter: answer.body.retryAfter }) };
@@ -157,6 +163,63 @@ async function rollBackIfRefused(options: RotateOptions, rotation: RotationFiles
   await saveState(rotation.state, { ...state, phase: 'ISSUED' });
   progress('back on the previous certificate (it still connects); the new one is kept as next.pem for one more try');
   return { outcome: 'ROLLED_BACK', requestId: state.requestId, reason: `${why}; the previous certificate connects and is device.pem again` };
+}
+
+/** Where a device keeps its bootstrap certificate and key. */
+export const bootstrapFiles = (dir: string): { readonly key: string; readonly certificate: string } => ({ key: join(dir, 'bootstrap.key'), certificate: join(dir, 'bootstrap.pem') });
+
+/**
+ * The certificate the rotation request goes over: `device.pem` while it is inside its validity window and connects;
+ * otherwise the bootstrap certificate, when `<dir>` has one (recovery after expiry). A connection made to find out is
+ * handed on, so the request uses it.
+ */
+async function requestingCredentials(options: RotateOptions, progress: (line: string) => void): Promise<{ tls: DeviceTls; connected?: MqttClient }> {
+  const current = await readDeviceTls(options.dir);
+  const files = bootstrapFiles(options.dir);
+  const [bootstrapKey, bootstrapCertificate] = await Promise.all([readIfExists(files.key), readIfExists(files.certificate)]);
+  if (bootstrapKey === undefined || bootstrapCertificate === undefined) return { tls: current };
+  const bootstrap = { key: bootstrapKey, cert: bootstrapCertificate, ca: current.ca };
+  const notAfter = new Date(new X509Certificate(current.cert).validTo);
+  if (notAfter.getTime() <= Date.now()) {
+    progress(`device.pem expired at ${notAfter.toISOString()}: asking over the bootstrap certificate (${files.certificate})`);
+    return { tls: bootstrap };
+  }
+  try {
+    return { tls: current, connected: await connectOnce(options.target, options.deviceId, current) };
+  } catch (error) {
+    progress(`device.pem is refused (${(error as Error).message}): asking over the bootstrap certificate (${files.certificate})`);
+    return { tls: bootstrap };
+  }
+}
+
+export interface BootstrapEnrollOptions {
+  readonly deviceId: string;
+  readonly dir: string;
+  readonly dataDir: string;
+  /** @default the running local mode's API (from `<data-dir>/endpoints.json`) */
+  readonly apiUrl?: string;
+}
+
+/**
+ * The factory step that gives a device its bootstrap certificate: a key and a CSR with OU=bootstrap, signed through the
+ * API like any certificate (ACTIVE and attached at once), written as `<dir>/bootstrap.pem` and `bootstrap.key`.
+ */
+export async function enrollBootstrap(options: BootstrapEnrollOptions): Promise<{ readonly certificateId: string; readonly notAfter: string }> {
+  const data = dataFiles(options.dataDir);
+  const apiUrl = options.apiUrl ?? (await readEndpoints(data))?.api.url;
+  if (!apiUrl) throw new Error('No API address: start the local mode (npm start) or pass --api-url.');
+  const { keyPem, csrPem } = await makeKeyAndCsr(options.deviceId, { bootstrap: true });
+  let answer: { certificateId: string; certificatePem: string; notAfter: string };
+  try {
+    answer = (await callApi(apiUrl, await readApiToken(data), 'POST', `/devices/${encodeURIComponent(options.deviceId)}/certificates`, { csr: csrPem })).body as typeof answer;
+  } catch (error) {
+    if (error instanceof ApiCallError) throw new Error(`The bootstrap certificate was not signed: ${error.message}`, { cause: error });
+    throw error;
+  }
+  const files = bootstrapFiles(options.dir);
+  await writeFileAtomic(files.key, keyPem, { mode: PRIVATE_FILE_MODE });
+  await writeFileAtomic(files.certificate, answer.certificatePem, { mode: 0o644 });
+  return { certificateId: answer.certificateId, notAfter: answer.notAfter };
 }
 
 type Exchange = { kind: 'accepted'; body: RotateAccepted | CommitAccepted } | { kind: 'rejected'; body: Rejected } | { kind: 'timeout'; reason: string };

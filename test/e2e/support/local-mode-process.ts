@@ -51,6 +51,8 @@ export interface StartProcessOptions {
   /** Table prefix when sharing the global DynamoDB Local; keep it across a restart. */
   readonly tablePrefix?: string;
   readonly extraArgs?: readonly string[];
+  /** Extra environment variables for the process (e.g. the test-only IOTCERT_TEST_CA_CLOCK_OFFSET_DAYS). */
+  readonly env?: Readonly<Record<string, string>>;
   readonly readyTimeoutMs?: number;
   /** Run it as a developer does, `npm start -- <flags>`, in its own process group (a terminal's foreground job). */
   readonly viaNpmStart?: boolean;
@@ -77,7 +79,7 @@ function spawnLocalMode(dataDir: string, options: StartProcessOptions): Spawned 
     ? ['--dynamodb-port', '0']
     : ['--dynamodb-endpoint', sharedDynamoDbEndpoint(), '--table-prefix', options.tablePrefix ?? `e2e-${randomBytes(4).toString('hex')}`];
   const flags = ['--data-dir', dataDir, '--mqtt-port', '0', '--api-port', '0', '--crl-port', '0', ...dynamoArgs, ...(options.extraArgs ?? [])];
-  const env = { ...process.env, FORCE_COLOR: '0' };
+  const env = { ...process.env, ...options.env, FORCE_COLOR: '0' };
   const child: ChildProcess = options.viaNpmStart
     ? spawn('npm', ['start', '--silent', '--', ...flags], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env, detached: true })
     : spawn(process.execPath, ['--import', 'tsx', 'local/start.ts', ...flags], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
