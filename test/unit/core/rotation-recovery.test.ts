@@ -34,6 +34,22 @@ describe('recovery after expiry: bootstrap certificates', () => {
     return { bootstrap, operational };
   }
 
+  test('JITR registers a factory-made bootstrap certificate like any other, recorded BOOTSTRAP, and it can recover the device', async () => {
+    const operational = await fixture.firstConnect(await fixture.mintCertificate('valve-jitr'));
+    await fixture.lifecycle.registerOnFirstConnect(operational);
+    const bootstrapPem = await fixture.ca.mintDeviceCertificate('valve-jitr', (await makeCsr('valve-jitr', { subject: 'CN=valve-jitr, OU=bootstrap' })).csrPem, 825);
+    const bootstrap = await fixture.firstConnect(bootstrapPem);
+
+    const outcome = await fixture.lifecycle.registerOnFirstConnect(bootstrap);
+
+    expect(outcome).toMatchObject({ outcome: 'ACTIVATED', certificateId: bootstrap.certificateId });
+    expect(fixture.store.certificates.get(bootstrap.certificateId)).toMatchObject({ purpose: 'BOOTSTRAP', status: 'ACTIVE', source: 'JITR' });
+    expect(fixture.store.certificates.get(operational.certificateId)?.purpose).toBe('OPERATIONAL');
+    const rotated = await fixture.lifecycle.requestRotation({ ...sender('valve-jitr', bootstrap.certificateId), requestId: 'recover-1', csrPem: (await makeCsr('valve-jitr')).csrPem });
+    expect(fixture.store.devices.get('valve-jitr')?.rotation?.previousCertificateId).toBe(operational.certificateId);
+    expect(rotated.certificateId).not.toBe(bootstrap.certificateId);
+  });
+
   test('the API signs a CSR with OU=bootstrap and records the certificate as BOOTSTRAP; one without an OU is OPERATIONAL', async () => {
     const { bootstrap, operational } = await manufactured('valve-1');
 
