@@ -61,9 +61,12 @@ describe('local mode: recovery after expiry with a bootstrap certificate (OU=boo
     expect(new Date(new X509Certificate(tls.cert).validTo).getTime()).toBeLessThan(Date.now());
     expect((await view('recovering-1')).certificates.map((c) => c.status)).toEqual(['EXPIRED', 'ACTIVE']); // ACTIVE on record, shown EXPIRED past its notAfter
 
+    const handshakesRefused = local.occurrences('TLS handshake refused');
+
     const error = await refusal(local, 'recovering-1', tls);
 
     expect(error.message).not.toContain('Not authorized'); // refused before MQTT: no CONNACK at all
+    expect(await local.waitForOccurrences('TLS handshake refused', handshakesRefused)).toBeGreaterThan(handshakesRefused);
     const published = await mosquittoPub(tlsFilesOf(dirOf('recovering-1'), local.files.caCertificate), local.mqtt.port, 'recovering-1', 'devices/recovering-1/telemetry', 'expired');
     expect(published.code).not.toBe(0);
   });
