@@ -21,9 +21,6 @@ import type { Plugin, PluginBuild } from 'esbuild';
  *    `z.locales` (~40 languages, ~258 KB); no handler calls `z.config(z.locales.xx())`, so `z.locales` holds `en`.
  */
 
-/** The package scopes whose copies are folded into one per major version. */
-const FOLDED_SCOPES = ['@smithy/', '@aws-sdk/', '@aws-crypto/'] as const;
-
 /** The module that replaces the default credential-provider chain in the bundles. */
 export const ENVIRONMENT_ONLY_CREDENTIALS = [
   '// Lambda gives the function its credentials in the environment: the default chain is not bundled.',
@@ -116,10 +113,10 @@ export function leanLambdaPlugin(options: { readonly nodeModules: string }): Plu
         loader: 'js',
       }));
 
+      // The AWS SDK's scopes: their copies are folded into one per major version.
       build.onResolve({ filter: /^@(smithy|aws-sdk|aws-crypto)\// }, async (args) => {
         if ((args.pluginData as { [RESOLVING]?: boolean } | undefined)?.[RESOLVING]) return undefined;
         const name = packageNameOf(args.path);
-        if (!FOLDED_SCOPES.some((scope) => name.startsWith(scope))) return undefined;
         const resolved = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: { [RESOLVING]: true } });
         if (resolved.errors.length > 0 || resolved.external) return resolved;
         const directory = packageDirectoryOf(resolved.path, name);
