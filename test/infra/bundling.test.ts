@@ -102,6 +102,10 @@ test.each(ALL_BUNDLES)("the %s bundle carries Zod's English messages only", (nam
   expect(locales.filter((file) => file !== 'en.js' && file !== 'en-only')).toEqual([]);
 });
 
+test.each(ALL_BUNDLES)('the %s bundle holds no Powertools idempotency layer (one operation record in the store does that job)', (name) => {
+  expect(bundledPackages(bundles[name]).map((pkg) => pkg.name)).not.toContain('@aws-lambda-powertools/idempotency');
+});
+
 test.each(ALL_BUNDLES)('the %s bundle stays under 1,200 KiB (it was about 1,900 before the lean build; docs/performance.md says what bounds it)', (name) => {
   expect(read(bundles[name]).length / 1024).toBeLessThan(1200);
 });
