@@ -35,6 +35,7 @@ export const CONTEXT_VALUES = {
   rotationCommitHours: 'hours a device has to commit its rotated certificate before the new one is withdrawn, 1 to 720 (default 6)',
   rotationSweepMinutes: 'minutes between two sweeps that withdraw rotations past their commit deadline, 1 to 1440 and at most the commit window (default 15)',
   rotationConcurrency: 'rotation function invocations the rotation queue feeds at once, 2 to 1000 (default 2)',
+  registrationConcurrency: 'JITR function invocations the registration queue feeds at once, 2 to 1000 (default 2: see docs/performance.md)',
 } as const;
 
 export type ContextName = keyof typeof CONTEXT_VALUES;
@@ -243,6 +244,7 @@ function propsFrom(source: ContextSource): DeviceCertificateLifecycleStackProps 
       rotationCommitHours: number('rotationCommitHours'),
       rotationSweepMinutes: number('rotationSweepMinutes'),
       rotationConcurrency: number('rotationConcurrency'),
+      registrationConcurrency: number('registrationConcurrency'),
     },
   };
 }

@@ -180,6 +180,14 @@ export interface DeviceCertificateLifecycleProps {
    * @default 2
    */
   readonly rotationConcurrency?: number;
+
+  /**
+   * JITR function invocations the registration queue feeds at once (2 to 1000), each a batch of up to 10 registration
+   * events handled in parallel. Raise it after raising the AWS IoT quotas onboarding uses (DescribeCertificate first):
+   * docs/performance.md gives the value for a target rate.
+   * @default - sized for AWS IoT DescribeCertificate's default quota (10 per second): 2
+   */
+  readonly registrationConcurrency?: number;
 }
 
 /**
@@ -280,7 +288,7 @@ export class DeviceCertificateLifecycle extends Construct {
 
     const issuance = { enrollmentPolicy: settings.enrollmentPolicy, certificateValidityDays: settings.certificateValidityDays };
     const functionNeeds = { deviceTable: this.deviceTable, certificateAuthority: ca, fleet: fleet.binding, issuance, ...common };
-    const pipeline = addRegistrationPipeline(this, { ...functionNeeds, caCertificateId: this.caCertificateId, namePrefix: settings.namePrefix });
+    const pipeline = addRegistrationPipeline(this, { ...functionNeeds, caCertificateId: this.caCertificateId, namePrefix: settings.namePrefix, concurrency: settings.registrationConcurrency });
     this.registrationQueue = pipeline.registrationQueue;
     this.deadLetterQueue = pipeline.deadLetterQueue;
     this.jitrFunction = pipeline.jitrFunction;

@@ -1,6 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { Arn, ArnFormat, type CfnElement, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { Arn, ArnFormat, AssetHashType, type BundlingOptions, type CfnElement, DockerImage, Duration, type RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Architecture, Code, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
@@ -69,10 +70,10 @@ export const bundleFileName = (settings: LambdaBundleSettings): string => (setti
 
 /**
  * The code of the function for `entry`: in the installed package, the bundle the package build made for it (the
- * package carries no TypeScript sources and no lock file for NodejsFunction to bundle from); in this repository,
- * a NodejsFunction bundle made at synth with the local esbuild, never Docker.
+ * package carries no TypeScript sources and no lock file to bundle from); in this repository, the same build run at
+ * synth with the local esbuild, never Docker.
  */
-function functionCode(entry: string): Pick<NodejsFunctionProps, 'code' | 'handler' | 'entry' | 'projectRoot' | 'depsLockFilePath' | 'bundling'> {
+function functionCode(entry: string): Pick<NodejsFunctionProps, 'code' | 'handler'> {
   const prebuiltRoot = path.join(PROJECT_ROOT, PREBUILT_BUNDLES_FOLDER);
   if (existsSync(prebuiltRoot)) {
     const name = (Object.keys(HANDLER_ENTRIES) as HandlerName[]).find((key) => HANDLER_ENTRIES[key] === entry);
@@ -83,13 +84,30 @@ function functionCode(entry: string): Pick<NodejsFunctionProps, 'code' | 'handle
     }
     return { code: Code.fromAsset(directory), handler: `${path.parse(file).name}.handler` };
   }
-  const { externalModules, mainFields, ...settings } = LAMBDA_BUNDLE_SETTINGS;
+  return { code: Code.fromAsset(path.dirname(entry), { assetHashType: AssetHashType.OUTPUT, bundling: localBundling(entry) }), handler: `${path.parse(bundleFileName(LAMBDA_BUNDLE_SETTINGS)).name}.handler` };
+}
+
+/**
+ * The synth-time build of `entry`: scripts/build-lambda-bundles.ts with the local esbuild, in a child process (CDK's
+ * local bundling is synchronous, esbuild plugins are not), the same build as the npm package's. NodejsFunction's own
+ * bundling runs the esbuild command line, which cannot run the plugin that keeps the bundles lean
+ * (infra/lambda-bundle-plugin.ts). Never Docker: a failed build fails the synth.
+ */
+function localBundling(entry: string): BundlingOptions {
+  const script = path.join(PROJECT_ROOT, 'scripts', 'build-lambda-bundles.ts');
   return {
-    entry,
-    handler: 'handler',
-    projectRoot: PROJECT_ROOT,
-    depsLockFilePath: path.join(PROJECT_ROOT, 'package-lock.json'),
-    bundling: { ...settings, externalModules: [...externalModules], mainFields: [...mainFields], forceDockerBundling: false },
+    // Required by the type, never pulled: local bundling below either builds the bundle or throws.
+    image: DockerImage.fromRegistry('unused-local-bundling-only'),
+    // Never run (no Docker), but part of CDK's bundling cache key: without it, the functions (whose entries share one
+    // folder) would all get the first one's bundle.
+    command: ['build-lambda-bundles.ts', '--entry', path.relative(PROJECT_ROOT, entry)],
+    local: {
+      tryBundle(outputDir: string): boolean {
+        const result = spawnSync(process.execPath, ['--import', 'tsx', script, '--entry', entry, '--outdir', outputDir], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+        if (result.status !== 0) throw new Error(`Bundling ${path.relative(PROJECT_ROOT, entry)} failed: ${result.stderr || result.error?.message || `exit ${result.status}`}`);
+        return true;
+      },
+    },
   };
 }
 

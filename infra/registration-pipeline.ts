@@ -23,6 +23,8 @@ export interface RegistrationPipelineProps {
   readonly certificateAuthority: CertificateAuthorityBinding;
   readonly fleet: FleetBinding;
   readonly issuance: { readonly enrollmentPolicy: EnrollmentPolicy; readonly certificateValidityDays: number };
+  /** JITR invocations the registration queue feeds at once (resolved by `resolveSettings`: docs/performance.md). */
+  readonly concurrency: number;
   /**
    * The CA's id in AWS IoT, whose registration events the rule selects.
    * @default - no rule: a new SUBORDINATE CA waiting for its certificate is not registered with AWS IoT yet
@@ -69,12 +71,13 @@ export function addRegistrationPipeline(scope: Construct, props: RegistrationPip
     .useFleet(props.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.jitr }))
     .useIssuancePolicy(props.issuance);
   // Failed records are reported one by one (batchItemFailures) and come back after the visibility timeout;
-  // maxConcurrency holds the pollers back instead of letting Lambda throttle (which would burn receive counts).
+  // maxConcurrency holds the pollers back instead of letting Lambda throttle (which would burn receive counts), and is
+  // sized from the AWS IoT quota that binds onboarding (settings.ts registrationConcurrencyFor, docs/performance.md).
   jitrFunction.addEventSource(
     new SqsEventSource(registrationQueue, {
       batchSize: DEFAULTS.registrationQueue.batchSize,
       reportBatchItemFailures: true,
-      maxConcurrency: DEFAULTS.registrationQueue.maxConcurrency,
+      maxConcurrency: props.concurrency,
     }),
   );
   acknowledgeRegistryFunctionWildcards(jitrFunction, props.deviceTable, 'xray:PutTraceSegments and xray:PutTelemetryRecords (X-Ray tracing) have no resource type, so IAM only accepts "*".');

@@ -98,8 +98,6 @@ export const DEFAULTS = {
     /** Deliveries of one event before it goes to the dead-letter queue (about 10 x 3 minutes of retries). */
     maxReceiveCount: 10,
     batchSize: 10,
-    /** Concurrent JITR invocations the queue feeds; 2 is the lowest value SQS event sources accept. */
-    maxConcurrency: 2,
     retentionDays: 4,
     /** The oldest waiting event alarms past this age: the queue is not keeping up, or the function keeps failing. */
     oldestMessageAlarmMinutes: 15,
@@ -161,6 +159,30 @@ export const DEFAULTS = {
     oldestMessageAlarmMinutes: 15,
   },
 } as const;
+
+/**
+ * The figures the JITR queue's concurrency is chosen from (docs/performance.md shows the arithmetic). One onboarding
+ * makes one AWS IoT DescribeCertificate call, whose default quota (10 TPS per account and Region) binds before any
+ * other call the flow makes; one invocation handles a batch of `registrationQueue.batchSize` events in parallel.
+ */
+export const ONBOARDING_RATE = {
+  /** AWS IoT DescribeCertificate's default quota, per account and Region: the onboarding rate the defaults allow. */
+  describeCertificatePerSecond: 10,
+  /**
+   * Seconds one registration event takes when nothing is throttled: five AWS IoT calls and the device table's
+   * reads and transactions in sequence, each a round trip of some 20-40 ms within a Region (an estimate, not measured in AWS).
+   */
+  secondsPerEvent: 0.3,
+} as const;
+
+/**
+ * The JITR invocations the registration queue must feed at once to sustain `eventsPerSecond` onboardings: events in
+ * flight (rate x time per event) over the events one invocation handles, and never under what Lambda accepts (2).
+ */
+export function registrationConcurrencyFor(eventsPerSecond: number): number {
+  const inFlight = eventsPerSecond * ONBOARDING_RATE.secondsPerEvent;
+  return Math.min(ROTATION_LIMITS.maxConcurrency, Math.max(ROTATION_LIMITS.minConcurrency, Math.ceil(inFlight / DEFAULTS.registrationQueue.batchSize)));
+}
 
 /** A prop or context value that cannot work; the message names it and says what would. */
 export class InvalidConfigurationError extends Error {
@@ -286,6 +308,16 @@ export function checkRotationSettings(settings: { readonly rotationCommitHours: 
   }
 }
 
+/** The JITR queue's concurrency: what an SQS event source accepts. */
+export function checkRegistrationConcurrency(concurrency: number): void {
+  if (Token.isUnresolved(concurrency) || !Number.isInteger(concurrency) || concurrency < ROTATION_LIMITS.minConcurrency || concurrency > ROTATION_LIMITS.maxConcurrency) {
+    fail(
+      `registrationConcurrency must be a whole number from ${ROTATION_LIMITS.minConcurrency} to ${ROTATION_LIMITS.maxConcurrency} (got ${concurrency}): ` +
+        `the JITR function invocations the registration queue feeds at once (Lambda accepts no less than ${ROTATION_LIMITS.minConcurrency}; docs/performance.md says what a value sustains).`,
+    );
+  }
+}
+
 /** IoT topic rule names allow letters, digits and "_" only. */
 export function ruleNameFrom(namePrefix: string, suffix: string): string {
   return `${namePrefix.replace(/-/g, '_')}_${suffix}`;
@@ -313,6 +345,7 @@ export interface ResolvedSettings {
   readonly rotationCommitHours: number;
   readonly rotationSweepMinutes: number;
   readonly rotationConcurrency: number;
+  readonly registrationConcurrency: number;
 }
 
 /** Applies the defaults above and fails with a message naming the prop when a combination cannot work. */
@@ -357,6 +390,8 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
     rotationConcurrency: props.rotationConcurrency ?? DEFAULTS.rotationQueue.maxConcurrency,
   };
   checkRotationSettings(rotation);
+  const registrationConcurrency = props.registrationConcurrency ?? registrationConcurrencyFor(ONBOARDING_RATE.describeCertificatePerSecond);
+  checkRegistrationConcurrency(registrationConcurrency);
   return {
     newCa,
     caType,
@@ -376,5 +411,6 @@ export function resolveSettings(props: DeviceCertificateLifecycleProps): Resolve
     caExpiryAlarmDays,
     renewalNoticesPerSecond,
     ...rotation,
+    registrationConcurrency,
   };
 }
