@@ -4,6 +4,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { LifecycleError, type ErrorCode } from '../core/errors';
 import type { CampaignsRunResult, DeviceLifecycle, RotationSweepResult } from '../core/lifecycle';
 import { systemClock, type Clock, type DeviceMessenger } from '../core/ports';
+import { ROTATION_CAMPAIGN_JOB_EVENT } from '../core/use-cases/rotation-campaign';
 import {
   answerTopic,
   expiringTopic,
@@ -33,11 +34,7 @@ export type RotationMessageResult =
 
 export type RotationResult = RotationMessageResult | ({ readonly kind: 'swept' } & RotationSweepResult) | ({ readonly kind: 'campaigns' } & CampaignsRunResult);
 
-/**
- * The input of the rotation campaigns' schedule (an EventBridge rule with a fixed input, every minute): one run of the
- * job that sends the campaigns' notices (functions/core/use-cases/rotation-campaign.ts).
- */
-export const ROTATION_CAMPAIGN_JOB_EVENT = { job: 'rotation-campaigns' } as const;
+export { ROTATION_CAMPAIGN_JOB_EVENT };
 
 /**
  * How long before the invocation's timeout a campaign run stops sending, so it saves its cursors in time. With the
@@ -69,8 +66,9 @@ export interface RotationHandler {
 }
 
 /**
- * The rotation function: the two topic rules (rotate, commit) put device messages on its queue, and an EventBridge
- * schedule sends it the sweep that withdraws rotations past their commit deadline. Each message is answered on its
+ * The rotation function: the two topic rules (rotate, commit) put device messages on its queue, an EventBridge
+ * schedule sends it the sweep that withdraws rotations past their commit deadline, and another, every minute, the run
+ * of the rotation campaigns (`ROTATION_CAMPAIGN_JOB_EVENT`). Each message is answered on its
  * `accepted` or `rejected` topic; a message that is not a rotation message at all (no thing in its topic) is dropped.
  */
 export function createRotationHandler(dependencies: RotationDependencies): RotationHandler {

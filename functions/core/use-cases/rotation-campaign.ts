@@ -79,6 +79,12 @@ export interface CancelRotationCampaignCommand {
   readonly requestKey: string;
 }
 
+/**
+ * What starts a run of the job: the input of the rotation function's campaign schedule (an EventBridge rule with a
+ * fixed input, every minute), and of the local mode's timer.
+ */
+export const ROTATION_CAMPAIGN_JOB_EVENT = { job: 'rotation-campaigns' } as const;
+
 /** The open campaigns are listed in one record of their own (the store has no query over operation records). */
 export const CAMPAIGN_INDEX_CALLER = 'rotation-campaigns';
 const CAMPAIGN_INDEX_HANDLE = 'open';
