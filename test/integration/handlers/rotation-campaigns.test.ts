@@ -148,4 +148,21 @@ describe('the scheduled job over DynamoDB Local', () => {
     expect(result.kind).toBe('campaigns');
     expect(published).toContainEqual({ topic: `devices/${deviceId}/certificates/expiring`, message: { certificateId, notAfter: expect.any(String), renewBy: expect.any(String) } });
   });
+
+  test('fails the invocation when a campaign fails (the errors alarm sees it), after saving where it got to', async () => {
+    await storeDevice('campaign-scheduled-2', 2);
+    const campaign = (await start({ expiringBefore: inDays(2.5) }, 'campaign-job-3')).body;
+    const handler = createRotationHandler({
+      lifecycle: harness.lifecycle,
+      messenger: { publish: async () => Promise.reject(new Error('AWS IoT data plane unavailable')) },
+      logger: silent,
+      pacing: { clock: systemClock, wait: async () => undefined },
+    });
+
+    await expect(handler({ ...ROTATION_CAMPAIGN_JOB_EVENT }, { getRemainingTimeInMillis: () => 60_000 } as unknown as Context)).rejects.toThrow(
+      /1 rotation campaign\(s\) failed in this run \(the first: AWS IoT data plane unavailable\)/,
+    );
+    const read = await harness.call('GET', `/rotation-campaigns/${campaign.campaignId}`);
+    expect(read.body).toMatchObject({ status: 'RUNNING', noticesSent: 0 });
+  });
 });
