@@ -184,6 +184,21 @@ describe('rotation campaigns: the scheduled job', () => {
     expect(await lifecycle.getRotationCampaign(campaign.campaignId)).toMatchObject({ status: 'DONE', noticesSent: 2, certificatesScanned: 7, certificatesSkipped: 5 });
   });
 
+  test('a saved page token the store no longer accepts starts the walk over instead of stopping the campaign for good', async () => {
+    const { device, start, run, sent, store, lifecycle } = setup();
+    for (let index = 0; index < 3; index += 1) device(`meter-${index}`, 10);
+    const campaign = await start(20);
+    const record = store.operations.get(campaign.campaignId);
+    if (!record) throw new Error('no campaign record');
+    store.operations.set(campaign.campaignId, { ...record, progress: { ...record.progress, pageToken: 'a token from an older store' }, version: record.version + 1 });
+
+    const result = await run(30_000);
+
+    expect(result.campaigns).toEqual([expect.objectContaining({ stoppedBy: 'COMPLETED', noticesSent: 3 })]);
+    expect(sent).toHaveLength(3);
+    expect((await lifecycle.getRotationCampaign(campaign.campaignId)).status).toBe('DONE');
+  });
+
   test('two runs at once: one works on the campaign, the other leaves it (BUSY); each device is told once', async () => {
     const { device, start, run, sent } = setup();
     for (let index = 0; index < 10; index += 1) device(`meter-${index}`, 10);
