@@ -12,6 +12,7 @@ import { iotRegistryIamActions } from '../functions/adapters/aws/iot-device-regi
 import { privateCaIamActions } from '../functions/adapters/aws/private-ca-certificate-authority';
 import { CA_OPERATIONS, EXPIRY_METRICS, REGISTRY_MODES, REGISTRY_OPERATIONS } from '../functions/handlers/config';
 import { ROTATION_TOPIC_FILTERS, rotationRuleSql, type RotationStep } from '../functions/handlers/mqtt/rotation-protocol';
+import { ROTATION_CAMPAIGN_JOB_EVENT } from '../functions/core/use-cases/rotation-campaign';
 import { DEFAULT_TOPIC_ROOT } from '../functions/policy/fleet-policy';
 import {
   acknowledgeRegistryFunctionWildcards,
@@ -72,6 +73,8 @@ export interface RotationPipeline {
   readonly rules: Readonly<Record<RotationStep, iot.CfnTopicRule>>;
   /** The EventBridge schedule of the sweep that withdraws rotations past their commit deadline. */
   readonly sweepSchedule: events.Rule;
+  /** The EventBridge schedule of the rotation campaigns' job (POST /rotation-campaigns): every minute. */
+  readonly campaignSchedule: events.Rule;
   /** Rotate and commit messages answered on `.../rejected` (sum over `DEFAULTS.rotation.rejectedAlarm.periodMinutes`). */
   readonly rotationsRejected: cloudwatch.Metric;
 }
@@ -138,6 +141,15 @@ export function addRotationPipeline(scope: Construct, props: RotationPipelinePro
     targets: [new targets.LambdaFunction(rotationFunction)],
   });
 
+  // The rotation campaigns' job, with an input of its own: each run sends the notices of the open campaigns for up to the
+  // function's timeout less a margin (50 of every 60 seconds), saving a cursor; a run with no open campaign reads one item.
+  // A failed run is retried by Lambda like the sweep; the campaign's lease keeps two runs off the same campaign.
+  const campaignSchedule = new events.Rule(scope, 'RotationCampaignSchedule', {
+    description: 'Runs the rotation campaigns: sends the paced renewal notices of each open campaign (POST /rotation-campaigns)',
+    schedule: events.Schedule.rate(Duration.minutes(1)),
+    targets: [new targets.LambdaFunction(rotationFunction, { event: events.RuleTargetInput.fromObject(ROTATION_CAMPAIGN_JOB_EVENT) })],
+  });
+
   const rejectedFilter = new logs.MetricFilter(scope, 'RotationsRejectedMetricFilter', {
     logGroup: rotationFunction.logGroup,
     filterPattern: logs.FilterPattern.any(...ROTATION_REJECTED_LOG_MESSAGES.map((message) => logs.FilterPattern.stringValue('$.message', '=', message))),
@@ -153,7 +165,7 @@ export function addRotationPipeline(scope: Construct, props: RotationPipelinePro
     period: Duration.minutes(DEFAULTS.rotation.rejectedAlarm.periodMinutes),
   });
 
-  return { rotationQueue, deadLetterQueue, rotationFunction, rules, sweepSchedule, rotationsRejected };
+  return { rotationQueue, deadLetterQueue, rotationFunction, rules, sweepSchedule, campaignSchedule, rotationsRejected };
 }
 
 /** The rotate and commit rules, both to the rotation queue, sending what they could not deliver to the dead-letter queue. */

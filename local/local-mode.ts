@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { appendFile, mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -15,7 +16,7 @@ import { RegistrySnapshotFile } from '../functions/adapters/local/registry-snaps
 import { SoftwareCertificateAuthority } from '../functions/adapters/local/software-ca';
 import { createApiHandler } from '../functions/handlers/api';
 import { createJitrHandler } from '../functions/handlers/jitr';
-import { createRotationHandler, type RotationResult } from '../functions/handlers/rotation';
+import { createRotationHandler, ROTATION_CAMPAIGN_JOB_EVENT, type RotationResult } from '../functions/handlers/rotation';
 import { ROTATION_TOPIC_FILTERS, ruleMessageOf, type RotationStep, type RuleMessage } from '../functions/handlers/mqtt/rotation-protocol';
 import { fleetPolicyDocument } from '../functions/policy/fleet-policy';
 import { AsyncInvoker } from './async-invoker';
@@ -70,6 +71,9 @@ const DRAIN_TIMEOUT_MS = 30_000;
 const JITR_TIMEOUT_MS = 30_000;
 /** The rotation function's timeout in the stack. */
 const ROTATION_TIMEOUT_MS = 30_000;
+/** The rotation campaigns' run: the stack runs it every minute on a 60-second function; locally a run follows the last at once. */
+const CAMPAIGN_RUN_TIMEOUT_MS = 60_000;
+const CAMPAIGN_TICK_SECONDS = 1;
 /** How long a shutdown waits for rotation messages in flight. */
 const ROTATION_DRAIN_TIMEOUT_MS = 10_000;
 
@@ -199,10 +203,14 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     parts.jitr = jitr;
 
     // The rotation rules and schedule: the same function as in AWS, answering devices through the MQTT endpoint.
+    // A shutdown cuts a campaign's pause short: the run saves its cursor and the next start goes on from it.
+    const campaignPauses = new AbortController();
+    parts.campaignPauses = campaignPauses;
     const rotationHandler = createRotationHandler({
       lifecycle,
       messenger,
       logger: new Logger({ serviceName: 'rotation', logLevel }),
+      pacing: { clock: systemClock, wait: (ms) => sleep(ms, undefined, { signal: campaignPauses.signal }) },
     });
     const rotation = new AsyncInvoker<RuleMessage, RotationResult>({
       handler: (message) => rotationHandler(message, lambdaContext('iotcert-local-rotation', randomIds.next(), ROTATION_TIMEOUT_MS)),
@@ -231,6 +239,11 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       const result = await rotationHandler({ 'detail-type': 'Scheduled Event', source: 'iotcert.local' }, lambdaContext('iotcert-local-rotation', randomIds.next(), ROTATION_TIMEOUT_MS));
       if (result.kind === 'swept' && result.withdrawn + result.committed > 0) log(`[rotation] ${describeRotation(result)}`);
     }, (error) => log(`[rotation] sweep failed (${escaped((error as Error).message)}); the next one tries again`));
+    // The rotation campaigns' schedule: the same job, on a one-second tick, one run at a time.
+    parts.campaigns = startRotationSweep(CAMPAIGN_TICK_SECONDS, async () => {
+      const result = await rotationHandler({ ...ROTATION_CAMPAIGN_JOB_EVENT }, lambdaContext('iotcert-local-rotation', randomIds.next(), CAMPAIGN_RUN_TIMEOUT_MS));
+      if (result.kind === 'campaigns' && result.campaigns.length > 0) log(`[rotation] ${describeRotation(result)}`);
+    }, (error) => log(`[rotation] campaign run failed (${escaped((error as Error).message)}); the next one goes on from its cursor`));
 
     const server = await serverCredentials(ca, files, caPem, mqttHost, log);
     const gate = new CertificateGate(registry, { accountId: LOCAL_ACCOUNT_ID });
@@ -309,6 +322,8 @@ interface Parts {
   jitr?: AsyncInvoker<RegistrationEvent, JitrResult>;
   rotation?: AsyncInvoker<RuleMessage, RotationResult>;
   sweep?: { stop(): Promise<void> };
+  campaigns?: { stop(): Promise<void> };
+  campaignPauses?: AbortController;
   mqtt?: MqttEndpoint;
   api?: ApiServer;
   lock?: DataDirLock;
@@ -324,6 +339,10 @@ async function stopParts(parts: Parts, log: (message: string) => void): Promise<
     }
   };
   await step('stopping the rotation sweep', async () => parts.sweep?.stop());
+  await step('stopping the rotation campaigns', async () => {
+    parts.campaignPauses?.abort();
+    await parts.campaigns?.stop();
+  });
   // Before the servers stop: the answers to rotation messages in flight go out through the MQTT endpoint (what does not finish is the device's to send again).
   await step('draining rotation messages', async () => parts.rotation?.drain(ROTATION_DRAIN_TIMEOUT_MS));
   await step('stopping the servers', () => Promise.all([parts.api?.stop(), parts.mqtt?.stop(), parts.crl?.stop()]));
@@ -402,6 +421,8 @@ function describeRotation(result: RotationResult): string {
       return `message dropped: ${result.reason}`;
     case 'swept':
       return `sweep: ${result.withdrawn} rotation(s) withdrawn after their commit deadline, ${result.committed} commit(s) finished, ${result.failed} failed`;
+    case 'campaigns':
+      return `campaigns: ${result.campaigns.map((campaign) => `${short(campaign.campaignId)} ${campaign.stoppedBy} (${campaign.noticesSent} notice(s))`).join(', ')}`;
   }
 }
 

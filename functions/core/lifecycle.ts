@@ -10,6 +10,17 @@ import { revokeCertificate, type RevokeCertificateCommand } from './use-cases/re
 import { requestRenewal, type RenewalRequested } from './use-cases/request-renewal';
 import type { RenewalNotifier } from './expiry';
 import {
+  cancelRotationCampaign,
+  getRotationCampaign,
+  runRotationCampaigns,
+  startRotationCampaign,
+  type CampaignRunOptions,
+  type CampaignsRunResult,
+  type CancelRotationCampaignCommand,
+  type RotationCampaign,
+  type StartRotationCampaignCommand,
+} from './use-cases/rotation-campaign';
+import {
   commitRotation,
   requestRotation,
   sweepDueRotations,
@@ -23,6 +34,7 @@ import {
 export { DEFAULT_LIFECYCLE_SETTINGS };
 export type { Actor, DeviceCommand, EnrollmentPolicy, LifecycleDependencies, LifecycleSettings } from './change-recorder';
 export type { RenewalRequested };
+export type { CampaignRunOptions, CampaignsRunResult, CancelRotationCampaignCommand, RotationCampaign, StartRotationCampaignCommand };
 export type { CommittedRotation, RotatedCertificate, RotationCommit, RotationRequest, RotationSweepResult };
 export type { IssuedDeviceCertificate, IssueFromCsrRequest, PreRegisterDeviceCommand, RegistrationEvent, RegistrationOutcome, RevokeCertificateCommand, RevokeDeviceCommand };
 
@@ -89,6 +101,24 @@ export class DeviceLifecycle {
   /** Tells an ACTIVE device to rotate now: the renewal notice for each of its ACTIVE certificates, through `notify`. */
   public requestRenewal(command: DeviceCommand, notify: RenewalNotifier): Promise<RenewalRequested> {
     return requestRenewal(this.recorder, command, notify);
+  }
+
+  /** Asks every ACTIVE device whose certificate expires before a date to rotate now, as paced notices (a rotation campaign). */
+  public startRotationCampaign(command: StartRotationCampaignCommand): Promise<RotationCampaign> {
+    return startRotationCampaign(this.recorder, command);
+  }
+
+  public getRotationCampaign(campaignId: string): Promise<RotationCampaign> {
+    return getRotationCampaign(this.recorder.store, campaignId);
+  }
+
+  public cancelRotationCampaign(command: CancelRotationCampaignCommand): Promise<RotationCampaign> {
+    return cancelRotationCampaign(this.recorder, command);
+  }
+
+  /** The scheduled job of rotation campaigns: sends the notices each open campaign's rate allows before the deadline. */
+  public runRotationCampaigns(options: CampaignRunOptions): Promise<CampaignsRunResult> {
+    return runRotationCampaigns(this.recorder.deps, options);
   }
 
   /** The scheduled sweep: withdraws rotations not committed by their deadline, finishes decided ones. */

@@ -167,6 +167,9 @@ export const OPERATION_TYPES = [
   'WITHDRAW_ROTATION',
   'REQUEST_RENEWAL',
   'CHECK_DRIFT',
+  'ROTATION_CAMPAIGN',
+  'CANCEL_ROTATION_CAMPAIGN',
+  'ROTATION_CAMPAIGN_INDEX',
 ] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 

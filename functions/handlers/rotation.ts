@@ -2,10 +2,12 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { LifecycleError, type ErrorCode } from '../core/errors';
-import type { DeviceLifecycle, RotationSweepResult } from '../core/lifecycle';
-import type { DeviceMessenger } from '../core/ports';
+import type { CampaignsRunResult, DeviceLifecycle, RotationSweepResult } from '../core/lifecycle';
+import { systemClock, type Clock, type DeviceMessenger } from '../core/ports';
+import { ROTATION_CAMPAIGN_JOB_EVENT } from '../core/use-cases/rotation-campaign';
 import {
   answerTopic,
+  expiringTopic,
   commitRequestSchema,
   parseRotationTopic,
   rotateRequestSchema,
@@ -21,6 +23,8 @@ export interface RotationDependencies {
   readonly lifecycle: DeviceLifecycle;
   readonly messenger: DeviceMessenger;
   readonly logger?: Logger;
+  /** The rotation campaigns' pacing: the clock their deadline is read on, and how a pause is waited. @default - the system clock and a timer */
+  readonly pacing?: { readonly clock: Clock; readonly wait: (ms: number) => Promise<void> };
 }
 
 /** What one device message led to (the local mode logs it; SQS ignores it). */
@@ -28,7 +32,17 @@ export type RotationMessageResult =
   | { readonly kind: 'answered'; readonly step: RotationStep; readonly thingName: string; readonly topic: string; readonly answer: RotateAccepted | CommitAccepted | Rejected }
   | { readonly kind: 'dropped'; readonly reason: string };
 
-export type RotationResult = RotationMessageResult | ({ readonly kind: 'swept' } & RotationSweepResult);
+export type RotationResult = RotationMessageResult | ({ readonly kind: 'swept' } & RotationSweepResult) | ({ readonly kind: 'campaigns' } & CampaignsRunResult);
+
+export { ROTATION_CAMPAIGN_JOB_EVENT };
+
+/**
+ * How long before the invocation's timeout a campaign run stops sending, so it saves its cursors in time. With the
+ * stack's 60-second function and a run a minute, a campaign sends about 50 seconds of each minute at its rate.
+ */
+export const CAMPAIGN_DEADLINE_MARGIN_MS = 10_000;
+/** A run's length when invoked without a Lambda context. */
+const CAMPAIGN_RUN_WITHOUT_CONTEXT_MS = 50_000;
 
 /**
  * Failures a later delivery may not meet: the message is retried (SQS redelivers it, the local mode invokes again),
@@ -42,6 +56,8 @@ const ECHOED_REQUEST_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
 const isSqsEvent = (event: unknown): event is SQSEvent =>
   typeof event === 'object' && event !== null && Array.isArray((event as SQSEvent).Records) && (event as SQSEvent).Records.every((record) => record?.eventSource === 'aws:sqs');
 
+const isCampaignJobEvent = (event: unknown): boolean => typeof event === 'object' && event !== null && (event as { job?: unknown }).job === ROTATION_CAMPAIGN_JOB_EVENT.job;
+
 const isScheduledEvent = (event: unknown): boolean => typeof event === 'object' && event !== null && (event as { 'detail-type'?: unknown })['detail-type'] === 'Scheduled Event';
 
 export interface RotationHandler {
@@ -50,8 +66,9 @@ export interface RotationHandler {
 }
 
 /**
- * The rotation function: the two topic rules (rotate, commit) put device messages on its queue, and an EventBridge
- * schedule sends it the sweep that withdraws rotations past their commit deadline. Each message is answered on its
+ * The rotation function: the two topic rules (rotate, commit) put device messages on its queue, an EventBridge
+ * schedule sends it the sweep that withdraws rotations past their commit deadline, and another, every minute, the run
+ * of the rotation campaigns (`ROTATION_CAMPAIGN_JOB_EVENT`). Each message is answered on its
  * `accepted` or `rejected` topic; a message that is not a rotation message at all (no thing in its topic) is dropped.
  */
 export function createRotationHandler(dependencies: RotationDependencies): RotationHandler {
@@ -107,6 +124,24 @@ export function createRotationHandler(dependencies: RotationDependencies): Rotat
     return { kind: 'swept', ...result };
   };
 
+  const clock = dependencies.pacing?.clock ?? systemClock;
+  const wait = dependencies.pacing?.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const runCampaigns = async (context?: Context): Promise<RotationResult> => {
+    const runFor = context ? context.getRemainingTimeInMillis() - CAMPAIGN_DEADLINE_MARGIN_MS : CAMPAIGN_RUN_WITHOUT_CONTEXT_MS;
+    const result = await lifecycle.runRotationCampaigns({
+      deadline: new Date(clock.now().getTime() + Math.max(0, runFor)),
+      notify: (deviceId, notice) => messenger.publish(expiringTopic(deviceId), { ...notice }),
+      wait,
+    });
+    for (const campaign of result.campaigns) {
+      if (campaign.stoppedBy === 'FAILED') logger.error('rotation campaign stopped by a failure; the next run goes on from its cursor', { ...campaign });
+      else logger.info(`rotation campaign run: ${campaign.stoppedBy}`, { ...campaign });
+    }
+    const failed = result.campaigns.filter((campaign) => campaign.stoppedBy === 'FAILED');
+    if (failed.length > 0) throw new Error(`${failed.length} rotation campaign(s) failed in this run (the first: ${failed[0]?.error ?? 'unknown'}); the next run goes on from their cursors.`);
+    return { kind: 'campaigns', ...result };
+  };
+
   const processRecord = async (record: SQSRecord): Promise<void> => {
     let body: unknown;
     try {
@@ -123,6 +158,7 @@ export function createRotationHandler(dependencies: RotationDependencies): Rotat
     if (isSqsEvent(event)) {
       return processPartialResponse(event, processRecord, new BatchProcessor(EventType.SQS), { ...(context ? { context } : {}), throwOnFullBatchFailure: false });
     }
+    if (isCampaignJobEvent(event)) return runCampaigns(context);
     if (isScheduledEvent(event)) return sweep();
     return processMessage(event);
   }) as RotationHandler;

@@ -445,7 +445,7 @@ describe('device API', () => {
       expect(method.Properties).toMatchObject({ AuthorizationType: 'AWS_IAM', RequestValidatorId: { Ref: validator }, Integration: { Type: 'AWS_PROXY' } });
     }
     const paths = Object.values(template.findResources('AWS::ApiGateway::Resource')).map((resource) => resource.Properties.PathPart);
-    expect(paths.sort()).toEqual(['certificates', 'devices', 'resume', 'revoke', 'revoke', 'rotate', 'suspend', '{certificateId}', '{deviceId}'].sort());
+    expect(paths.sort()).toEqual(['certificates', 'devices', 'resume', 'revoke', 'revoke', 'rotate', 'suspend', '{certificateId}', '{deviceId}', 'rotation-campaigns', '{campaignId}', 'cancel'].sort());
   });
 
   test('validates bodies and parameters', () => {
@@ -458,7 +458,7 @@ describe('device API', () => {
   });
 
   test('checks each body against a model built from the handler\'s zod schema, one model per body', () => {
-    template.resourceCountIs('AWS::ApiGateway::Model', 3);
+    template.resourceCountIs('AWS::ApiGateway::Model', 4);
     template.hasResourceProperties('AWS::ApiGateway::Model', {
       Name: 'CreateDevice',
       Schema: Match.objectLike({
@@ -469,6 +469,10 @@ describe('device API', () => {
       }),
     });
     template.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'SignCsr', Schema: Match.objectLike({ properties: { csr: { type: 'string', minLength: 1, maxLength: 16384 } } }) });
+    template.hasResourceProperties('AWS::ApiGateway::Model', {
+      Name: 'StartRotationCampaign',
+      Schema: Match.objectLike({ required: ['expiringBefore'], additionalProperties: false, properties: Match.objectLike({ noticesPerSecond: Match.objectLike({ type: 'integer', minimum: 1, maximum: 100 }) }) }),
+    });
     const [revoke] = Object.keys(template.findResources('AWS::ApiGateway::Model', { Properties: { Name: 'Revoke' } }));
     const revokeMethods = Object.values(template.findResources('AWS::ApiGateway::Method')).filter((method) => method.Properties.RequestModels?.['application/json']?.Ref === revoke);
     expect(revokeMethods).toHaveLength(2);

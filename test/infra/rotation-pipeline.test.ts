@@ -9,7 +9,7 @@ import type { DeviceLifecycle } from '../../functions/core/lifecycle';
 import { LIFECYCLE_VARIABLES } from '../../functions/handlers/aws-wiring';
 import { CA_OPERATIONS, readConfig, REGISTRY_MODES, REGISTRY_OPERATIONS } from '../../functions/handlers/config';
 import { answerTopic, expiringTopic, rotationRuleSql, rotationTopic, type RotationStep } from '../../functions/handlers/mqtt/rotation-protocol';
-import { createRotationHandler } from '../../functions/handlers/rotation';
+import { CAMPAIGN_DEADLINE_MARGIN_MS, createRotationHandler, ROTATION_CAMPAIGN_JOB_EVENT } from '../../functions/handlers/rotation';
 import { fleetPolicyDocument } from '../../functions/policy/fleet-policy';
 import { ANSWER_TOPICS_RESOURCE, ROTATION_METRICS, ROTATION_REJECTED_LOG_MESSAGES, ROTATION_STEPS } from '../../infra/rotation-pipeline';
 import { CaType, DEFAULTS, resolveSettings, ROTATION_LIMITS } from '../../infra/settings';
@@ -156,11 +156,17 @@ describe('rotation queue and dead-letter queue', () => {
   });
 });
 
+/** The EventBridge rules that invoke the rotation function: the sweep's (no input of its own) and the campaigns' (a fixed input). */
+const rulesOfRotationFunction = (withInput: boolean) =>
+  Object.values(template.findResources('AWS::Events::Rule')).filter((rule) =>
+    (rule.Properties.Targets as { Arn: unknown; Input?: unknown }[]).some(
+      (target) => JSON.stringify(target.Arn) === JSON.stringify({ 'Fn::GetAtt': [rotationFunction(), 'Arn'] }) && (target.Input !== undefined) === withInput,
+    ),
+  );
+
 describe('sweep schedule', () => {
   test('EventBridge invokes the rotation function every 15 minutes with its scheduled event (no input of its own)', () => {
-    const rules = Object.values(template.findResources('AWS::Events::Rule')).filter((rule) =>
-      (rule.Properties.Targets as { Arn: unknown }[]).some((target) => JSON.stringify(target.Arn) === JSON.stringify({ 'Fn::GetAtt': [rotationFunction(), 'Arn'] })),
-    );
+    const rules = rulesOfRotationFunction(false);
     expect(rules).toHaveLength(1);
     expect(rules[0]?.Properties.ScheduleExpression).toBe('rate(15 minutes)');
     expect(rules[0]?.Properties.Targets).toEqual([{ Arn: { 'Fn::GetAtt': [rotationFunction(), 'Arn'] }, Id: expect.any(String) }]);
@@ -170,6 +176,20 @@ describe('sweep schedule', () => {
   test('rotationSweepMinutes sets the rate', () => {
     const other = buildStack({ lifecycle: { rotationSweepMinutes: 5 } }).template;
     other.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(5 minutes)', Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [rotationFunction(other), 'Arn'] } })] });
+  });
+});
+
+describe('rotation campaign schedule', () => {
+  test('EventBridge invokes the rotation function every minute with the campaign job\'s input, which the handler tells from the sweep', () => {
+    const rules = rulesOfRotationFunction(true);
+    expect(rules).toHaveLength(1);
+    expect(rules[0]?.Properties.ScheduleExpression).toBe('rate(1 minute)');
+    expect(rules[0]?.Properties.Targets).toEqual([{ Arn: { 'Fn::GetAtt': [rotationFunction(), 'Arn'] }, Id: expect.any(String), Input: JSON.stringify(ROTATION_CAMPAIGN_JOB_EVENT) }]);
+  });
+
+  test('a run stops sending with a margin before the function\'s timeout, so it saves its cursors', () => {
+    expect(DEFAULTS.rotation.timeoutSeconds * 1000 - CAMPAIGN_DEADLINE_MARGIN_MS).toBeGreaterThanOrEqual(30_000);
+    expect(template.findResources('AWS::Lambda::Function')[rotationFunction()]?.Properties.Timeout).toBe(DEFAULTS.rotation.timeoutSeconds);
   });
 });
 

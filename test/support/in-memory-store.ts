@@ -46,12 +46,22 @@ export class InMemoryDeviceStore implements DeviceStore {
     const items = all.slice(start, start + query.limit);
     return { items, ...(start + query.limit < all.length ? { nextToken: `${scope}:${start + query.limit}` } : {}) };
   }
+  /** Paged as the DynamoDB store pages: the token is the key of the last item answered (notAfter, certificateId), scoped to the window. */
   public async findCertificatesExpiring(query: ExpiringCertificatesQuery): Promise<Page<CertificateRecord>> {
-    const items = [...this.certificates.values()]
-      .filter((c) => isLiveCertificateStatus(c.status) && c.notAfter >= query.notBefore.toISOString() && c.notAfter < query.before.toISOString())
-      .sort((a, b) => a.notAfter.localeCompare(b.notAfter))
-      .slice(0, query.limit);
-    return { items };
+    const scope = `expiry:${query.notBefore.toISOString()}:${query.before.toISOString()}`;
+    const keyOf = (c: CertificateRecord) => `${c.notAfter}#${c.certificateId}`;
+    let after = '';
+    if (query.nextToken !== undefined) {
+      const [tokenScope, key] = query.nextToken.split('|');
+      if (tokenScope !== scope || key === undefined) throw new ValidationError('INVALID_REQUEST', 'nextToken is not valid for this query: pass the token from the previous page of the same query.');
+      after = key;
+    }
+    const all = [...this.certificates.values()]
+      .filter((c) => isLiveCertificateStatus(c.status) && c.notAfter >= query.notBefore.toISOString() && c.notAfter < query.before.toISOString() && keyOf(c) > after)
+      .sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
+    const items = all.slice(0, query.limit);
+    const last = items.at(-1);
+    return { items, ...(all.length > query.limit && last ? { nextToken: `${scope}|${keyOf(last)}` } : {}) };
   }
   public async findRotationsDue(query: RotationsDueQuery): Promise<Page<Device>> {
     const items = [...this.devices.values()]

@@ -114,7 +114,22 @@ export async function requestRotation(recorder: ChangeRecorder, request: Rotatio
       const issued = await answerRecorded(recorder, record.outcome?.certificateId);
       return { ...issued, requestId: request.requestId, commitDeadline: record.outcome?.commitDeadline ?? '' };
     },
-  );
+  ).catch((error: unknown) => refusalWithRetryAfter(recorder, request.thingName, error));
+}
+
+/**
+ * A request that lost the race for the device's rotation slot after the CA signed is withdrawn, and its replays answer
+ * the recorded code alone: like the first refusal, they say how long the rotation in flight now has left (`retryAfter`,
+ * at least 1 second; 1 when none is in flight any more: a new request may start at once).
+ */
+async function refusalWithRetryAfter(recorder: ChangeRecorder, thingName: string, error: unknown): Promise<never> {
+  if (!(error instanceof LifecycleError) || error.code !== 'ROTATION_IN_PROGRESS' || typeof error.details.retryAfter === 'number') throw error;
+  const rotation = (await recorder.store.getDevice(thingName))?.rotation;
+  const retryAfter = rotation ? Math.max(1, Math.ceil((Date.parse(rotation.commitDeadline) - recorder.deps.clock.now().getTime()) / 1000)) : 1;
+  throw new LifecycleError(error.code, error.message, {
+    cause: error.cause,
+    details: { ...error.details, ...(rotation ? { requestId: rotation.requestId, commitDeadline: rotation.commitDeadline } : {}), retryAfter },
+  });
 }
 
 /**

@@ -40,6 +40,8 @@ export const API_ERRORS = {
   PRINCIPAL_NOT_ALLOWED: { status: 403 },
   ROTATION_IN_PROGRESS: { status: 409 },
   NO_ROTATION_PENDING: { status: 409 },
+  CAMPAIGN_NOT_FOUND: { status: 404 },
+  CAMPAIGN_LIMIT_REACHED: { status: 409 },
   ENROLLMENT_REFUSED: { status: 403 },
   IDEMPOTENCY_KEY_REUSED: { status: 422 },
   // Which AWS call failed, and how, is for our logs only.

@@ -1,4 +1,5 @@
 import { CERTIFICATE_STATUSES, DEVICE_STATUSES, AUDIT_EVENT_TYPES, REVOCATION_REASONS } from '../../core/model';
+import { CAMPAIGN_ID_PATTERN } from '../../core/use-cases/rotation-campaign';
 import { API_ERROR_CODES, API_ERRORS, type ApiErrorCode } from './errors';
 import { IDEMPOTENCY_KEY_PATTERN, PATH_PARAMETER_PATTERNS, REQUEST_BODIES, requestJsonSchema } from './requests';
 import { API_ROUTES, API_STAGE, pathParameterNames, takesIdempotencyKey, type ApiRoute, type ResponseSchemaName } from './routes';
@@ -132,6 +133,28 @@ export function buildOpenApiDocument() {
                 properties: { certificateId: { type: 'string' }, notAfter: { type: 'string', format: 'date-time' }, renewBy: { type: 'string', format: 'date-time' } },
               },
             },
+          },
+        },
+        RotationCampaign: {
+          type: 'object',
+          description: 'A rotation campaign (docs/rotation.md, "When to rotate"): its request and its progress.',
+          required: ['campaignId', 'status', 'expiringBefore', 'noticesPerSecond', 'noticesSent', 'certificatesScanned', 'certificatesSkipped', 'createdAt', 'updatedAt'],
+          properties: {
+            campaignId: { type: 'string', pattern: CAMPAIGN_ID_PATTERN.source },
+            status: { type: 'string', enum: ['RUNNING', 'DONE', 'CANCELLED'] },
+            expiringBefore: { type: 'string', format: 'date-time' },
+            noticesPerSecond: { type: 'integer' },
+            noticesSent: { type: 'integer', description: 'Notices published so far, one per device.' },
+            certificatesScanned: { type: 'integer', description: 'Certificates of the window looked at so far.' },
+            certificatesSkipped: {
+              type: 'integer',
+              description: 'Of those, the ones that got no notice: not ACTIVE, expired, their device not ACTIVE or already rotating, or the device told for its soonest-expiring certificate.',
+            },
+            createdAt: { type: 'string', format: 'date-time' },
+            updatedAt: { type: 'string', format: 'date-time' },
+            lastRunAt: { type: 'string', format: 'date-time', description: 'When the scheduled job last worked on it.' },
+            finishedAt: { type: 'string', format: 'date-time' },
+            cancelledBy: { type: 'string' },
           },
         },
         AuditEvent: {

@@ -4,6 +4,7 @@ import { ValidationError } from '../../core/errors';
 import { DEVICE_ID_PATTERN } from '../../core/device-id';
 import { DEVICE_STATUSES, REVOCATION_REASONS } from '../../core/model';
 import { CERTIFICATE_LIMITS } from '../../core/x509';
+import { CAMPAIGN_ID_PATTERN, CAMPAIGN_LIMITS } from '../../core/use-cases/rotation-campaign';
 import { ERROR_MESSAGES } from './errors';
 
 /** Requests larger than this are refused before parsing; the largest legitimate body is a CSR. */
@@ -52,8 +53,19 @@ export const revokeBody = z.strictObject({
 
 export const emptyBody = z.strictObject({});
 
+export const startRotationCampaignBody = z.strictObject({
+  expiringBefore: z.iso.datetime({ offset: true, message: 'expiringBefore must be an ISO-8601 date and time with its offset, such as 2027-01-31T00:00:00Z' }),
+  noticesPerSecond: z
+    .number()
+    .int()
+    .min(CAMPAIGN_LIMITS.minNoticesPerSecond)
+    .max(CAMPAIGN_LIMITS.maxNoticesPerSecond)
+    .optional()
+    .meta({ description: `Notices published a second (default ${CAMPAIGN_LIMITS.defaultNoticesPerSecond}).` }),
+});
+
 /** The JSON bodies the API takes, by the name of their API Gateway model. A route names its body here. */
-export const REQUEST_BODIES = { CreateDevice: createDeviceBody, SignCsr: signCsrBody, Revoke: revokeBody } as const;
+export const REQUEST_BODIES = { CreateDevice: createDeviceBody, SignCsr: signCsrBody, Revoke: revokeBody, StartRotationCampaign: startRotationCampaignBody } as const;
 
 export type RequestBodyName = keyof typeof REQUEST_BODIES;
 
@@ -70,7 +82,7 @@ export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{8,128}$/;
 export const CERTIFICATE_ID_PATTERN = /^[0-9a-f]{64}$/;
 
 /** What each path parameter of a resource template must look like. */
-export const PATH_PARAMETER_PATTERNS: Readonly<Record<string, RegExp>> = { deviceId: DEVICE_ID_PATTERN, certificateId: CERTIFICATE_ID_PATTERN };
+export const PATH_PARAMETER_PATTERNS: Readonly<Record<string, RegExp>> = { deviceId: DEVICE_ID_PATTERN, certificateId: CERTIFICATE_ID_PATTERN, campaignId: CAMPAIGN_ID_PATTERN };
 
 /**
  * The JSON schema of what a request may hold, from the zod schema the handler validates with: OpenAPI 3.0 for the

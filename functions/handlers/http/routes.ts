@@ -41,7 +41,7 @@ export interface RouteAnswer {
 }
 
 /** The response schemas of the OpenAPI document (its `components.schemas`). */
-export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate' | 'RenewalRequested';
+export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate' | 'RenewalRequested' | 'RotationCampaign';
 
 type BodyOf<Name> = Name extends RequestBodyName ? z.output<(typeof REQUEST_BODIES)[Name]> : undefined;
 type QueryOf<Query> = Query extends z.ZodType ? z.output<Query> : undefined;
@@ -56,7 +56,7 @@ export interface RouteDefinition<Body extends RequestBodyName | undefined, Query
   readonly body?: Body;
   /** The query string. @default - none read */
   readonly query?: Query;
-  readonly success: { readonly status: 200 | 201; readonly description: string; readonly schema: ResponseSchemaName };
+  readonly success: { readonly status: 200 | 201 | 202; readonly description: string; readonly schema: ResponseSchemaName };
   /** Every error code the route may answer with (besides the routing errors), for the document. */
   readonly errors: readonly ApiErrorCode[];
   readonly handle: (request: RouteRequest<BodyOf<Body>, QueryOf<Query>>, dependencies: RouteDependencies) => Promise<RouteAnswer>;
@@ -178,6 +178,40 @@ export const API_ROUTES: readonly ApiRoute[] = [
       const requested = await lifecycle.requestRenewal({ deviceId: param(params, 'deviceId'), actor, requestKey }, (deviceId, notice) => messenger.publish(expiringTopic(deviceId), { ...notice }));
       return { body: requested };
     },
+  }),
+  // Rotation campaigns: every device whose certificate expires before a date, told at a paced rate (docs/rotation.md, "When to rotate").
+  route({
+    method: 'POST',
+    resource: '/rotation-campaigns',
+    operationId: 'startRotationCampaign',
+    summary:
+      'Ask every ACTIVE device whose ACTIVE certificate expires before a date to rotate now: the renewal notice (renewBy = now), paced at noticesPerSecond by a scheduled job. ' +
+      'Devices already rotating, suspended or revoked are skipped; each device is told once.',
+    body: 'StartRotationCampaign',
+    success: { status: 202, description: 'Accepted: the campaign runs; read its progress with GET /rotation-campaigns/{campaignId}', schema: 'RotationCampaign' },
+    errors: [...CHANGE_ERRORS, 'CAMPAIGN_LIMIT_REACHED', 'CONFLICT'],
+    handle: async ({ body, actor, requestKey }, { lifecycle }) => {
+      const campaign = await lifecycle.startRotationCampaign({ expiringBefore: body.expiringBefore, ...(body.noticesPerSecond === undefined ? {} : { noticesPerSecond: body.noticesPerSecond }), actor, requestKey });
+      return { body: campaign, headers: { Location: `/rotation-campaigns/${campaign.campaignId}` } };
+    },
+  }),
+  route({
+    method: 'GET',
+    resource: '/rotation-campaigns/{campaignId}',
+    operationId: 'getRotationCampaign',
+    summary: 'A rotation campaign and its progress (kept 30 days after its last change).',
+    success: { status: 200, description: 'The campaign', schema: 'RotationCampaign' },
+    errors: [...COMMON_ERRORS, 'CAMPAIGN_NOT_FOUND'],
+    handle: async ({ params }, { lifecycle }) => ({ body: await lifecycle.getRotationCampaign(param(params, 'campaignId')) }),
+  }),
+  route({
+    method: 'POST',
+    resource: '/rotation-campaigns/{campaignId}/cancel',
+    operationId: 'cancelRotationCampaign',
+    summary: 'Cancel a RUNNING campaign: no notice goes out after the job\'s next checkpoint (seconds). Cancelling it again answers the same.',
+    success: { status: 200, description: 'Cancelled', schema: 'RotationCampaign' },
+    errors: [...CHANGE_ERRORS, 'CAMPAIGN_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT'],
+    handle: async ({ params, actor, requestKey }, { lifecycle }) => ({ body: await lifecycle.cancelRotationCampaign({ campaignId: param(params, 'campaignId'), actor, requestKey }) }),
   }),
 ];
 

@@ -122,6 +122,28 @@ describe('rotation over MQTT: request', () => {
     expect(error.details).toMatchObject({ requestId: 'r-8a', retryAfter: COMMIT_SECONDS - 600 });
   });
 
+  test('the loser of a rotation race gets retryAfter in every refusal, not only the first (the replay of a withdrawn request)', async () => {
+    const { certificateId: previous } = await onboarded(fixture, 'meter-8r');
+    // Request b gets the CA's certificate, then fails (AWS IoT down); the sweep withdraws its slot at the deadline.
+    jest.spyOn(fixture.registry, 'registerCertificate').mockRejectedValueOnce(new LifecycleError('UPSTREAM_FAILURE', 'AWS IoT failed'));
+    const requestB = { ...sender('meter-8r', previous), requestId: 'r-8r-b', csrPem: (await makeCsr('meter-8r')).csrPem };
+    await errorOf(fixture.lifecycle.requestRotation(requestB));
+    fixture.clock.advance((COMMIT_SECONDS + 1) * 1000);
+    await fixture.lifecycle.sweepDueRotations();
+    // Request a wins the device's rotation slot; b, retried, loses the race.
+    await fixture.lifecycle.requestRotation({ ...sender('meter-8r', previous), requestId: 'r-8r-a', csrPem: (await makeCsr('meter-8r')).csrPem });
+    fixture.clock.advance(600_000);
+
+    const first = await errorOf(fixture.lifecycle.requestRotation(requestB));
+    fixture.clock.advance(60_000);
+    const replayed = await errorOf(fixture.lifecycle.requestRotation(requestB));
+
+    expect(first.code).toBe('ROTATION_IN_PROGRESS');
+    expect(first.details).toMatchObject({ requestId: 'r-8r-a', retryAfter: COMMIT_SECONDS - 600 });
+    expect(replayed.code).toBe('ROTATION_IN_PROGRESS');
+    expect(replayed.details).toMatchObject({ requestId: 'r-8r-a', retryAfter: COMMIT_SECONDS - 660 });
+  });
+
   test('a malformed requestId is refused before anything is written', async () => {
     const { certificateId: previous } = await onboarded(fixture, 'meter-9');
     const operationsBefore = fixture.store.operations.size;

@@ -15,6 +15,9 @@ describe('route table', () => {
       'POST /devices/{deviceId}/suspend',
       'POST /devices/{deviceId}/resume',
       'POST /devices/{deviceId}/rotate',
+      'POST /rotation-campaigns',
+      'GET /rotation-campaigns/{campaignId}',
+      'POST /rotation-campaigns/{campaignId}/cancel',
     ]);
   });
 
@@ -25,7 +28,7 @@ describe('route table', () => {
 
   test('only the changes (POST) take an Idempotency-Key', () => {
     expect(API_ROUTES.filter(takesIdempotencyKey).every((route) => route.method === 'POST')).toBe(true);
-    expect(API_ROUTES.filter((route) => !takesIdempotencyKey(route)).map((route) => route.method)).toEqual(['GET', 'GET']);
+    expect(API_ROUTES.filter((route) => !takesIdempotencyKey(route)).map((route) => route.method)).toEqual(['GET', 'GET', 'GET']);
   });
 });
 
