@@ -16,7 +16,6 @@
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { TransactWriteCommand } from '@aws-sdk/lib-dynamodb';
 import { DeviceLifecycle, randomIds, type RegistrationEvent } from '../functions/core/lifecycle';
 import { DynamoDbDeviceStore } from '../functions/adapters/aws/dynamodb-device-store';
 import { LocalDeviceRegistry } from '../functions/adapters/local/local-device-registry';
@@ -24,6 +23,7 @@ import { SoftwareCertificateAuthority } from '../functions/adapters/local/softwa
 import { certificateIdOf } from '../functions/core/x509';
 import { ensureDeviceTable, localDocumentClient, localDynamoDbClient, startDynamoDbLocal } from '../local/dynamodb-local';
 import { makeCsr } from '../test/support/pki';
+import { bareTransaction } from './support/bare-transaction';
 
 const devices = Number(process.env.BENCH_DEVICES ?? 200);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 20);
@@ -64,18 +64,7 @@ async function main(): Promise<void> {
     }
 
     const baseline = (run: string, items: readonly RegistrationEvent[]) =>
-      inBatches(items, (event) =>
-        documentClient.send(
-          new TransactWriteCommand({
-            TransactItems: [
-              { Put: { TableName: tableName, Item: { PK: `BASE${run}#${event.certificateId}`, SK: 'DEVICE', status: 'ACTIVE' } } },
-              { Put: { TableName: tableName, Item: { PK: `BASE${run}#${event.certificateId}`, SK: 'CERT', status: 'ACTIVE' } } },
-              { Put: { TableName: tableName, Item: { PK: `BASECHANGE${run}#${event.certificateId}`, SK: 'CHANGE' }, ConditionExpression: 'attribute_not_exists(PK)' } },
-              { Put: { TableName: tableName, Item: { PK: `BASE${run}#${event.certificateId}`, SK: `EVENT#${Date.now()}` } } },
-            ],
-          }),
-        ),
-      );
+      inBatches(items, (event) => bareTransaction(documentClient, tableName, `${run}#${event.certificateId}`));
     const activate = (items: readonly RegistrationEvent[]) =>
       inBatches(items, async (event) => {
         const outcome = await lifecycle.registerOnFirstConnect(event);
