@@ -22,6 +22,7 @@ import { connectDevice, connectOnce, type ConnectReport } from '../local/cli/dev
 import { bracketed, integerOptions, latencies, loadNow, machineLine, measure, mean, ms, pad, percentile, rate } from './support/measure';
 import { mintDevices, reportFailures, withLocalMode, type MintedDevice } from './support/local-mode';
 import { LogTimeline } from './support/log-timeline';
+import { cpuPer, cpuSnapshot } from './support/process-cpu';
 import { certificateIdOf } from '../functions/core/x509';
 import { performance } from 'node:perf_hooks';
 
@@ -86,7 +87,9 @@ async function main(): Promise<void> {
       return { count: latenciesMs.length, wallMs: Number(process.hrtime.bigint() - started) / 1e6, latenciesMs };
     };
 
+    const cpu0 = cpuSnapshot(local.pid);
     const before = await connectRun();
+    const cpu1 = cpuSnapshot(local.pid);
     // When the JITR function finished each certificate (its log line), to split the latency: JITR vs the device's backoff.
     const shortIds = await Promise.all(onboarding.map(async (device) => (await certificateIdOf(device.tls.cert)).slice(0, 12)));
     const activated = new LogTimeline(local.output, /\[jitr\] certificate ([0-9a-f]{12})…: ACTIVATED/);
@@ -96,7 +99,9 @@ async function main(): Promise<void> {
       return onboard(local.mqtt, device);
     });
     activated.stop();
+    const cpu2 = cpuSnapshot(local.pid);
     const after = await connectRun();
+    const cpu3 = cpuSnapshot(local.pid);
 
     const connects = bracketed(before, after);
     const reports = run.results.filter((report): report is ConnectReport => report !== undefined);
@@ -123,6 +128,8 @@ async function main(): Promise<void> {
     console.log(`  first connect → JITR's ACTIVATED logged: p50 ${ms(percentile(jitrMs, 50))}, p99 ${ms(percentile(jitrMs, 99))} (${jitrMs.length} seen); ACTIVATED → accepted connect (the device's backoff): p50 ${ms(percentile(idleMs, 50))}, p99 ${ms(percentile(idleMs, 99))}`);
     console.log(`  connect attempts per device: mean ${mean(attempts).toFixed(2)}, p50 ${percentile(attempts, 50)}, max ${Math.max(...attempts)}`);
     console.log(`  lost: ${lost} (devices that did not publish)`);
+    console.log(`CPU per connect of an ACTIVE device (first baseline run): ${cpuPer(cpu0, cpu1, before.count)}; second run: ${cpuPer(cpu2, cpu3, after.count)}`);
+    console.log(`CPU per onboarded device: ${cpuPer(cpu1, cpu2, Math.max(1, published.length))}`);
     console.log(machineLine(loadAtStart));
     console.log(`ratio onboarding ÷ (connects/s ÷ 2): ${(onboardingRate / (connects.rate / 2)).toFixed(2)} (goal ≥ 0.5)`);
 
@@ -132,8 +139,9 @@ async function main(): Promise<void> {
   reportFailures(failures);
 }
 
+/** A device keeps trying for about 5 minutes (60 attempts, at most 5 s apart): a slow machine is not a lost device. */
 function onboard(target: { host: string; port: number }, device: MintedDevice): Promise<ConnectReport> {
-  return connectDevice({ deviceId: device.deviceId, tls: device.tls, target, attempts: 12 });
+  return connectDevice({ deviceId: device.deviceId, tls: device.tls, target, attempts: 60 });
 }
 
 main().catch((error) => {
