@@ -19,12 +19,14 @@ interface Bench {
   readonly name: string;
   readonly file: string;
   readonly args: readonly string[];
+  /** Defaults for the variables it reads, when the caller has not set them. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 const BENCHES: readonly Bench[] = [
   { name: 'local-onboarding', file: 'bench/local-onboarding.ts', args: [] },
   { name: 'issuance', file: 'bench/issuance.ts', args: [] },
-  { name: 'jitr-lifecycle', file: 'bench/onboarding.ts', args: [] },
+  { name: 'jitr-lifecycle', file: 'bench/onboarding.ts', args: [], env: { BENCH_DEVICES: '1000' } },
   { name: 'revocation', file: 'bench/revocation.ts', args: [] },
   { name: 'rotation', file: 'bench/rotation.ts', args: [] },
   { name: 'bundles', file: 'bench/bundles.ts', args: [] },
@@ -35,7 +37,7 @@ const ROOT = join(__dirname, '..');
 
 function run(bench: Bench): Promise<{ code: number | null; summary: string[] }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', bench.file, ...bench.args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_NO_WARNINGS: '1' } });
+    const child = spawn(process.execPath, ['--import', 'tsx', bench.file, ...bench.args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...bench.env, ...process.env, NODE_NO_WARNINGS: '1' } });
     const summary: string[] = [];
     let pending = '';
     child.stdout?.on('data', (chunk: Buffer) => {
