@@ -44,6 +44,7 @@ import { certificateIdOf } from '../functions/core/x509';
 import { connectOnce, enrollDevice, makeKeyAndCsr, readDeviceTls } from '../local/cli/device';
 import { rotateDevice, type RotationReport } from '../local/cli/rotate';
 import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from '../test/e2e/support/local-mode-process';
+import { latencies, mean, measure, ms, pad, percentile, rate, type Run } from './support/measure';
 
 interface Options {
   readonly devices: number;
@@ -85,55 +86,8 @@ function parseOptions(argv: readonly string[]): Options | 'HELP' {
   };
 }
 
-/* ---------------------------------------------------------------------------------------------- measuring */
-
-interface Run<R> {
-  readonly wallMs: number;
-  /** One per item that succeeded, in milliseconds. */
-  readonly latenciesMs: number[];
-  readonly results: (R | undefined)[];
-  readonly errors: { readonly index: number; readonly error: unknown }[];
-}
-
-/** `work` over every item, `concurrency` at a time; a failure is recorded, never ends the run. */
-async function measure<T, R>(items: readonly T[], concurrency: number, work: (item: T, index: number) => Promise<R>): Promise<Run<R>> {
-  const latenciesMs: number[] = [];
-  const results: (R | undefined)[] = new Array(items.length);
-  const errors: { index: number; error: unknown }[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-      while (next < items.length) {
-        const index = next++;
-        const begun = performance.now();
-        try {
-          results[index] = await work(items[index] as T, index);
-          latenciesMs.push(performance.now() - begun);
-        } catch (error) {
-          errors.push({ index, error });
-        }
-      }
-    }),
-  );
-  return { wallMs: performance.now() - started, latenciesMs, results, errors };
-}
-
-/** Nearest-rank percentile. */
-function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number;
-}
-
-const mean = (values: readonly number[]): number => (values.length === 0 ? Number.NaN : values.reduce((sum, value) => sum + value, 0) / values.length);
-const ms = (value: number): string => `${value.toFixed(0)} ms`;
-const rate = (count: number, wallMs: number): number => count / (wallMs / 1000);
-const latencies = (values: readonly number[]): string => `p50 ${ms(percentile(values, 50))}, p99 ${ms(percentile(values, 99))}`;
-
 /* ---------------------------------------------------------------------------------------------- the steps */
 
-const pad = (index: number): string => String(index).padStart(4, '0');
 
 /** A certificate through the API for a device that exists; answers its id. */
 async function issue(local: LocalModeProcess, deviceId: string, csr: string): Promise<string> {

@@ -245,12 +245,14 @@ export interface ConnectOptions {
   readonly topic?: string;
   /** @default a small JSON document */
   readonly message?: string;
-  /** @default 8 */
+  /** @default 10 */
   readonly attempts?: number;
-  /** @default 500 */
+  /** The backoff's base: the n-th retry waits a random time up to min(maxDelayMs, initialDelayMs × 2^(n-1)). @default 500 */
   readonly initialDelayMs?: number;
-  /** @default 8000 */
+  /** @default 5000 */
   readonly maxDelayMs?: number;
+  /** Random numbers in [0, 1) for the jitter. @default Math.random */
+  readonly random?: () => number;
   /** Told of each step, for a human-readable report. */
   readonly onProgress?: (line: string) => void;
 }
@@ -266,17 +268,28 @@ export interface ConnectReport {
 }
 
 /**
+ * The wait before retry `retry` (1 for the first): exponential backoff with full jitter, a random time
+ * between 0 and min(cap, base × 2^(retry-1)). It is the schedule of the AWS IoT Device SDK for Embedded
+ * C's backoffAlgorithm library (its MQTT demos: base 500 ms, cap 5 s): a fleet powered on at once spreads
+ * its reconnects instead of returning in waves, and a device retries soon after its certificate is
+ * activated on average (half the ceiling) instead of sleeping out a fixed doubling.
+ */
+export function retryDelayMs(retry: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(retry - 1, 30));
+  return Math.round(random() * ceiling);
+}
+
+/**
  * Connects the way device firmware should: a refused first connect is expected (the certificate
- * registers itself just in time), so retry with exponential backoff and jitter; then publish to the
- * device's own topic and wait for the acknowledgement.
+ * registers itself just in time), so retry with exponential backoff and full jitter (`retryDelayMs`);
+ * then publish to the device's own topic and wait for the acknowledgement.
  */
 export async function connectDevice(options: ConnectOptions): Promise<ConnectReport> {
   const started = Date.now();
   const progress = options.onProgress ?? (() => undefined);
   const topic = options.topic ?? `devices/${options.deviceId}/telemetry`;
-  const maxAttempts = options.attempts ?? 8;
+  const maxAttempts = options.attempts ?? 10;
   const attempts: { attempt: number; outcome: 'CONNECTED' | 'REFUSED'; reason?: string; atMs: number }[] = [];
-  let delay = options.initialDelayMs ?? 500;
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
     let client: MqttClient;
     try {
@@ -288,10 +301,9 @@ export async function connectDevice(options: ConnectOptions): Promise<ConnectRep
         progress(`attempt ${attempt}: refused (${reason}); giving up`);
         break;
       }
-      const wait = Math.round(delay * (0.75 + Math.random() * 0.5));
+      const wait = retryDelayMs(attempt, options.initialDelayMs ?? 500, options.maxDelayMs ?? 5000, options.random);
       progress(`attempt ${attempt}: refused (${reason})${attempt === 1 ? ' - expected on a first connect while the certificate registers itself (JITR)' : ''}; retrying in ${(wait / 1000).toFixed(1)} s`);
       await new Promise((resolve) => setTimeout(resolve, wait));
-      delay = Math.min(delay * 2, options.maxDelayMs ?? 8000);
       continue;
     }
     attempts.push({ attempt, outcome: 'CONNECTED', atMs: Date.now() - started });

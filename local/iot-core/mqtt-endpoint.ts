@@ -333,7 +333,9 @@ export async function startMqttEndpoint(options: MqttEndpointOptions): Promise<M
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => undefined); // a reset by the client is not the broker's problem
     const peer = peerOf(socket);
-    const certificate = socket.getPeerCertificate();
+    // The native certificate object: `getPeerCertificate()` would also build its JavaScript description
+    // (names, extensions, three fingerprints) at every connect, for the DER bytes alone.
+    const certificate = socket.getPeerX509Certificate();
     if (!certificate?.raw) {
       log(`[mqtt] ${peer}: no client certificate, connection closed`);
       socket.destroy();

@@ -41,7 +41,7 @@ describe('local mode: a burst of first connects', () => {
     // Act: every device connects at the same moment, retrying with backoff after the JITR refusal.
     const started = Date.now();
     const reports: ConnectReport[] = await Promise.all(
-      devices.map((device) => connectDevice({ deviceId: device.deviceId, tls: device.tls, target: local.mqtt, attempts: 30, initialDelayMs: 500, maxDelayMs: 4_000 })),
+      devices.map((device) => connectDevice({ deviceId: device.deviceId, tls: device.tls, target: local.mqtt, attempts: 60, initialDelayMs: 500, maxDelayMs: 4_000 })),
     );
     const onboardingMs = Date.now() - started;
 

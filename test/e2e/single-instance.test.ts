@@ -112,7 +112,7 @@ describe('local mode: one instance per data folder, stopped cleanly by its signa
     const listed = await first.api('GET', '/devices?status=ACTIVE');
     expect(listed.status).toBe(200);
     const [device] = await factoryDevices(first, 'after-refusal', 1);
-    const report = await connectDevice({ deviceId: device!.deviceId, tls: device!.tls, target: first.mqtt, attempts: 15, initialDelayMs: 200, maxDelayMs: 1_000 });
+    const report = await connectDevice({ deviceId: device!.deviceId, tls: device!.tls, target: first.mqtt, attempts: 30, initialDelayMs: 200, maxDelayMs: 1_000 });
     expect(report.published).toBe(true);
     expect((await first.api('GET', `/devices/${device!.deviceId}`)).body).toMatchObject({ status: 'ACTIVE' });
 
