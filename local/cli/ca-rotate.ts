@@ -1,8 +1,10 @@
 import { certificateIdOf } from '../../functions/core/x509';
 import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
 import { dataFiles, readPreviousCas, rotateCaMaterial } from '../data-dir';
-import { CA_COMMON_NAME } from '../local-mode';
 import { localModeStatus, LocalModeRunningError } from './overview';
+
+/** The subject of a rotated local CA, numbered: `iotcert local device CA 2`, 3, ... (the first is local-mode.ts's CA_COMMON_NAME). */
+const ROTATED_CA_COMMON_NAME = 'iotcert local device CA';
 
 export interface CaRotationReport {
   /** The new signing CA's certificate id. */
@@ -26,7 +28,7 @@ export async function rotateLocalCa(options: { readonly dataDir: string; readonl
   }
   const files = dataFiles(options.dataDir);
   const generation = (await readPreviousCas(files)).length + 2;
-  const { material } = await SoftwareCertificateAuthority.create(`${CA_COMMON_NAME} ${generation}`, options.now ? { now: () => options.now as Date } : {});
+  const { material } = await SoftwareCertificateAuthority.create(`${ROTATED_CA_COMMON_NAME} ${generation}`, options.now ? { now: () => options.now as Date } : {});
   const { previousCaCertificateId } = await rotateCaMaterial(files, material);
   return {
     caCertificateId: await certificateIdOf(material.certificatePem),
