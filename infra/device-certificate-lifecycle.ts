@@ -40,7 +40,7 @@ export interface DeviceCertificateLifecycleProps {
   /**
    * AWS Private CAs this stack issued from before (a CA rotation, docs/deploy.md "Rotating the CA"): they sign
    * nothing any more, but their AWS IoT registrations stay ACTIVE with auto-registration on, and JITR, rotation and
-   * connects accept their devices until an operator deactivates them (`POST /certificate-authorities/{id}/deactivate`).
+   * connects accept their devices until an operator deactivates them (docs/deploy.md, "Rotating the CA").
    * @default - none
    */
   readonly previousCertificateAuthorities?: readonly acmpca.ICertificateAuthority[];

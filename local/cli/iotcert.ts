@@ -38,8 +38,8 @@ Commands:
            --details also fetches each device for its certificate counts (one request per device).
   ca rotate
            A CA rotation of the data folder (the local mode stopped): a new CA signs from the next start;
-           the old one stays registered and accepted (JITR, rotation, connects) until it is deactivated
-           (POST /certificate-authorities/{id}/deactivate), so devices move over by rotating.
+           the old one stays registered and accepted (JITR, rotation, connects), so devices move over by
+           rotating (device rotate). Refused while the local mode runs.
   local reset [--yes]
            Delete the local mode's state in the data folder (CA, API token, devices, certificates,
            DynamoDB Local files) after a confirmation (--yes: none). Refused while the local mode runs.
