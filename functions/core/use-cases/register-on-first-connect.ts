@@ -48,7 +48,7 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
   const fleetCa = await fleetCaOfRegistration(await fleetCasOf(await recorder.ca.getCaCertificates()), event.caCertificateId);
   if (!fleetCa) {
     // Another CA registered in the account: its certificates are not ours to activate or revoke.
-    return { outcome: 'IGNORED', certificateId, reason: `The event is for CA ${event.caCertificateId}, not one of this fleet's CAs.` };
+    return { outcome: 'IGNORED', certificateId, reason: `The event is for CA ${event.caCertificateId}, not this fleet's CA (nor a previous one it still accepts).` };
   }
   const caPems = fleetCa.pems;
 
