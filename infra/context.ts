@@ -12,6 +12,7 @@ import { CaKeyAlgorithm, CaType, CaUsageMode, DEFAULTS, EnrollmentPolicy, Invali
  */
 export const CONTEXT_VALUES = {
   caArn: 'ARN of an existing, ACTIVE AWS Private CA to use; when absent the stack creates a CA',
+  previousCaArns: 'comma-separated ARNs of the CAs this stack issued from before (a CA rotation): their devices are still accepted until you deactivate them (default none)',
   caType: 'ROOT (default) or SUBORDINATE, for a CA the stack creates',
   caKeyAlgorithm: 'EC_prime256v1 (default), EC_secp384r1, RSA_2048 or RSA_4096: the new CA key, or the key the existing CA has',
   caUsageMode: 'GENERAL_PURPOSE (default) or SHORT_LIVED_CERTIFICATE: the new CA mode, or the mode the existing CA has',
@@ -203,6 +204,9 @@ function propsFrom(source: ContextSource): DeviceCertificateLifecycleStackProps 
   checkNamePrefix(namePrefix);
   const caArn = text('caArn');
   if (caArn !== undefined) checkCaArn(caArn);
+  const previousCaArns = (text('previousCaArns') ?? '').split(',').map((arn) => arn.trim()).filter((arn) => arn !== '');
+  previousCaArns.forEach(checkCaArn);
+  if (caArn !== undefined && previousCaArns.includes(caArn)) fail(`previousCaArns lists the current CA ${caArn}: list only the CAs it replaced.`);
   if ((text('subordinateCaCertificateFile') === undefined) !== (text('subordinateCaChainFile') === undefined)) {
     fail('Give both subordinateCaCertificateFile and subordinateCaChainFile, or neither.');
   }
@@ -220,6 +224,7 @@ function propsFrom(source: ContextSource): DeviceCertificateLifecycleStackProps 
     stackName: namePrefix,
     description: 'Certificate lifecycle of IoT devices: AWS Private CA, JITR, device API (iot-certificate-lifecycle)',
     existingCaArn: caArn,
+    previousCaArns: previousCaArns.length > 0 ? previousCaArns : undefined,
     alarmTopicArn,
     lifecycle: {
       caType: oneOf('caType', Object.values(CaType)),

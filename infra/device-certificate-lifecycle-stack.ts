@@ -11,12 +11,17 @@ export interface DeviceCertificateLifecycleStackProps extends StackProps {
    */
   readonly existingCaArn?: string;
   /**
+   * ARNs of the AWS Private CAs the stack issued from before a CA rotation (become `previousCertificateAuthorities`).
+   * @default - none
+   */
+  readonly previousCaArns?: readonly string[];
+  /**
    * ARN of an SNS topic the alarms notify (becomes `alarmTopic`).
    * @default - alarms without actions
    */
   readonly alarmTopicArn?: string;
   /** Everything else about the lifecycle; see {@link DeviceCertificateLifecycleProps}. */
-  readonly lifecycle?: Omit<DeviceCertificateLifecycleProps, 'existingCertificateAuthority' | 'alarmTopic'>;
+  readonly lifecycle?: Omit<DeviceCertificateLifecycleProps, 'existingCertificateAuthority' | 'previousCertificateAuthorities' | 'alarmTopic'>;
 }
 
 /** The app's one stack: the {@link DeviceCertificateLifecycle} construct and the outputs an operator needs. */
@@ -28,6 +33,7 @@ export class DeviceCertificateLifecycleStack extends Stack {
     const lifecycle = new DeviceCertificateLifecycle(this, 'Lifecycle', {
       ...props.lifecycle,
       existingCertificateAuthority: props.existingCaArn === undefined ? undefined : acmpca.CertificateAuthority.fromCertificateAuthorityArn(this, 'ExistingCa', props.existingCaArn),
+      previousCertificateAuthorities: props.previousCaArns?.map((arn, index) => acmpca.CertificateAuthority.fromCertificateAuthorityArn(this, `PreviousCa${index}`, arn)),
       alarmTopic: props.alarmTopicArn === undefined ? undefined : sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn),
     });
     this.lifecycle = lifecycle;

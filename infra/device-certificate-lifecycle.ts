@@ -38,6 +38,14 @@ export interface DeviceCertificateLifecycleProps {
   readonly existingCertificateAuthority?: acmpca.ICertificateAuthority;
 
   /**
+   * AWS Private CAs this stack issued from before (a CA rotation, docs/deploy.md "Rotating the CA"): they sign
+   * nothing any more, but their AWS IoT registrations stay ACTIVE with auto-registration on, and JITR, rotation and
+   * connects accept their devices until an operator deactivates them (docs/deploy.md, "Rotating the CA").
+   * @default - none
+   */
+  readonly previousCertificateAuthorities?: readonly acmpca.ICertificateAuthority[];
+
+  /**
    * ROOT or SUBORDINATE, for a new CA only. A SUBORDINATE CA needs a second deployment with
    * `subordinateCaCertificate` (docs/deploy.md says how to get it signed).
    * @default CaType.ROOT
@@ -274,9 +282,15 @@ export class DeviceCertificateLifecycle extends Construct {
       certificateAuthorityArn: this.certificateAuthorityArn,
       signingAlgorithm: SIGNING_ALGORITHMS[settings.caKeyAlgorithm],
       deviceTemplateArn: privateCaTemplateArn(Stack.of(this), 'EndEntityClientAuthCertificate/V1'),
+      previousCertificateAuthorityArns: (props.previousCertificateAuthorities ?? []).map((previous) => previous.certificateAuthorityArn),
     };
     if (caIsActive) {
-      this.iotCaRegistration = new IotCaRegistration(this, 'IotCaRegistration', { certificateAuthorityArn: this.certificateAuthorityArn, signingAlgorithm: ca.signingAlgorithm, ...common });
+      this.iotCaRegistration = new IotCaRegistration(this, 'IotCaRegistration', {
+        certificateAuthorityArn: this.certificateAuthorityArn,
+        previousCertificateAuthorityArns: ca.previousCertificateAuthorityArns,
+        signingAlgorithm: ca.signingAlgorithm,
+        ...common,
+      });
       if (this.newCertificateAuthority?.activation) this.iotCaRegistration.node.addDependency(this.newCertificateAuthority.activation);
       this.caCertificateId = this.iotCaRegistration.caCertificateId;
     }

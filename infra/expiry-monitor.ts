@@ -87,7 +87,17 @@ export class ExpiryMonitor extends Construct {
   public readonly certificateDrift?: cloudwatch.Metric;
   /** Of those, the ones repaired in AWS IoT, summed over a day; with a drift check. */
   public readonly certificateDriftRepaired?: cloudwatch.Metric;
+  /** ACTIVE devices whose every live operational certificate expired (they did not rotate in time). */
+  public readonly devicesExpiredWithoutRotation: cloudwatch.Metric;
+  /** Live certificates still on the CAs the stack replaced (a CA rotation), summed. */
+  public readonly liveCertificatesOnPreviousCas: cloudwatch.Metric;
+  /** Days left to the soonest-expiring previous CA that still has live certificates. */
+  public readonly previousCaDaysToExpiry: cloudwatch.Metric;
   public readonly caExpiryAlarm: cloudwatch.Alarm;
+  /** Fires when a device's certificates all expired without a rotation. */
+  public readonly expiredWithoutRotationAlarm: cloudwatch.Alarm;
+  /** Fires when devices are still on a previous CA that expires within `caExpiryAlarmDays`: they strand then. */
+  public readonly previousCaExpiryAlarm: cloudwatch.Alarm;
   public readonly errorsAlarm: cloudwatch.Alarm;
   /** Fires on any disagreement in a day, repaired or not; with a drift check. */
   public readonly driftAlarm?: cloudwatch.Alarm;
@@ -114,7 +124,10 @@ export class ExpiryMonitor extends Construct {
         reason: 'iot:Publish of the renewal notice to each device whose certificate expires soon: thing names are only known at run time; the grant is limited to the expiring topic of every device, in this account and region.',
       });
     }
+    // The census of the fleet's CAs reads the ACTIVE devices (ByStatus index) and their certificates (links, then items):
+    // the same reads as the drift check, which grants them when there is one.
     if (props.driftCheck) this.grantDriftCheck(props.deviceTable, props.driftCheck);
+    else this.monitorFunction.addToRolePolicy(this.deviceReads(props.deviceTable));
     Validations.of(this.monitorFunction.executionRole).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason:
@@ -154,6 +167,31 @@ export class ExpiryMonitor extends Construct {
         `The device CA, or a certificate of its chain, expires in fewer than ${props.caExpiryAlarmDays} days: rotate it (docs/deploy.md, "Rotating the CA"). ` +
         'Also fires when the expiry monitor stopped publishing CaDaysToExpiry: look at its log.',
     });
+    this.devicesExpiredWithoutRotation = metric(EXPIRY_METRICS.devicesExpiredWithoutRotation, cloudwatch.Stats.MAXIMUM);
+    this.liveCertificatesOnPreviousCas = metric(EXPIRY_METRICS.liveCertificatesOnPreviousCas, cloudwatch.Stats.MAXIMUM);
+    this.previousCaDaysToExpiry = metric(EXPIRY_METRICS.previousCaDaysToExpiry, cloudwatch.Stats.MINIMUM);
+    this.expiredWithoutRotationAlarm = new cloudwatch.Alarm(this, 'ExpiredWithoutRotationAlarm', {
+      metric: this.devicesExpiredWithoutRotation,
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      // A day without a run is the errors alarm's and the CA alarm's to report.
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      alarmDescription:
+        'ACTIVE devices whose every certificate expired without a rotation: they cannot rotate over MQTT any more. ' +
+        'The expiry monitor log names them ("devices expired without rotating"); see docs/rotation.md, "Recovery after expiry".',
+    });
+    this.previousCaExpiryAlarm = new cloudwatch.Alarm(this, 'PreviousCaExpiryAlarm', {
+      metric: this.previousCaDaysToExpiry,
+      threshold: props.caExpiryAlarmDays,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      // Published only while a previous CA still has live certificates: no data is the good case.
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      alarmDescription:
+        `Devices are still on a CA this stack replaced, and it expires in fewer than ${props.caExpiryAlarmDays} days: they strand then unless they rotate. ` +
+        'The expiry monitor log names them ("live certificate(s) still on previous CA"); ask them to rotate (docs/deploy.md, "Rotating the CA").',
+    });
     this.errorsAlarm = new cloudwatch.Alarm(this, 'ErrorsAlarm', {
       metric: this.monitorFunction.metricErrors({ period: Duration.days(1), statistic: cloudwatch.Stats.SUM }),
       threshold: 1,
@@ -177,8 +215,16 @@ export class ExpiryMonitor extends Construct {
           'Each disagreement is a WARN line "certificate drift <kind>" in the expiry monitor log: see docs/deploy.md, "Drift check".',
       });
     }
-    this.alarms = [this.caExpiryAlarm, this.errorsAlarm, ...(this.driftAlarm ? [this.driftAlarm] : [])];
+    this.alarms = [this.caExpiryAlarm, this.errorsAlarm, this.expiredWithoutRotationAlarm, this.previousCaExpiryAlarm, ...(this.driftAlarm ? [this.driftAlarm] : [])];
     if (props.alarmTopic) for (const alarm of this.alarms) alarm.addAlarmAction(new SnsAction(props.alarmTopic));
+  }
+
+  /** Reads of the device table's items and of its ByStatus index: devices, their certificate links and certificates. */
+  private deviceReads(deviceTable: ITable): iam.PolicyStatement {
+    return new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
+      resources: [deviceTable.tableArn, `${deviceTable.tableArn}/index/${DEVICE_TABLE_SCHEMA.byStatusIndex.indexName}`],
+    });
   }
 
   /**
@@ -189,12 +235,7 @@ export class ExpiryMonitor extends Construct {
    */
   private grantDriftCheck(deviceTable: ITable, driftCheck: ExpiryMonitorDriftCheckProps): void {
     this.monitorFunction.useFleet(driftCheck.fleet, iotRegistryIamActions({ ...REGISTRY_MODES, operations: REGISTRY_OPERATIONS.expiryMonitor }));
-    this.monitorFunction.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query'],
-        resources: [deviceTable.tableArn, `${deviceTable.tableArn}/index/${DEVICE_TABLE_SCHEMA.byStatusIndex.indexName}`],
-      }),
-    );
+    this.monitorFunction.addToRolePolicy(this.deviceReads(deviceTable));
     this.monitorFunction.addToRolePolicy(
       new iam.PolicyStatement({
         actions: ['dynamodb:PutItem'],

@@ -10,6 +10,8 @@ export const VERIFICATION_TEMPLATE = 'EndEntityCertificate/V1';
 
 export interface IotCaRegistrationProps {
   readonly certificateAuthorityArn: string;
+  /** CAs the stack replaced: their registrations are left ACTIVE, and deregistered with the stack. @default - none */
+  readonly previousCertificateAuthorityArns?: readonly string[];
   readonly signingAlgorithm: string;
   readonly logRetention: RetentionDays;
   readonly removalPolicy: RemovalPolicy;
@@ -18,7 +20,8 @@ export interface IotCaRegistrationProps {
 /**
  * Registers the CA with AWS IoT for just-in-time registration (auto-registration on, ACTIVE),
  * proving possession with a verification certificate the CA signs for the account's
- * registration code; on delete, sets the registration INACTIVE and deletes it.
+ * registration code. When the CA is replaced, the previous registration is left ACTIVE (its devices
+ * keep connecting and rotating over); on delete, sets every registration it made INACTIVE and deletes it.
  * Handler: functions/handlers/register-ca-with-iot.ts.
  */
 export class IotCaRegistration extends Construct {
@@ -47,6 +50,11 @@ export class IotCaRegistration extends Construct {
         resources: [props.certificateAuthorityArn],
       }),
     );
+    const previous = props.previousCertificateAuthorityArns ?? [];
+    if (previous.length > 0) {
+      // On delete: the previous CAs' certificates give their registration ids.
+      this.handler.addToRolePolicy(new iam.PolicyStatement({ actions: ['acm-pca:GetCertificateAuthorityCertificate'], resources: [...previous] }));
+    }
     this.handler.addToRolePolicy(
       new iam.PolicyStatement({
         actions: ['acm-pca:IssueCertificate'],
@@ -98,6 +106,7 @@ export class IotCaRegistration extends Construct {
         CertificateAuthorityArn: props.certificateAuthorityArn,
         SigningAlgorithm: props.signingAlgorithm,
         TemplateArn: verificationTemplateArn,
+        ...(previous.length > 0 ? { PreviousCertificateAuthorityArns: [...previous] } : {}),
       },
     });
     this.caCertificateId = resource.getAttString('CaCertificateId');

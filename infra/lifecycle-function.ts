@@ -117,6 +117,8 @@ export interface CertificateAuthorityBinding {
   readonly signingAlgorithm: string;
   /** The Private CA template device certificates are issued with. */
   readonly deviceTemplateArn: string;
+  /** CAs the stack replaced whose devices are still accepted (a CA rotation): read and revoked at, never issued from. */
+  readonly previousCertificateAuthorityArns?: readonly string[];
 }
 
 /** The AWS Private CA actions a function may need; IssueCertificate is only allowed with the device template. */
@@ -224,10 +226,13 @@ export class LifecycleFunction extends NodejsFunction {
     this.setVariable('CA_ARN', ca.certificateAuthorityArn);
     this.setVariable('CA_SIGNING_ALGORITHM', ca.signingAlgorithm);
     this.setVariable('CA_TEMPLATE_ARN', ca.deviceTemplateArn);
+    const previous = ca.previousCertificateAuthorityArns ?? [];
+    this.setVariable('PREVIOUS_CA_ARNS', previous.join(','));
     const issue = actions.filter((action) => action === 'acm-pca:IssueCertificate');
     const others = actions.filter((action) => action !== 'acm-pca:IssueCertificate');
     if (others.length > 0) {
-      this.addToRolePolicy(new iam.PolicyStatement({ actions: [...others], resources: [ca.certificateAuthorityArn] }));
+      // Previous CAs: their certificates are read (to accept their devices) and revoked there; nothing is issued from them.
+      this.addToRolePolicy(new iam.PolicyStatement({ actions: [...others], resources: [ca.certificateAuthorityArn, ...previous] }));
     }
     if (issue.length > 0) {
       this.addToRolePolicy(

@@ -1,6 +1,6 @@
-import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { isIPv4 } from 'node:net';
-import { chmod, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE, writeFileAtomic } from '../functions/adapters/local/atomic-file';
 import type { SoftwareCaMaterial } from '../functions/adapters/local/software-ca';
@@ -11,8 +11,13 @@ import type { SoftwareCaMaterial } from '../functions/adapters/local/software-ca
  */
 export interface DataFiles {
   readonly dir: string;
-  /** The CA certificate: trust it for the MQTT server's certificate and for device certificates. */
+  /**
+   * The CA certificate, followed by the previous CAs' after a CA rotation (`iotcert ca rotate`): the bundle to trust
+   * for the MQTT server's certificate and for device certificates. Its first certificate is the CA that signs.
+   */
   readonly caCertificate: string;
+  /** The CAs a CA rotation replaced, `<caCertificateId>.pem` and `.key` (mode 0600): still accepted until deactivated. */
+  readonly previousCas: string;
   /** The CA's private key, mode 0600. */
   readonly caKey: string;
   /** The MQTT endpoint's server certificate (from the CA, for the names devices connect to); kept while it covers them. */
@@ -41,6 +46,7 @@ export function dataFiles(dir: string): DataFiles {
     dir,
     caCertificate: join(dir, 'ca.pem'),
     caKey: join(dir, 'ca.key'),
+    previousCas: join(dir, 'previous-cas'),
     serverCertificate: join(dir, 'server.pem'),
     serverKey: join(dir, 'server.key'),
     apiToken: join(dir, 'api-token'),
@@ -85,13 +91,65 @@ export async function readCaMaterial(files: DataFiles, warn: (message: string) =
     throw new Error(`${files.dir} holds only one of ca.pem and ca.key: restore the other, or move the folder away to start with a new CA.`);
   }
   await keepPrivate(files.caKey, warn);
-  return { certificatePem, privateKeyPem };
+  return { certificatePem: firstPemCertificate(certificatePem), privateKeyPem };
 }
 
-export async function writeCaMaterial(files: DataFiles, material: SoftwareCaMaterial): Promise<void> {
+/** The first certificate of a PEM bundle: the signing CA of `ca.pem`. */
+function firstPemCertificate(bundle: string): string {
+  const match = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(bundle);
+  if (!match) throw new Error('ca.pem holds no PEM certificate: restore it, or move the folder away to start with a new CA.');
+  return `${match[0]}\n`;
+}
+
+/** Writes the signing CA; `ca.pem` also carries the previous CAs' certificates (the bundle devices trust). */
+export async function writeCaMaterial(files: DataFiles, material: SoftwareCaMaterial, previousCertificatePems: readonly string[] = []): Promise<void> {
   // The key first: a crash in between leaves a key without certificate, which `readCaMaterial` reports.
   await writeFileAtomic(files.caKey, material.privateKeyPem, { mode: PRIVATE_FILE_MODE });
-  await writeFileAtomic(files.caCertificate, material.certificatePem, { mode: 0o644 });
+  await writeFileAtomic(files.caCertificate, [material.certificatePem, ...previousCertificatePems].map((pem) => pem.trimEnd()).join('\n') + '\n', { mode: 0o644 });
+}
+
+/** A CA a CA rotation replaced: its id in the registry and its material. */
+export interface PreviousCa extends SoftwareCaMaterial {
+  readonly caCertificateId: string;
+  readonly notBefore: Date;
+}
+
+/** The previous CAs kept in the data folder, oldest first. */
+export async function readPreviousCas(files: DataFiles): Promise<PreviousCa[]> {
+  let names: string[];
+  try {
+    names = await readdir(files.previousCas);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  const ids = names.filter((name) => name.endsWith('.pem')).map((name) => name.slice(0, -'.pem'.length));
+  const cas = await Promise.all(
+    ids.map(async (caCertificateId) => {
+      const [certificatePem, privateKeyPem] = await Promise.all([readIfExists(join(files.previousCas, `${caCertificateId}.pem`)), readIfExists(join(files.previousCas, `${caCertificateId}.key`))]);
+      if (certificatePem === undefined || privateKeyPem === undefined) throw new Error(`${files.previousCas} holds ${caCertificateId}.pem without its .key: restore it.`);
+      return { caCertificateId, certificatePem, privateKeyPem, notBefore: new Date(new X509Certificate(certificatePem).validFrom) };
+    }),
+  );
+  return cas.sort((a, b) => a.notBefore.getTime() - b.notBefore.getTime());
+}
+
+/**
+ * A CA rotation of the data folder (the local mode stopped): the signing CA moves to `previous-cas/` (it keeps its
+ * key: the MQTT server's certificate may come from it, and devices on it stay accepted) and `next` becomes the
+ * signing CA. Answers the id of the CA replaced.
+ */
+export async function rotateCaMaterial(files: DataFiles, next: SoftwareCaMaterial): Promise<{ readonly previousCaCertificateId: string }> {
+  const current = await readCaMaterial(files);
+  if (!current) throw new Error(`No CA in ${files.dir}: start the local mode once (npm start) before rotating its CA.`);
+  const previousCaCertificateId = createHash('sha256').update(new X509Certificate(current.certificatePem).raw).digest('hex');
+  await mkdir(files.previousCas, { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
+  // The old material is saved before the new replaces it: a crash in between leaves the old CA in both places.
+  await writeFileAtomic(join(files.previousCas, `${previousCaCertificateId}.key`), current.privateKeyPem, { mode: PRIVATE_FILE_MODE });
+  await writeFileAtomic(join(files.previousCas, `${previousCaCertificateId}.pem`), current.certificatePem, { mode: 0o644 });
+  const previous = await readPreviousCas(files);
+  await writeCaMaterial(files, next, previous.map((ca) => ca.certificatePem).reverse());
+  return { previousCaCertificateId };
 }
 
 /** The MQTT endpoint's key and certificate, PEM. */

@@ -42,6 +42,7 @@ import {
   ensureDataDir,
   loadOrCreateApiToken,
   readCaMaterial,
+  readPreviousCas,
   readServerCredentials,
   serverCertificateProblem,
   writeCaMaterial,
@@ -144,8 +145,11 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     const crlUrl = `${crl.url}/crl`;
 
     const material = await readCaMaterial(files, warn);
+    // The CAs a CA rotation (`iotcert ca rotate`) replaced: they sign nothing, their devices stay accepted.
+    const previousCas = await readPreviousCas(files);
+    const previousCaCertificatePems = previousCas.map((previous) => previous.certificatePem);
     if (material) {
-      ca = await SoftwareCertificateAuthority.load(material, { revocations, crlUrl });
+      ca = await SoftwareCertificateAuthority.load(material, { revocations, crlUrl, previousCaCertificatePems });
     } else {
       const created = await SoftwareCertificateAuthority.create(CA_COMMON_NAME, { revocations, crlUrl });
       await writeCaMaterial(files, created.material);
@@ -158,6 +162,11 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     parts.registryFile = registryFile;
     const registry = new LocalDeviceRegistry({ thingGroupName: LOCAL_THING_GROUP, snapshot: await registryFile.load(), onChange: registryFile.save });
     const registeredCa = await registry.registerCaCertificate(caPem, { autoRegistration: true });
+    // A previous CA stays as its registration is: ACTIVE with auto-registration on after the rotation (devices a
+    // factory made with it still register on first connect), or INACTIVE once an operator deactivated it.
+    for (const previous of previousCas) {
+      if (!registry.findCaCertificate(previous.caCertificateId)) await registry.registerCaCertificate(previous.certificatePem, { autoRegistration: true });
+    }
     await registry.putPolicy(LOCAL_POLICY_NAME, fleetPolicyDocument({ region: LOCAL_REGION, accountId: LOCAL_ACCOUNT_ID }));
     await registry.attachPolicyToThingGroup(LOCAL_POLICY_NAME, LOCAL_THING_GROUP);
 
@@ -245,7 +254,11 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
       if (result.kind === 'campaigns' && result.campaigns.length > 0) log(`[rotation] ${describeRotation(result)}`);
     }, (error) => log(`[rotation] campaign run failed (${escaped((error as Error).message)}); the next one goes on from its cursor`));
 
-    const server = await serverCredentials(ca, files, caPem, mqttHost, log);
+    // The MQTT server's certificate comes from the oldest CA of the folder: devices made before a CA rotation trust only
+    // that one, and `ca.pem` (the bundle every later device gets) holds it too. (AWS IoT's server certificate is Amazon's.)
+    const oldest = previousCas[0];
+    const serverCa = oldest ? await SoftwareCertificateAuthority.load(oldest) : ca;
+    const server = await serverCredentials(serverCa, files, oldest?.certificatePem ?? caPem, mqttHost, log);
     const gate = new CertificateGate(registry, { accountId: LOCAL_ACCOUNT_ID });
     parts.mqtt = await listenOrExplain('mqttPort', () =>
       startMqttEndpoint({

@@ -1,4 +1,5 @@
 import { ConfigurationError } from './errors';
+import { fleetCasOf, issuingFleetCaOf, type FleetCaRole } from './fleet-cas';
 import type { CertificateRecord } from './model';
 import type { CaCertificates, CertificateAuthority, Clock, DeviceStore } from './ports';
 import { isLiveCertificateStatus } from './state-machines';
@@ -250,5 +251,127 @@ export class ExpiryMonitor {
       nextToken = page.nextToken;
     } while (nextToken);
     return { ...tally.report(), noticesSent };
+  }
+}
+
+/* ----------------------------------------------------------------------------
+ * The fleet's CAs: devices still on each, and devices that expired without rotating
+ * -------------------------------------------------------------------------- */
+
+/** How many live certificates one fleet CA still has (ACTIVE certificates of ACTIVE devices). */
+export interface FleetCaUsage {
+  readonly caCertificateId: string;
+  readonly role: FleetCaRole;
+  readonly subject: string;
+  readonly liveCertificates: number;
+  /** Whole days left to the CA (or the certificate of its chain that expires first): its devices are stranded after that. */
+  readonly daysLeft: number;
+  /** The devices holding them (each once), at most `maxListedDevices`. */
+  readonly deviceIds: readonly string[];
+}
+
+export interface FleetCaCensusReport {
+  readonly cas: readonly FleetCaUsage[];
+  /** ACTIVE certificates of ACTIVE devices that none of the fleet's CAs signed (a CA dropped from the settings too early). */
+  readonly unknownIssuer: number;
+  /** ACTIVE devices whose every live operational certificate is past its `notAfter`: they can no longer rotate by themselves. */
+  readonly devicesExpiredWithoutRotation: number;
+  /** The first `maxListedDevices` of them. */
+  readonly expiredDeviceIds: readonly string[];
+  readonly devicesChecked: number;
+}
+
+/**
+ * A bootstrap (factory) certificate only serves recovery after expiry (docs/rotation.md, "Recovery after expiry"):
+ * it is not an operational certificate, so it neither keeps a device from counting as expired nor counts on a CA.
+ */
+export function isBootstrapCertificate(certificate: Pick<CertificateRecord, 'subject'>): boolean {
+  return /(^|,\s*)OU=bootstrap(,|$)/i.test(certificate.subject);
+}
+
+export interface FleetCaCensusDependencies {
+  readonly ca: Pick<CertificateAuthority, 'getCaCertificates'>;
+  readonly store: Pick<DeviceStore, 'listDevices' | 'listDeviceCertificates'>;
+  readonly clock: Clock;
+}
+
+/** The limits of one census, named once. */
+export const CENSUS_LIMITS = {
+  /** Devices asked of the store per page. */
+  pageSize: 100,
+  /** Devices whose certificates are read at once. */
+  concurrency: 8,
+} as const;
+
+/**
+ * Counts, over every ACTIVE device (page by page, a few devices at a time), the live certificates each fleet CA still
+ * has, and the devices whose certificates all expired. The issuing CA of a certificate is found from the certificate
+ * itself (`issuingFleetCaOf`), so records written before CA rotation existed are counted like new ones.
+ */
+export class FleetCaCensus {
+  public constructor(
+    private readonly dependencies: FleetCaCensusDependencies,
+    private readonly settings: { readonly maxListedDevices?: number; readonly pageSize?: number } = {},
+  ) {}
+
+  public async run(): Promise<FleetCaCensusReport> {
+    const { store, ca, clock } = this.dependencies;
+    const maxListed = this.settings.maxListedDevices ?? EXPIRY_LIMITS.maxListedDevices;
+    const now = clock.now().getTime();
+    const cas = await fleetCasOf(await ca.getCaCertificates());
+    const usage = new Map(cas.map((fleetCa) => [fleetCa.caCertificateId, { live: 0, deviceIds: new Set<string>() }]));
+    let unknownIssuer = 0;
+    let expired = 0;
+    const expiredDeviceIds: string[] = [];
+    let devicesChecked = 0;
+
+    const countDevice = async (deviceId: string): Promise<void> => {
+      const operational = (await store.listDeviceCertificates(deviceId)).filter((certificate) => !isBootstrapCertificate(certificate));
+      const live = operational.filter((certificate) => isLiveCertificateStatus(certificate.status));
+      if (live.length > 0 && live.every((certificate) => Date.parse(certificate.notAfter) <= now)) {
+        expired += 1;
+        if (expiredDeviceIds.length < maxListed) expiredDeviceIds.push(deviceId);
+      }
+      for (const certificate of operational.filter((one) => one.status === 'ACTIVE')) {
+        const issuer = (await issuingFleetCaOf(cas, certificate.certificatePem).catch(() => undefined))?.caCertificateId;
+        const counted = issuer === undefined ? undefined : usage.get(issuer);
+        if (!counted) {
+          unknownIssuer += 1;
+          continue;
+        }
+        counted.live += 1;
+        if (counted.deviceIds.size < maxListed) counted.deviceIds.add(deviceId);
+      }
+    };
+
+    let nextToken: string | undefined;
+    do {
+      const page = await store.listDevices({ status: 'ACTIVE', limit: this.settings.pageSize ?? CENSUS_LIMITS.pageSize, ...(nextToken ? { nextToken } : {}) });
+      const devices = [...page.items];
+      for (let start = 0; start < devices.length; start += CENSUS_LIMITS.concurrency) {
+        await Promise.all(devices.slice(start, start + CENSUS_LIMITS.concurrency).map((device) => countDevice(device.deviceId)));
+      }
+      devicesChecked += devices.length;
+      nextToken = page.nextToken;
+    } while (nextToken);
+
+    const expiries = await Promise.all(cas.map(async (fleetCa) => caExpiryOf(await validitiesOf({ certificatePem: fleetCa.certificatePem, certificateChainPem: fleetCa.pems.slice(1).join('') }), clock.now())));
+    return {
+      cas: cas.map((fleetCa, index) => {
+        const counted = usage.get(fleetCa.caCertificateId) ?? { live: 0, deviceIds: new Set<string>() };
+        return {
+          caCertificateId: fleetCa.caCertificateId,
+          role: fleetCa.role,
+          subject: fleetCa.subject,
+          liveCertificates: counted.live,
+          daysLeft: expiries[index]?.daysLeft ?? 0,
+          deviceIds: [...counted.deviceIds],
+        };
+      }),
+      unknownIssuer,
+      devicesExpiredWithoutRotation: expired,
+      expiredDeviceIds,
+      devicesChecked,
+    };
   }
 }

@@ -29,6 +29,12 @@ export interface CaCertificates {
   readonly certificatePem: string;
   /** Its chain up to the root (empty for a root CA), PEM. */
   readonly certificateChainPem: string;
+  /**
+   * CAs that no longer sign but whose certificates are still accepted (JITR, rotation, connects) while their devices
+   * rotate over to the signing CA: a CA rotation (functions/core/fleet-cas.ts). Each without its own `previous`.
+   * @default - none
+   */
+  readonly previous?: readonly Omit<CaCertificates, 'previous'>[];
 }
 
 export interface CertificateAuthority {

@@ -25,9 +25,9 @@ import { REGISTRY_MODES, type FunctionConfig } from './config';
 export const PRIVATE_CA_MAX_WAIT_MS = 15_000;
 
 /** The variables the lifecycle (the JITR and API functions) reads. */
-export const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS'] as const;
+export const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'PREVIOUS_CA_ARNS', 'THING_GROUP_NAME', 'ENROLLMENT_POLICY', 'CERTIFICATE_VALIDITY_DAYS'] as const;
 
-type CaConfig = Pick<FunctionConfig, 'CA_ARN' | 'CA_SIGNING_ALGORITHM' | 'CA_TEMPLATE_ARN'>;
+type CaConfig = Pick<FunctionConfig, 'CA_ARN' | 'CA_SIGNING_ALGORITHM' | 'CA_TEMPLATE_ARN' | 'PREVIOUS_CA_ARNS'>;
 
 /** The core on DynamoDB, AWS IoT and AWS Private CA: what the JITR, API and rotation functions run. */
 export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>, settings: Partial<LifecycleSettings> = {}): DeviceLifecycle {
@@ -57,6 +57,7 @@ export function awsCertificateAuthority(config: CaConfig): PrivateCaCertificateA
   return new PrivateCaCertificateAuthority({
     client: new ACMPCAClient(retryingClientConfig),
     certificateAuthorityArn: config.CA_ARN,
+    previousCertificateAuthorityArns: config.PREVIOUS_CA_ARNS,
     signingAlgorithm: config.CA_SIGNING_ALGORITHM,
     templateArn: config.CA_TEMPLATE_ARN,
     maxWaitMs: PRIVATE_CA_MAX_WAIT_MS,

@@ -12,6 +12,7 @@ export const ENVIRONMENT = {
   CA_ARN: 'the AWS Private CA that signs device certificates',
   CA_SIGNING_ALGORITHM: 'the Private CA signing algorithm, e.g. SHA256WITHECDSA',
   CA_TEMPLATE_ARN: 'the Private CA template for device certificates (end-entity client auth)',
+  PREVIOUS_CA_ARNS: 'comma-separated AWS Private CAs this stack replaced (a CA rotation): they sign nothing, their devices are still accepted; empty: none',
   THING_GROUP_NAME: 'the thing group every device joins; the fleet IoT policy is attached to it',
   ENROLLMENT_POLICY: '"open" (any device with a certificate from our CA) or "preregistered"',
   CERTIFICATE_VALIDITY_DAYS: 'validity of certificates signed from CSRs, in days',
@@ -31,6 +32,10 @@ const configSchema = z.object({
   CA_ARN: z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be an AWS Private CA ARN'),
   CA_SIGNING_ALGORITHM: z.enum(['SHA256WITHECDSA', 'SHA384WITHECDSA', 'SHA512WITHECDSA', 'SHA256WITHRSA', 'SHA384WITHRSA', 'SHA512WITHRSA']),
   CA_TEMPLATE_ARN: z.string().regex(PRIVATE_CA_TEMPLATE_ARN_PATTERN, 'must be an AWS Private CA template ARN'),
+  PREVIOUS_CA_ARNS: z
+    .string()
+    .transform((value) => value.split(',').map((arn) => arn.trim()).filter((arn) => arn !== ''))
+    .pipe(z.array(z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be comma-separated AWS Private CA ARNs'))),
   THING_GROUP_NAME: z.string().regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name'),
   ENROLLMENT_POLICY: z.enum(['open', 'preregistered']),
   CERTIFICATE_VALIDITY_DAYS: z.coerce.number().int().min(1).max(3650),
@@ -117,6 +122,17 @@ export const EXPIRY_METRICS = {
   certificateDrift: 'CertificateDrift',
   /** Of those, the ones the run repaired in AWS IoT. */
   certificateDriftRepaired: 'CertificateDriftRepaired',
+  /**
+   * ACTIVE certificates of ACTIVE devices still issued by each fleet CA, one data point per CA with the dimensions
+   * `CaRole` ("current" or "previous") and `CaCertificateId`: how far a CA rotation has come.
+   */
+  liveCertificatesByCa: 'LiveCertificatesByCa',
+  /** The same, summed over the previous CAs (service dimension only): 0 once every device has rotated over. */
+  liveCertificatesOnPreviousCas: 'LiveCertificatesOnPreviousCas',
+  /** Whole days left to the soonest-expiring previous CA that still has live certificates (absent when none has): they strand then. */
+  previousCaDaysToExpiry: 'PreviousCaDaysToExpiry',
+  /** ACTIVE devices whose every live operational certificate is past its notAfter: they expired without rotating. */
+  devicesExpiredWithoutRotation: 'DevicesExpiredWithoutRotation',
   /** The dimension Powertools Metrics adds to every metric. */
   serviceDimension: 'service',
 } as const;

@@ -3,7 +3,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { DRIFT_LIMITS, DriftCheck, type DriftReport } from '../core/drift';
 import { UpstreamError } from '../core/errors';
-import { ExpiryMonitor, type CaExpiry, type ExpiringCertificatesReport, type RenewalNotifier } from '../core/expiry';
+import { ExpiryMonitor, FleetCaCensus, type CaExpiry, type ExpiringCertificatesReport, type FleetCaCensusReport, type RenewalNotifier } from '../core/expiry';
 import { systemClock, type DeviceMessenger, type DeviceRegistry } from '../core/ports';
 import { IotDataMessenger } from '../adapters/aws/iot-data-messenger';
 import { expiringTopic } from './mqtt/rotation-protocol';
@@ -22,6 +22,11 @@ export interface ExpiryMonitorHandlerDependencies {
    * @default - no drift check
    */
   readonly drift?: DriftCheck;
+  /**
+   * Counts the live certificates still on each fleet CA (a CA rotation) and the devices that expired without rotating.
+   * @default - no census
+   */
+  readonly census?: FleetCaCensus;
   /** Powertools Metrics, publishing in the embedded metric format to the function's log (no CloudWatch API call). */
   readonly metrics: Metrics;
   readonly logger?: Logger;
@@ -35,6 +40,8 @@ export interface ExpiryMonitorResult {
   readonly deviceIds: readonly string[];
   /** Renewal notices published to devices. */
   readonly noticesSent: number;
+  /** The census of the fleet's CAs, when there is one. */
+  readonly census?: FleetCaCensusReport;
   /** What the drift check did, when there is one. */
   readonly drift?: Pick<DriftReport, 'checked' | 'repaired' | 'failures' | 'skipped' | 'stoppedBy' | 'passStartedAt'> & { readonly findings: number };
 }
@@ -104,16 +111,50 @@ export function createExpiryMonitorHandler(dependencies: ExpiryMonitorHandlerDep
     else logger.info('drift check done', summary);
   };
 
+  const reportCensus = (report: FleetCaCensusReport): void => {
+    for (const ca of report.cas) {
+      const single = metrics.singleMetric();
+      single.addDimension('CaRole', ca.role);
+      single.addDimension('CaCertificateId', ca.caCertificateId);
+      single.addMetric(EXPIRY_METRICS.liveCertificatesByCa, MetricUnit.Count, ca.liveCertificates);
+    }
+    const previous = report.cas.filter((ca) => ca.role === 'previous');
+    metrics.addMetric(EXPIRY_METRICS.liveCertificatesOnPreviousCas, MetricUnit.Count, previous.reduce((sum, ca) => sum + ca.liveCertificates, 0));
+    const inUse = previous.filter((ca) => ca.liveCertificates > 0);
+    if (inUse.length > 0) metrics.addMetric(EXPIRY_METRICS.previousCaDaysToExpiry, MetricUnit.NoUnit, Math.min(...inUse.map((ca) => ca.daysLeft)));
+    metrics.addMetric(EXPIRY_METRICS.devicesExpiredWithoutRotation, MetricUnit.Count, report.devicesExpiredWithoutRotation);
+    logger.info('live certificates per CA', {
+      cas: report.cas.map(({ caCertificateId, role, subject, liveCertificates, daysLeft }) => ({ caCertificateId, role, subject, liveCertificates, daysLeft })),
+      unknownIssuer: report.unknownIssuer,
+      devicesChecked: report.devicesChecked,
+    });
+    for (const ca of inUse) {
+      logger.warn(`${ca.liveCertificates} live certificate(s) still on previous CA ${ca.caCertificateId}: their devices must rotate before it expires (docs/deploy.md, "Rotating the CA")`, {
+        caCertificateId: ca.caCertificateId,
+        daysLeft: ca.daysLeft,
+        deviceIds: ca.deviceIds,
+      });
+    }
+    if (report.devicesExpiredWithoutRotation > 0) {
+      logger.warn('devices expired without rotating: they need the recovery path (docs/rotation.md, "Recovery after expiry")', {
+        count: report.devicesExpiredWithoutRotation,
+        deviceIds: report.expiredDeviceIds,
+      });
+    }
+    if (report.unknownIssuer > 0) logger.error('live certificates from a CA the fleet no longer lists: list it in previousCaArns again, or revoke them', { count: report.unknownIssuer });
+  };
+
   const notifier = dependencies.notices ? pacedNotifier(dependencies.notices) : undefined;
   const drift = dependencies.drift;
 
   return async (_event?: unknown, context?: Context): Promise<ExpiryMonitorResult> => {
     if (context) logger.addContext(context);
     const deadline = context ? new Date(Date.now() + context.getRemainingTimeInMillis() - DRIFT_DEADLINE_MARGIN_MS) : undefined;
-    const [ca, devices, drifted] = await Promise.allSettled([
+    const [ca, devices, drifted, counted] = await Promise.allSettled([
       monitor.checkCa(),
       monitor.findExpiringCertificates(notifier),
       drift ? drift.run(deadline ? { deadline } : {}) : Promise.resolve(undefined),
+      dependencies.census ? dependencies.census.run() : Promise.resolve(undefined),
     ]);
     if (ca.status === 'fulfilled') reportCa(ca.value);
     else logger.error('could not read the CA certificates', { error: ca.reason as Error });
@@ -121,10 +162,13 @@ export function createExpiryMonitorHandler(dependencies: ExpiryMonitorHandlerDep
     else logger.error('could not count the device certificates expiring soon', { error: devices.reason as Error });
     if (drifted.status === 'fulfilled' && drifted.value) reportDrift(drifted.value);
     else if (drifted.status === 'rejected') logger.error('could not compare the device records with AWS IoT', { error: drifted.reason as Error });
+    if (counted.status === 'fulfilled' && counted.value) reportCensus(counted.value);
+    else if (counted.status === 'rejected') logger.error('could not count the certificates per CA', { error: counted.reason as Error });
     if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
     if (ca.status === 'rejected') throw ca.reason;
     if (devices.status === 'rejected') throw devices.reason;
     if (drifted.status === 'rejected') throw drifted.reason;
+    if (counted.status === 'rejected') throw counted.reason;
     const driftReport = drifted.value;
     // Stopped by failures in a row: AWS IoT or the role is failing every call; the errors alarm should say so.
     if (driftReport?.stoppedBy === 'FAILURES') {
@@ -136,6 +180,7 @@ export function createExpiryMonitorHandler(dependencies: ExpiryMonitorHandlerDep
       deviceCertificatesExpiringSoon: devices.value.count,
       deviceIds: devices.value.deviceIds,
       noticesSent: devices.value.noticesSent,
+      ...(counted.value ? { census: counted.value } : {}),
       ...(driftReport
         ? {
             drift: {
@@ -196,8 +241,9 @@ function pacedNotifier(notices: NonNullable<ExpiryMonitorHandlerDependencies['no
  * certificates in AWS IoT (paced: `DRIFT_LIMITS.registryCallsPerSecond`), and writes its cursor record.
  */
 export function expiryMonitorDependencies(env: NodeJS.ProcessEnv = process.env): ExpiryMonitorHandlerDependencies {
-  const config = readConfig(['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME', 'RENEWAL_NOTICES_PER_SECOND', 'IOT_DATA_ENDPOINT'], env);
+  const config = readConfig(['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_ALGORITHM', 'CA_TEMPLATE_ARN', 'PREVIOUS_CA_ARNS', 'EXPIRY_WARNING_DAYS', 'METRICS_SERVICE_NAME', 'RENEWAL_NOTICES_PER_SECOND', 'IOT_DATA_ENDPOINT'], env);
   const store = awsDeviceStore(config.DEVICE_TABLE_NAME);
+  const ca = awsCertificateAuthority(config);
   const drift =
     env.THING_GROUP_NAME === undefined
       ? undefined
@@ -207,7 +253,8 @@ export function expiryMonitorDependencies(env: NodeJS.ProcessEnv = process.env):
       ? { notices: { messenger: new IotDataMessenger(config.IOT_DATA_ENDPOINT ? { endpointHost: config.IOT_DATA_ENDPOINT } : {}), perSecond: config.RENEWAL_NOTICES_PER_SECOND } }
       : {}),
     ...(drift ? { drift } : {}),
-    monitor: new ExpiryMonitor({ store, ca: awsCertificateAuthority(config), clock: systemClock }, { warningDays: config.EXPIRY_WARNING_DAYS }),
+    monitor: new ExpiryMonitor({ store, ca, clock: systemClock }, { warningDays: config.EXPIRY_WARNING_DAYS }),
+    census: new FleetCaCensus({ store, ca, clock: systemClock }),
     metrics: new Metrics({ namespace: EXPIRY_METRICS.namespace, serviceName: config.METRICS_SERVICE_NAME }),
   };
 }

@@ -13,7 +13,11 @@ import { collectIssuedCertificate, IssuanceStillInProgressError } from '../adapt
  * CloudFormation custom resource (run by the CDK Provider framework): registers an AWS Private CA
  * with AWS IoT for just-in-time registration. AWS IoT wants proof that we hold the CA: a
  * verification certificate whose subject CN is the account's registration code, signed by the CA.
- * Physical resource id (and Data.CaCertificateId): the CA certificate id in AWS IoT.
+ * Data.CaCertificateId: the current CA's certificate id in AWS IoT. Physical resource id: the id of the
+ * first CA this resource registered, kept when the CA is replaced, so CloudFormation never deletes the
+ * replaced CA's registration: it stays ACTIVE, with auto-registration on, while its devices rotate over
+ * (a CA rotation: docs/deploy.md, "Rotating the CA"). An operator deactivates it once the expiry monitor
+ * counts no live certificate on it (`aws iot update-ca-certificate`, as docs/deploy.md says).
  */
 
 /** The verification certificate only has to exist while IoT checks it. */
@@ -25,10 +29,12 @@ export interface RegistrationProperties {
   readonly CertificateAuthorityArn: string;
   readonly SigningAlgorithm: string;
   readonly TemplateArn: string;
+  /** CAs this stack replaced and still accepts: deregistered with the stack. @default - none */
+  readonly PreviousCertificateAuthorityArns?: readonly string[];
 }
 
 // Checked with plain patterns rather than a schema library, to keep this bundle small.
-const PROPERTY_PATTERNS: Readonly<Record<keyof RegistrationProperties, RegExp>> = {
+const PROPERTY_PATTERNS: Readonly<Record<Exclude<keyof RegistrationProperties, 'PreviousCertificateAuthorityArns'>, RegExp>> = {
   CertificateAuthorityArn: PRIVATE_CA_ARN_PATTERN,
   SigningAlgorithm: /^SHA(256|384|512)WITH(ECDSA|RSA)$/,
   TemplateArn: PRIVATE_CA_TEMPLATE_ARN_PATTERN,
@@ -68,6 +74,10 @@ function parseProperties(properties: Record<string, unknown>): RegistrationPrope
   const problems = Object.entries(PROPERTY_PATTERNS)
     .filter(([name, pattern]) => typeof properties[name] !== 'string' || !pattern.test(properties[name] as string))
     .map(([name]) => `${name} is missing or malformed (got ${JSON.stringify(properties[name])})`);
+  const previous = properties.PreviousCertificateAuthorityArns;
+  if (previous !== undefined && (!Array.isArray(previous) || !previous.every((arn) => typeof arn === 'string' && PRIVATE_CA_ARN_PATTERN.test(arn)))) {
+    problems.push(`PreviousCertificateAuthorityArns must be a list of AWS Private CA ARNs (got ${JSON.stringify(previous)})`);
+  }
   if (problems.length > 0) throw new CaRegistrationError(`Invalid custom resource properties: ${problems.join('; ')}.`);
   return properties as unknown as RegistrationProperties;
 }
@@ -136,24 +146,52 @@ export function createRegisterCaHandler(dependencies: RegisterCaDependencies): (
     }
   }
 
-  /** The registration still exists and is the one for these properties: keep it. */
-  async function describe(caCertificateId: string): Promise<CustomResourceResponse | undefined> {
+  /** AWS IoT's id of a Private CA's certificate (SHA-256 of its DER), read from the CA. */
+  async function caCertificateIdOf(certificateAuthorityArn: string): Promise<string> {
+    const { Certificate } = await pca.send(new GetCertificateAuthorityCertificateCommand({ CertificateAuthorityArn: certificateAuthorityArn }));
+    if (!Certificate) throw new CaRegistrationError(`${certificateAuthorityArn} has no CA certificate.`, { certificateAuthorityArn });
+    return Buffer.from(await new x509.X509Certificate(Certificate).getThumbprint('SHA-256', crypto)).toString('hex');
+  }
+
+  /** The registration still exists and is the one for these properties: keep it (under the resource's physical id). */
+  async function describe(physicalResourceId: string, caCertificateId: string): Promise<CustomResourceResponse | undefined> {
     try {
       const { certificateDescription } = await iot.send(new DescribeCACertificateCommand({ certificateId: caCertificateId }));
       if (!certificateDescription?.certificateArn) return undefined;
-      return { PhysicalResourceId: caCertificateId, Data: { CaCertificateId: caCertificateId, CaCertificateArn: certificateDescription.certificateArn } };
+      return { PhysicalResourceId: physicalResourceId, Data: { CaCertificateId: caCertificateId, CaCertificateArn: certificateDescription.certificateArn } };
     } catch (error) {
       if (errorName(error) === 'ResourceNotFoundException') return undefined;
       throw error;
     }
   }
 
-  async function deregister(caCertificateId: string): Promise<CustomResourceResponse> {
-    if (!CA_ID_PATTERN.test(caCertificateId)) {
+  /**
+   * The stack goes (or a create failed): every registration it made goes with it. The physical id names the first CA;
+   * the current and previous CAs named in the properties are the others (a CA that cannot be read any more is
+   * reported, not fatal: the stack stays deletable).
+   */
+  async function deregisterAll(physicalResourceId: string, properties: Record<string, unknown>): Promise<CustomResourceResponse> {
+    if (!CA_ID_PATTERN.test(physicalResourceId)) {
       // Nothing was registered (e.g. the create failed before AWS IoT answered).
-      logger.info('nothing to deregister', { physicalResourceId: caCertificateId });
-      return { PhysicalResourceId: caCertificateId };
+      logger.info('nothing to deregister', { physicalResourceId });
+      return { PhysicalResourceId: physicalResourceId };
     }
+    const arns = [properties.CertificateAuthorityArn, ...(Array.isArray(properties.PreviousCertificateAuthorityArns) ? properties.PreviousCertificateAuthorityArns : [])].filter(
+      (arn): arn is string => typeof arn === 'string' && PRIVATE_CA_ARN_PATTERN.test(arn),
+    );
+    const ids = new Set([physicalResourceId]);
+    for (const arn of arns) {
+      try {
+        ids.add(await caCertificateIdOf(arn));
+      } catch (error) {
+        logger.warn('could not read a CA certificate to deregister it; deregister it by hand if it is still registered', { certificateAuthorityArn: arn, error: error as Error });
+      }
+    }
+    for (const id of ids) await deregister(id);
+    return { PhysicalResourceId: physicalResourceId };
+  }
+
+  async function deregister(caCertificateId: string): Promise<void> {
     try {
       await iot.send(new UpdateCACertificateCommand({ certificateId: caCertificateId, newStatus: 'INACTIVE', newAutoRegistrationStatus: 'DISABLE' }));
       await iot.send(new DeleteCACertificateCommand({ certificateId: caCertificateId }));
@@ -169,7 +207,6 @@ export function createRegisterCaHandler(dependencies: RegisterCaDependencies): (
         throw error;
       }
     }
-    return { PhysicalResourceId: caCertificateId };
   }
 
   return async (event) => {
@@ -179,15 +216,23 @@ export function createRegisterCaHandler(dependencies: RegisterCaDependencies): (
         return register(parseProperties(event.ResourceProperties));
       case 'Update': {
         const properties = parseProperties(event.ResourceProperties);
-        if (event.OldResourceProperties.CertificateAuthorityArn === properties.CertificateAuthorityArn) {
-          const current = await describe(event.PhysicalResourceId);
-          if (current) return current;
+        const caCertificateId = await caCertificateIdOf(properties.CertificateAuthorityArn);
+        const current = await describe(event.PhysicalResourceId, caCertificateId);
+        if (current) return current;
+        // Another CA (or the registration vanished): register it under the same physical id, so CloudFormation sends
+        // no delete for the replaced CA's registration. It stays ACTIVE with auto-registration on: devices on it keep
+        // connecting and rotating, and devices a factory made with it before the switch still register on first connect.
+        const registered = await register(properties);
+        if (event.OldResourceProperties.CertificateAuthorityArn !== properties.CertificateAuthorityArn) {
+          logger.info('CA replaced: the previous registration stays ACTIVE with auto-registration on until an operator deactivates it', {
+            previousCertificateAuthorityArn: event.OldResourceProperties.CertificateAuthorityArn,
+            certificateAuthorityArn: properties.CertificateAuthorityArn,
+          });
         }
-        // Another CA (or the registration vanished): register it; CloudFormation then deletes the old id.
-        return register(properties);
+        return { ...registered, PhysicalResourceId: event.PhysicalResourceId };
       }
       case 'Delete':
-        return deregister(event.PhysicalResourceId);
+        return deregisterAll(event.PhysicalResourceId, event.ResourceProperties);
     }
   };
 }

@@ -85,7 +85,8 @@ export async function mintDevice(options: MintOptions): Promise<DeviceCredential
   const { keyPem, csrPem } = await makeKeyAndCsr(options.deviceId);
   const certificatePem = await ca.mintDeviceCertificate(options.deviceId, csrPem, options.validityDays ?? 365);
   const files = deviceFiles(options.outDir);
-  await writeDeviceFiles(files, { keyPem, csrPem, certificatePem, caPem: material.certificatePem });
+  // ca.pem: the data folder's bundle (after a CA rotation it also holds the CA the MQTT server's certificate comes from).
+  await writeDeviceFiles(files, { keyPem, csrPem, certificatePem, caPem: (await readIfExists(data.caCertificate)) ?? material.certificatePem });
   return describe(options.deviceId, files, certificatePem);
 }
 

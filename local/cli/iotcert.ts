@@ -7,6 +7,7 @@ import { DEVICE_STATUSES, type DeviceStatus } from '../../functions/core/model';
 import { connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
 import { factoryMain } from './factory';
 import { enrollBootstrap, rotateDevice, type RotationReport } from './rotate';
+import { rotateLocalCa } from './ca-rotate';
 import {
   apiAccess,
   askOnStdin,
@@ -35,6 +36,10 @@ Commands:
   device list [--status <state>] [--details] [--page-size 100] [--api-url <url>]
            Every device (or those in one state) through the API, page after page: id, state, last change.
            --details also fetches each device for its certificate counts (one request per device).
+  ca rotate
+           A CA rotation of the data folder (the local mode stopped): a new CA signs from the next start;
+           the old one stays registered and accepted (JITR, rotation, connects), so devices move over by
+           rotating (device rotate). Refused while the local mode runs.
   local reset [--yes]
            Delete the local mode's state in the data folder (CA, API token, devices, certificates,
            DynamoDB Local files) after a confirmation (--yes: none). Refused while the local mode runs.
@@ -101,7 +106,7 @@ function printCredentials(what: string, credentials: DeviceCredentials, json: bo
   console.log(`  files           ${files.key} (mode 600), ${files.csr}, ${files.certificate}, ${files.ca}`);
 }
 
-const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'rotate', 'list'], local: ['reset'], status: [] };
+const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'rotate', 'list'], ca: ['rotate'], local: ['reset'], status: [] };
 
 function parseOptions(args: string[]) {
   return parseArgs({
@@ -150,6 +155,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   const json = values.json ?? false;
   if (group === 'status') return statusCommand(dataDir, json);
   if (group === 'local') return resetCommand(dataDir, values, json);
+  if (group === 'ca') {
+    const report = await rotateLocalCa({ dataDir });
+    if (json) console.log(JSON.stringify(report, null, 2));
+    else console.log(`New CA ${report.caCertificateId} signs from the next start; CA ${report.previousCaCertificateId} is kept as a previous CA (still accepted). Devices trust ${report.caCertificateFile}.`);
+    return 0;
+  }
   if (command === 'list') return listCommand(dataDir, values, json);
   const deviceId = required(values, 'id');
 

@@ -534,7 +534,7 @@ describe('device API', () => {
 
 describe('alarms and outputs', () => {
   test('alarms when the dead-letter queue holds a message, when registration events wait too long and when functions fail', () => {
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 12); // 5 here, 3 of the expiry monitor (expiry-monitor.test.ts), 4 of rotation (rotation-pipeline.test.ts)
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 14); // 5 here, 5 of the expiry monitor (expiry-monitor.test.ts), 4 of rotation (rotation-pipeline.test.ts)
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       MetricName: 'ApproximateNumberOfMessagesVisible',
       Namespace: 'AWS/SQS',

@@ -157,10 +157,45 @@ describe('alarms', () => {
     });
   });
 
+  test('alarms when an ACTIVE device\'s certificates all expired without a rotation', () => {
+    expect(alarmOn(template, EXPIRY_METRICS.devicesExpiredWithoutRotation)?.Properties).toMatchObject({
+      Namespace: 'IotCertificateLifecycle',
+      Dimensions: [{ Name: 'service', Value: 'iot-cert-lifecycle' }],
+      Statistic: 'Maximum',
+      Period: 86_400,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      Threshold: 1,
+      TreatMissingData: 'notBreaching',
+    });
+  });
+
+  test('alarms when devices are still on a previous CA that expires within the CA alarm threshold (no data: none left)', () => {
+    expect(alarmOn(template, EXPIRY_METRICS.previousCaDaysToExpiry)?.Properties).toMatchObject({
+      Namespace: 'IotCertificateLifecycle',
+      Dimensions: [{ Name: 'service', Value: 'iot-cert-lifecycle' }],
+      Statistic: 'Minimum',
+      ComparisonOperator: 'LessThanThreshold',
+      Threshold: 365 + 90,
+      TreatMissingData: 'notBreaching',
+    });
+  });
+
   test('the construct lists the monitor alarms with its own', () => {
     const monitor = built.stack.lifecycle.expiryMonitor;
     expect(monitor).toBeDefined();
-    expect(built.stack.lifecycle.alarms).toEqual(expect.arrayContaining([monitor!.caExpiryAlarm, monitor!.errorsAlarm]));
+    expect(built.stack.lifecycle.alarms).toEqual(expect.arrayContaining([monitor!.caExpiryAlarm, monitor!.errorsAlarm, monitor!.expiredWithoutRotationAlarm, monitor!.previousCaExpiryAlarm]));
+  });
+
+  test('previous CAs (previousCaArns) may be read by the monitor, and issued from by no function', () => {
+    const previous = 'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/99999999-4e5f-6071-8293-a4b5c6d7e8f9';
+    const { template: rotated } = buildStack({ previousCaArns: [previous] });
+    expect(environmentOf(rotated).PREVIOUS_CA_ARNS).toBe(previous);
+    expect(statementsOfFunction(rotated, MONITOR)).toContainEqual({ Effect: 'Allow', Action: 'acm-pca:GetCertificateAuthorityCertificate', Resource: [caArn(rotated), previous] });
+    const issuing = Object.values(rotated.findResources('AWS::IAM::Policy'))
+      .flatMap((policy) => policy.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[])
+      .filter((statement) => [statement.Action].flat().includes('acm-pca:IssueCertificate'));
+    expect(issuing.length).toBeGreaterThan(0);
+    expect(issuing.filter((statement) => JSON.stringify(statement.Resource).includes(previous))).toEqual([]);
   });
 
   test('both notify the alarm topic when there is one', () => {
@@ -354,7 +389,8 @@ describe('drift check', () => {
   test('without driftCheck: no AWS IoT registry grant, no THING_GROUP_NAME, no table write, no drift alarm, the default timeout', () => {
     const plain = monitorStack({ driftCheck: false });
     const all = statementsOfFunction(plain.template, 'MonitorFunction').flatMap(actionsOf);
-    expect(all.filter((action) => action.startsWith('iot:') || action === 'dynamodb:PutItem' || action === 'dynamodb:GetItem')).toEqual([]);
+    // It still reads devices and their certificates: the census of the fleet's CAs.
+    expect(all.filter((action) => action.startsWith('iot:') || action === 'dynamodb:PutItem')).toEqual([]);
     expect(alarmOn(plain.template, EXPIRY_METRICS.certificateDrift)).toBeUndefined();
     expect(plain.monitor.driftAlarm).toBeUndefined();
     plain.template.hasResourceProperties('AWS::Lambda::Function', { Description: Match.stringLikeRegexp('^Expiry monitor'), Timeout: 300, Environment: { Variables: Match.objectLike({ DEVICE_TABLE_NAME: Match.anyValue() }) } });

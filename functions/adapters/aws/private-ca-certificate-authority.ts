@@ -10,6 +10,7 @@ import {
 import { UpstreamError, ValidationError } from '../../core/errors';
 import type { RevocationReason } from '../../core/model';
 import type { CaCertificates, CertificateAuthority, IssueCertificateRequest, IssuedCertificate, RevokeCertificateRequest } from '../../core/ports';
+import { fleetCasOf, issuingFleetCaOf } from '../../core/fleet-cas';
 import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
 import { collectIssuedCertificate, ISSUANCE_POLLING, IssuanceStillInProgressError } from './private-ca-issuance';
 
@@ -60,6 +61,12 @@ export interface PrivateCaCertificateAuthorityOptions {
   readonly client?: ACMPCAClient;
   /** The CA that signs device certificates. */
   readonly certificateAuthorityArn: string;
+  /**
+   * CAs this one replaced (a CA rotation): they sign nothing any more, but their certificates are still accepted
+   * (`getCaCertificates` answers them as `previous`) and a certificate one of them issued is revoked there.
+   * @default - none
+   */
+  readonly previousCertificateAuthorityArns?: readonly string[];
   /** Must suit the CA's key: `SHA256WITHECDSA` for an EC CA, `SHA256WITHRSA` for an RSA CA. */
   readonly signingAlgorithm: SigningAlgorithm;
   /**
@@ -141,7 +148,7 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
       throw new ValidationError('INVALID_REQUEST', `Revocation reason ${request.reason} is not supported by AWS Private CA.`);
     }
     const command = new RevokeCertificateCommand({
-      CertificateAuthorityArn: this.options.certificateAuthorityArn,
+      CertificateAuthorityArn: await this.issuingCaArnOf(request.certificatePem),
       CertificateSerial: toPcaSerial(request.serialNumber),
       RevocationReason: PCA_REVOCATION_REASONS[request.reason],
     });
@@ -172,15 +179,35 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
     return this.caCertificates.answer;
   }
 
+  /**
+   * The CA to revoke a certificate at: the previous CA that signed it, or the current one (which also answers for a
+   * certificate none of them signed, so Private CA's own refusal reaches the caller).
+   */
+  private async issuingCaArnOf(certificatePem: string): Promise<string> {
+    const previousArns = this.options.previousCertificateAuthorityArns ?? [];
+    if (previousArns.length === 0 || certificatePem === '') return this.options.certificateAuthorityArn;
+    const cas = await fleetCasOf(await this.getCaCertificates());
+    const issuing = await issuingFleetCaOf(cas, certificatePem).catch(() => undefined);
+    if (!issuing || issuing.role === 'current') return this.options.certificateAuthorityArn;
+    // `fleetCasOf` keeps the order of `previous`, which is the order of the ARNs (the current CA first).
+    const index = cas.findIndex((ca) => ca.caCertificateId === issuing.caCertificateId) - 1;
+    return previousArns[index] ?? this.options.certificateAuthorityArn;
+  }
+
   private async fetchCaCertificates(): Promise<CaCertificates> {
+    const [current, ...previous] = await Promise.all([this.options.certificateAuthorityArn, ...(this.options.previousCertificateAuthorityArns ?? [])].map((arn) => this.fetchCaCertificate(arn)));
+    return { ...(current as Omit<CaCertificates, 'previous'>), ...(previous.length > 0 ? { previous } : {}) };
+  }
+
+  private async fetchCaCertificate(certificateAuthorityArn: string): Promise<Omit<CaCertificates, 'previous'>> {
     let answer;
     try {
-      answer = await this.client.send(new GetCertificateAuthorityCertificateCommand({ CertificateAuthorityArn: this.options.certificateAuthorityArn }));
+      answer = await this.client.send(new GetCertificateAuthorityCertificateCommand({ CertificateAuthorityArn: certificateAuthorityArn }));
     } catch (error) {
       throw toUpstreamError(error, SERVICE, 'GetCertificateAuthorityCertificate');
     }
     if (!answer.Certificate) {
-      throw new UpstreamError('UPSTREAM_FAILURE', `${SERVICE} has no certificate for CA ${this.options.certificateAuthorityArn} yet: is it activated?`, false);
+      throw new UpstreamError('UPSTREAM_FAILURE', `${SERVICE} has no certificate for CA ${certificateAuthorityArn} yet: is it activated?`, false);
     }
     return { certificatePem: answer.Certificate, certificateChainPem: answer.CertificateChain ?? '' };
   }

@@ -75,6 +75,12 @@ export interface SoftwareCaOptions {
   /** Put in each issued certificate as its CRL distribution point. */
   readonly crlUrl?: string;
   readonly now?: () => Date;
+  /**
+   * Certificates of CAs this one replaced (a CA rotation): they no longer sign, but `getCaCertificates` answers them
+   * as `previous`, so JITR and rotation still accept their devices.
+   * @default - none
+   */
+  readonly previousCaCertificatePems?: readonly string[];
 }
 
 const provider = webcrypto as unknown as Crypto;
@@ -140,7 +146,8 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   }
 
   public async getCaCertificates(): Promise<CaCertificates> {
-    return { certificatePem: this.caCertificate.toString('pem'), certificateChainPem: '' };
+    const previous = (this.options.previousCaCertificatePems ?? []).map((certificatePem) => ({ certificatePem, certificateChainPem: '' }));
+    return { certificatePem: this.caCertificate.toString('pem'), certificateChainPem: '', ...(previous.length > 0 ? { previous } : {}) };
   }
 
   /**

@@ -3,8 +3,9 @@ import { isValidDeviceId } from '../device-id';
 import type { CertificateRecord, CertificateStatus, Device } from '../model';
 import type { StoreChange } from '../ports';
 import { deviceAcceptsNewCertificates } from '../state-machines';
-import { certificateIdOf, checkDeviceCertificate, inspectCertificate, splitPemChain, type CertificateFacts } from '../x509';
+import { checkDeviceCertificate, inspectCertificate, type CertificateFacts } from '../x509';
 import type { ChangeRecorder } from '../change-recorder';
+import { fleetCaOfRegistration, fleetCasOf, issuingFleetCaOf, type FleetCa } from '../fleet-cas';
 
 /** The AWS IoT event published on `$aws/events/certificates/registered/<caCertificateId>`. */
 export interface RegistrationEvent {
@@ -43,13 +44,13 @@ export interface Delivery {
 export async function registerOnFirstConnect(recorder: ChangeRecorder, event: RegistrationEvent, delivery: Delivery = {}): Promise<RegistrationOutcome> {
   const actor = delivery.actor ?? 'jitr';
   const { certificateId } = event;
-  const ca = await recorder.ca.getCaCertificates();
-  const caPems = [ca.certificatePem, ...splitPemChain(ca.certificateChainPem)];
-  const ourCaCertificateIds = await Promise.all(caPems.map(certificateIdOf));
-  if (!ourCaCertificateIds.includes(event.caCertificateId)) {
+  // The signing CA or a previous one still accepted during a CA rotation (functions/core/fleet-cas.ts).
+  const fleetCa = await fleetCaOfRegistration(await fleetCasOf(await recorder.ca.getCaCertificates()), event.caCertificateId);
+  if (!fleetCa) {
     // Another CA registered in the account: its certificates are not ours to activate or revoke.
-    return { outcome: 'IGNORED', certificateId, reason: `The event is for CA ${event.caCertificateId}, not this fleet's CA.` };
+    return { outcome: 'IGNORED', certificateId, reason: `The event is for CA ${event.caCertificateId}, not this fleet's CA (nor a previous one it still accepts).` };
   }
+  const caPems = fleetCa.pems;
 
   const existing = await recorder.store.getCertificate(certificateId);
   if (existing && existing.status !== 'PENDING_ACTIVATION') {
@@ -103,9 +104,10 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
 export async function activateAwaitingCertificates(recorder: ChangeRecorder, deviceId: string, actor: string): Promise<void> {
   const waiting = (await recorder.store.listDeviceCertificates(deviceId)).filter((certificate) => certificate.status === 'PENDING_ACTIVATION' && certificate.awaitingPreRegistration === true);
   if (waiting.length === 0) return;
-  const ca = await recorder.ca.getCaCertificates();
-  const caCertificateId = await certificateIdOf(ca.certificatePem);
+  const cas = await fleetCasOf(await recorder.ca.getCaCertificates());
   for (const certificate of waiting) {
+    // The CA that signed it: the current one, or a previous one still accepted (a device made before a CA rotation).
+    const caCertificateId = (await issuingFleetCaOf(cas, certificate.certificatePem))?.caCertificateId ?? (cas[0] as FleetCa).caCertificateId;
     const outcome = await registerOnFirstConnect(
       recorder,
       { certificateId: certificate.certificateId, caCertificateId, timestamp: recorder.deps.clock.now().getTime(), certificateStatus: 'PENDING_ACTIVATION', awsAccountId: '', certificateRegistrationTimestamp: certificate.createdAt },

@@ -31,6 +31,7 @@ import { mockable, mockIotClient } from '../../support/iot-mock';
 import { createRegisterCaHandler, type RegisterCaDependencies } from '../../../functions/handlers/register-ca-with-iot';
 import { ISSUANCE_POLLING } from '../../../functions/adapters/aws/private-ca-issuance';
 import { makeForeignCa } from '../../support/pki';
+import { certificateIdOf } from '../../../functions/core/x509';
 
 // The IoT stub goes through the type bridge in test/support/iot-mock.ts.
 const iot = mockIotClient();
@@ -63,14 +64,20 @@ const createEvent = (properties: Record<string, unknown> = PROPERTIES): CloudFor
   ({ ...common, RequestType: 'Create', ResourceProperties: properties }) as CloudFormationCustomResourceEvent;
 const updateEvent = (properties: Record<string, unknown>, old: Record<string, unknown> = PROPERTIES): CloudFormationCustomResourceEvent =>
   ({ ...common, RequestType: 'Update', PhysicalResourceId: CA_CERTIFICATE_ID, ResourceProperties: properties, OldResourceProperties: old }) as CloudFormationCustomResourceEvent;
-const deleteEvent = (physicalResourceId = CA_CERTIFICATE_ID): CloudFormationCustomResourceEvent =>
-  ({ ...common, RequestType: 'Delete', PhysicalResourceId: physicalResourceId, ResourceProperties: PROPERTIES }) as CloudFormationCustomResourceEvent;
+const deleteEvent = (physicalResourceId = CA_CERTIFICATE_ID, properties: Record<string, unknown> = PROPERTIES): CloudFormationCustomResourceEvent =>
+  ({ ...common, RequestType: 'Delete', PhysicalResourceId: physicalResourceId, ResourceProperties: properties }) as CloudFormationCustomResourceEvent;
 
 let caPem: string;
+let caId: string;
+let otherCaPem: string;
+let otherCaId: string;
 let verificationPem: string;
 beforeAll(async () => {
   const ca = await makeForeignCa();
   caPem = ca.certificatePem;
+  caId = await certificateIdOf(caPem);
+  otherCaPem = (await makeForeignCa()).certificatePem;
+  otherCaId = await certificateIdOf(otherCaPem);
   verificationPem = await ca.issue(REGISTRATION_CODE);
 });
 
@@ -176,12 +183,12 @@ describe('on create', () => {
 
 describe('on update', () => {
   test('keeps the registration when the CA is the same', async () => {
-    iot.on(DescribeCACertificateCommand).resolves({ certificateDescription: { certificateId: CA_CERTIFICATE_ID, certificateArn: CA_CERTIFICATE_ARN } });
+    iot.on(DescribeCACertificateCommand).resolves({ certificateDescription: { certificateId: caId, certificateArn: CA_CERTIFICATE_ARN } });
 
     const response = await handler()(updateEvent({ ...PROPERTIES, SigningAlgorithm: 'SHA384WITHECDSA' }));
 
-    expect(response).toEqual({ PhysicalResourceId: CA_CERTIFICATE_ID, Data: { CaCertificateId: CA_CERTIFICATE_ID, CaCertificateArn: CA_CERTIFICATE_ARN } });
-    expect(iot).toHaveReceivedCommandWith(DescribeCACertificateCommand, { certificateId: CA_CERTIFICATE_ID });
+    expect(response).toEqual({ PhysicalResourceId: CA_CERTIFICATE_ID, Data: { CaCertificateId: caId, CaCertificateArn: CA_CERTIFICATE_ARN } });
+    expect(iot).toHaveReceivedCommandWith(DescribeCACertificateCommand, { certificateId: caId });
     expect(iot).not.toHaveReceivedCommand(RegisterCACertificateCommand);
   });
 
@@ -193,15 +200,38 @@ describe('on update', () => {
     expect(iot).toHaveReceivedCommandTimes(RegisterCACertificateCommand, 1);
   });
 
-  test('registers the new CA when the CA changes (CloudFormation then deletes the old registration)', async () => {
+  test('registers the new CA when the CA changes and keeps the physical id, so the previous registration is not deleted', async () => {
+    // Prepare: the new CA is not registered yet
     const newId = 'c'.repeat(64);
+    iot.on(DescribeCACertificateCommand).rejects(new ResourceNotFoundException({ message: 'not registered', ...metadata }));
     iot.on(RegisterCACertificateCommand).resolves({ certificateId: newId, certificateArn: `arn:aws:iot:eu-west-1:111122223333:cacert/${newId}` });
 
+    // Act
     const response = await handler()(updateEvent({ ...PROPERTIES, CertificateAuthorityArn: OTHER_CA_ARN }));
 
-    expect(response.PhysicalResourceId).toBe(newId);
+    // Assess: CloudFormation sees the same physical id (no delete of the old one), the functions see the new CA
+    expect(response).toEqual({ PhysicalResourceId: CA_CERTIFICATE_ID, Data: { CaCertificateId: newId, CaCertificateArn: `arn:aws:iot:eu-west-1:111122223333:cacert/${newId}` } });
     expect(pca).toHaveReceivedCommandWith(GetCertificateAuthorityCertificateCommand, { CertificateAuthorityArn: OTHER_CA_ARN });
-    expect(iot).not.toHaveReceivedCommand(DescribeCACertificateCommand);
+    expect(iot).toHaveReceivedCommandWith(RegisterCACertificateCommand, { setAsActive: true, allowAutoRegistration: true });
+    expect(iot).not.toHaveReceivedCommand(UpdateCACertificateCommand);
+    expect(iot).not.toHaveReceivedCommand(DeleteCACertificateCommand);
+  });
+
+  test('adopts the new CA when it is already registered (switching back to a previous CA)', async () => {
+    iot.on(DescribeCACertificateCommand).resolves({ certificateDescription: { certificateId: caId, certificateArn: CA_CERTIFICATE_ARN } });
+
+    const response = await handler()(updateEvent(PROPERTIES, { ...PROPERTIES, CertificateAuthorityArn: OTHER_CA_ARN }));
+
+    expect(response.Data?.CaCertificateId).toBe(caId);
+    expect(iot).not.toHaveReceivedCommand(RegisterCACertificateCommand);
+    expect(iot).not.toHaveReceivedCommand(UpdateCACertificateCommand);
+  });
+
+  test('rejects a malformed list of previous CAs, naming it', async () => {
+    await expect(handler()(updateEvent({ ...PROPERTIES, PreviousCertificateAuthorityArns: ['my-old-ca'] }))).rejects.toThrow(
+      'Invalid custom resource properties: PreviousCertificateAuthorityArns must be a list of AWS Private CA ARNs (got ["my-old-ca"]).',
+    );
+    expect(iot).not.toHaveReceivedAnyCommand();
   });
 });
 
@@ -212,6 +242,17 @@ describe('on delete', () => {
     expect(response).toEqual({ PhysicalResourceId: CA_CERTIFICATE_ID });
     expect(iot).toHaveReceivedNthCommandWith(1, UpdateCACertificateCommand, { certificateId: CA_CERTIFICATE_ID, newStatus: 'INACTIVE', newAutoRegistrationStatus: 'DISABLE' });
     expect(iot).toHaveReceivedNthCommandWith(2, DeleteCACertificateCommand, { certificateId: CA_CERTIFICATE_ID });
+  });
+
+  test('deregisters the current CA and every previous CA too, after a CA rotation', async () => {
+    // Prepare: the physical id names the first CA; the current one and a previous one are named by ARN
+    pca.on(GetCertificateAuthorityCertificateCommand, { CertificateAuthorityArn: OTHER_CA_ARN }).resolves({ Certificate: otherCaPem });
+
+    await handler()(deleteEvent(CA_CERTIFICATE_ID, { ...PROPERTIES, PreviousCertificateAuthorityArns: [OTHER_CA_ARN] }));
+
+    const deactivated = iot.commandCalls(UpdateCACertificateCommand).map((call) => call.args[0].input);
+    expect(deactivated).toEqual([CA_CERTIFICATE_ID, caId, otherCaId].map((certificateId) => ({ certificateId, newStatus: 'INACTIVE', newAutoRegistrationStatus: 'DISABLE' })));
+    expect(iot).toHaveReceivedCommandTimes(DeleteCACertificateCommand, 3);
   });
 
   test('does nothing when nothing was registered (the create failed)', async () => {
