@@ -1,3 +1,4 @@
+import { purposeOf } from './certificate-purpose';
 import { ConfigurationError } from './errors';
 import { fleetCasOf, issuingFleetCaOf, type FleetCaRole } from './fleet-cas';
 import type { CertificateRecord } from './model';
@@ -176,9 +177,12 @@ export interface RenewalNotice {
   readonly renewBy: string;
 }
 
-/** The notice for a live certificate of a device, if it should get one: ACTIVE (a suspended device cannot rotate) and not expired. */
-export function renewalNoticeOf(certificate: Pick<CertificateRecord, 'certificateId' | 'deviceId' | 'status' | 'notAfter'>, now: Date): RenewalNotice | undefined {
-  if (certificate.status !== 'ACTIVE' || certificate.deviceId === undefined) return undefined;
+/**
+ * The notice for a live certificate of a device, if it should get one: ACTIVE (a suspended device cannot rotate), not
+ * expired, and operational (a bootstrap certificate cannot be rotated over MQTT; it only serves recovery).
+ */
+export function renewalNoticeOf(certificate: Pick<CertificateRecord, 'certificateId' | 'deviceId' | 'status' | 'notAfter' | 'purpose'>, now: Date): RenewalNotice | undefined {
+  if (certificate.status !== 'ACTIVE' || certificate.deviceId === undefined || purposeOf(certificate) !== 'OPERATIONAL') return undefined;
   const notAfter = Date.parse(certificate.notAfter);
   if (notAfter <= now.getTime()) return undefined;
   return { certificateId: certificate.certificateId, notAfter: certificate.notAfter, renewBy: new Date(Math.max(now.getTime(), notAfter - RENEWAL_MARGIN_MS)).toISOString() };
@@ -281,14 +285,6 @@ export interface FleetCaCensusReport {
   readonly devicesChecked: number;
 }
 
-/**
- * A bootstrap (factory) certificate only serves recovery after expiry (docs/rotation.md, "Recovery after expiry"):
- * it is not an operational certificate, so it neither keeps a device from counting as expired nor counts on a CA.
- */
-export function isBootstrapCertificate(certificate: Pick<CertificateRecord, 'subject'>): boolean {
-  return /(^|,\s*)OU=bootstrap(,|$)/i.test(certificate.subject);
-}
-
 export interface FleetCaCensusDependencies {
   readonly ca: Pick<CertificateAuthority, 'getCaCertificates'>;
   readonly store: Pick<DeviceStore, 'listDevices' | 'listDeviceCertificates'>;
@@ -326,7 +322,9 @@ export class FleetCaCensus {
     let devicesChecked = 0;
 
     const countDevice = async (deviceId: string): Promise<void> => {
-      const operational = (await store.listDeviceCertificates(deviceId)).filter((certificate) => !isBootstrapCertificate(certificate));
+      const operational = (await store.listDeviceCertificates(deviceId))
+        // A bootstrap certificate only serves recovery: it neither keeps a device from counting as expired nor counts on a CA.
+        .filter((certificate) => purposeOf(certificate) === 'OPERATIONAL');
       const live = operational.filter((certificate) => isLiveCertificateStatus(certificate.status));
       if (live.length > 0 && live.every((certificate) => Date.parse(certificate.notAfter) <= now)) {
         expired += 1;

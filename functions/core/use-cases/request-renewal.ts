@@ -1,3 +1,4 @@
+import { purposeOf } from '../certificate-purpose';
 import { InvalidTransitionError } from '../errors';
 import { assertValidDeviceId } from '../device-id';
 import type { RenewalNotice, RenewalNotifier } from '../expiry';
@@ -25,7 +26,8 @@ export async function requestRenewal(recorder: ChangeRecorder, command: DeviceCo
       }
       const now = recorder.deps.clock.now();
       const notices = (await recorder.store.listDeviceCertificates(device.deviceId))
-        .filter((certificate) => certificate.status === 'ACTIVE' && Date.parse(certificate.notAfter) > now.getTime() && certificate.certificateId !== device.rotation?.certificateId)
+        // A bootstrap certificate is not rotated over MQTT: it only serves recovery after expiry.
+        .filter((certificate) => certificate.status === 'ACTIVE' && purposeOf(certificate) === 'OPERATIONAL' && Date.parse(certificate.notAfter) > now.getTime() && certificate.certificateId !== device.rotation?.certificateId)
         .map((certificate) => ({ certificateId: certificate.certificateId, notAfter: certificate.notAfter, renewBy: now.toISOString() }));
       // Publishing twice is harmless (a device rotates once: the same requestId, or ROTATION_IN_PROGRESS); the record keeps the answer.
       for (const notice of notices) await notify(device.deviceId, notice);

@@ -1,4 +1,5 @@
 import type { ChangeRecorder } from '../change-recorder';
+import { purposeOf } from '../certificate-purpose';
 import { ConflictError, LifecycleError, ValidationError } from '../errors';
 import { DAY_MS, EXPIRY_LIMITS, type RenewalNotice, type RenewalNotifier } from '../expiry';
 import type { CertificateRecord, OperationRecord, Page } from '../model';
@@ -373,10 +374,11 @@ class CampaignRun {
   private async noticeFor(listed: CertificateRecord): Promise<RenewalNotice | undefined> {
     const { store } = this.dependencies;
     const now = this.now();
-    if (listed.status !== 'ACTIVE' || listed.deviceId === undefined || Date.parse(listed.notAfter) <= now) return undefined;
+    // A bootstrap certificate cannot be rotated over MQTT (it only serves recovery): its device is told about its operational one.
+    if (listed.status !== 'ACTIVE' || listed.deviceId === undefined || Date.parse(listed.notAfter) <= now || purposeOf(listed) !== 'OPERATIONAL') return undefined;
     const device = await store.getDevice(listed.deviceId);
     if (!device || device.status !== 'ACTIVE' || device.rotation !== undefined) return undefined;
-    const certificates = (await store.listDeviceCertificates(device.deviceId)).filter((certificate) => certificate.status === 'ACTIVE' && Date.parse(certificate.notAfter) > now);
+    const certificates = (await store.listDeviceCertificates(device.deviceId)).filter((certificate) => certificate.status === 'ACTIVE' && Date.parse(certificate.notAfter) > now && purposeOf(certificate) === 'OPERATIONAL');
     const current = certificates.find((certificate) => certificate.certificateId === listed.certificateId);
     if (!current) return undefined;
     const sooner = certificates.some(

@@ -86,6 +86,17 @@ describe('recovery after expiry: bootstrap certificates', () => {
     expect(asked).not.toHaveBeenCalled();
   });
 
+  test('rotate-now notices name the operational certificate only: a bootstrap certificate cannot be rotated over MQTT', async () => {
+    const { operational } = await manufactured('valve-notice');
+    const sent: string[] = [];
+    const answer = await fixture.lifecycle.requestRenewal({ deviceId: 'valve-notice', ...actor, requestKey: 'renew-notice' }, async (_deviceId, notice) => {
+      sent.push(notice.certificateId);
+    });
+
+    expect(sent).toEqual([operational]);
+    expect(answer.notices.map((notice) => notice.certificateId)).toEqual([operational]);
+  });
+
   test('a rotation asked over the bootstrap certificate replaces the operational certificate; the commit retires it and the bootstrap stays ACTIVE', async () => {
     const { bootstrap, operational } = await manufactured('valve-4');
     const rotated = await fixture.lifecycle.requestRotation({ ...sender('valve-4', bootstrap), requestId: 'recover-1', csrPem: (await makeCsr('valve-4')).csrPem });
