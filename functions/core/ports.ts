@@ -135,6 +135,8 @@ export interface DeviceStore {
   /** The device, its certificates and its latest `eventLimit` audit events, newest first. */
   getDeviceView(deviceId: string, eventLimit: number): Promise<DeviceView | undefined>;
   getCertificate(certificateId: string): Promise<CertificateRecord | undefined>;
+  /** The device and the certificate, each read consistently, in one round trip (JITR decides on both). */
+  getDeviceAndCertificate(deviceId: string, certificateId: string): Promise<{ readonly device?: Device; readonly certificate?: CertificateRecord }>;
   /** Every certificate linked to the device (read consistently), oldest first. */
   listDeviceCertificates(deviceId: string): Promise<CertificateRecord[]>;
   listDevices(query: ListDevicesQuery): Promise<Page<Device>>;
