@@ -120,7 +120,7 @@ describe('local mode: a restart keeps every device and certificate', () => {
     const documentClient = localDocumentClient(leftRunning.endpoint);
     await ensureTable(dynamoClient, deviceTableDefinition(tableName));
     const store = new DynamoDbDeviceStore({ tableName, documentClient });
-    const registryFile = new RegistrySnapshotFile(files.registry);
+    const registryFile = new RegistrySnapshotFile(files.registry, { journalPath: files.registryJournal });
     const registry = new LocalDeviceRegistry({ thingGroupName: LOCAL_THING_GROUP, onChange: registryFile.save });
     const { caCertificateId } = await registry.registerCaCertificate(material.certificatePem, { autoRegistration: true });
 
