@@ -67,10 +67,19 @@ export interface RegisterCertificateRequest {
   readonly caCertificatePem: string;
 }
 
+export interface RegisteredCertificate {
+  readonly certificateId: string;
+  /** True when the registry had it before this call (a retried request): not necessarily ACTIVE. */
+  readonly alreadyRegistered: boolean;
+}
+
 export interface DeviceRegistry {
   describeCertificate(certificateId: string): Promise<RegistryCertificate>;
-  /** Registers an issued certificate as ACTIVE and answers its id. Registering it again answers the same id. */
-  registerCertificate(request: RegisterCertificateRequest): Promise<{ readonly certificateId: string }>;
+  /**
+   * Registers an issued certificate as ACTIVE and answers its id. Registering it again answers the same id with
+   * `alreadyRegistered` (its status is then left as it is: the caller reads it back).
+   */
+  registerCertificate(request: RegisterCertificateRequest): Promise<RegisteredCertificate>;
   /** Setting the status a certificate already has succeeds. */
   updateCertificateStatus(certificateId: string, status: 'ACTIVE' | 'INACTIVE' | 'REVOKED'): Promise<void>;
   /** Creates the thing (an existing one is fine) and puts it where the fleet policy applies. */

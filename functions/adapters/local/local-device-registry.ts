@@ -1,5 +1,5 @@
 import { LifecycleError, NotFoundError, ValidationError } from '../../core/errors';
-import type { DeviceRegistry, RegisterCertificateRequest, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
+import type { DeviceRegistry, RegisterCertificateRequest, RegisteredCertificate, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
 import { certificateIdOf } from '../../core/x509';
 import type { IotPolicyDocument } from '../../policy/fleet-policy';
 
@@ -230,9 +230,10 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     return { ...certificate };
   }
 
-  public async registerCertificate(request: RegisterCertificateRequest): Promise<{ certificateId: string }> {
+  public async registerCertificate(request: RegisterCertificateRequest): Promise<RegisteredCertificate> {
     const certificateId = await certificateIdOf(request.certificatePem);
-    if (!this.certificates.has(certificateId)) {
+    const alreadyRegistered = this.certificates.has(certificateId);
+    if (!alreadyRegistered) {
       // Like RegisterCertificate with the CA's PEM: linked to the CA when that CA is registered.
       const caCertificateId = await certificateIdOf(request.caCertificatePem).catch(() => undefined);
       const linked = caCertificateId !== undefined && this.caCertificates.has(caCertificateId) ? { caCertificateId } : {};
@@ -242,7 +243,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     } else {
       await this.saveIfUnsaved();
     }
-    return { certificateId };
+    return { certificateId, alreadyRegistered };
   }
 
   public async updateCertificateStatus(certificateId: string, status: 'ACTIVE' | 'INACTIVE' | 'REVOKED'): Promise<void> {
