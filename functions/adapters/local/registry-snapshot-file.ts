@@ -127,6 +127,8 @@ export class RegistrySnapshotFile {
   private readonly log: (message: string) => void;
   private state: RegistryState | undefined;
   private journalEntries = 0;
+  /** Where a torn last line starts, to be cut off before the first append. */
+  private tornTailFrom: number | undefined;
   private pending: PendingChange[] = [];
   private compactRequested = false;
   private compactionError: unknown;
@@ -153,9 +155,10 @@ export class RegistrySnapshotFile {
     for (const change of journal.changes) state.apply(change);
     if (journal.tornBytes > 0) {
       this.log(`[local] ${this.journalPath}: skipped a torn last line (${journal.tornBytes} bytes), a change cut short by a crash before it was acknowledged`);
-      // Cut it off, so the next append starts on a line of its own.
-      await this.truncateJournal(journal.goodBytes);
     }
+    // Cut off before this file's first append (so it starts on a line of its own), not here: loading only reads,
+    // and may read a journal another process is appending to.
+    this.tornTailFrom = journal.tornBytes > 0 ? journal.goodBytes : undefined;
     this.state = state;
     this.journalEntries = journal.changes.length;
     return snapshot === undefined && journal.changes.length === 0 ? undefined : state.snapshot();
@@ -233,10 +236,15 @@ export class RegistrySnapshotFile {
     await writeFileAtomic(this.path, `${JSON.stringify(file)}\n`);
     // A crash here leaves the journal's changes in both files: replayed on this snapshot, they change nothing.
     await this.truncateJournal(0);
+    this.tornTailFrom = undefined;
     this.journalEntries = 0;
   }
 
   private async append(lines: string): Promise<void> {
+    if (this.tornTailFrom !== undefined) {
+      await this.truncateJournal(this.tornTailFrom);
+      this.tornTailFrom = undefined;
+    }
     await mkdir(dirname(this.journalPath), { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
     const handle = await open(this.journalPath, 'a', PRIVATE_FILE_MODE);
     let created: boolean;
