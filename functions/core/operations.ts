@@ -160,12 +160,10 @@ export class Operations {
     const operationId = operationIdOf(request.caller, request.handle);
     const payloadHash = sha256Hex(canonicalJson(request.payload));
     const holder = this.deps.ids.next();
-    // The first attempt writes the record without reading it first (a new request is the common case: one round trip
-    // saved); the write is conditioned on the record not existing, and losing that condition reads what is stored.
-    for (let attempt = 0; attempt < 4; attempt += 1) {
+    for (let attempt = 0; attempt < 3; attempt += 1) {
       const now = this.deps.clock.now();
       const leaseUntil = new Date(now.getTime() + this.leaseSeconds * 1000).toISOString();
-      const existing = attempt === 0 ? undefined : await this.deps.store.getOperation(operationId);
+      const existing = await this.deps.store.getOperation(operationId);
       if (!existing) {
         const record: OperationRecord = {
           operationId,

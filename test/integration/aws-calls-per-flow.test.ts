@@ -25,21 +25,21 @@ describe('AWS calls per flow (deterministic; issue 12 budgets them)', () => {
   });
 
   test.each<[CountedFlow, FlowCalls['calls']]>([
-    ['pre-registration', { DynamoDB: { GetItem: 2, Query: 1, TransactWriteItems: 3 } }],
+    ['pre-registration', { DynamoDB: { GetItem: 3, Query: 1, TransactWriteItems: 3 } }],
     [
       'issuance (CSR)',
       {
-        // The operation record (written without a read), the device read once, the issuance id, the certificate, the record.
-        DynamoDB: { GetItem: 1, TransactWriteItems: 4 },
+        // The operation record (read, then written), the device read once, the issuance id, the certificate, the record.
+        DynamoDB: { GetItem: 2, TransactWriteItems: 4 },
         // No DescribeCertificate: a certificate registered just now is ACTIVE (only a retry reads its status back).
         IoT: { AddThingToThingGroup: 1, AttachThingPrincipal: 1, CreateThing: 1, RegisterCertificate: 1 },
         'Private CA': { GetCertificate: 2, IssueCertificate: 1 },
       },
     ],
-    ['certificate revocation', { DynamoDB: { GetItem: 3, TransactWriteItems: 2 }, IoT: { DetachThingPrincipal: 1, UpdateCertificate: 1 }, 'Private CA': { RevokeCertificate: 1 } }],
-    ['suspension', { DynamoDB: { BatchGetItem: 1, GetItem: 4, Query: 1, TransactWriteItems: 4 }, IoT: { UpdateCertificate: 1 } }],
-    ['resumption', { DynamoDB: { BatchGetItem: 1, GetItem: 4, Query: 1, TransactWriteItems: 4 }, IoT: { UpdateCertificate: 1 } }],
-    ['device revocation', { DynamoDB: { BatchGetItem: 1, GetItem: 4, Query: 1, TransactWriteItems: 4 }, IoT: { DetachThingPrincipal: 1, UpdateCertificate: 1 }, 'Private CA': { RevokeCertificate: 1 } }],
+    ['certificate revocation', { DynamoDB: { GetItem: 4, TransactWriteItems: 2 }, IoT: { DetachThingPrincipal: 1, UpdateCertificate: 1 }, 'Private CA': { RevokeCertificate: 1 } }],
+    ['suspension', { DynamoDB: { BatchGetItem: 1, GetItem: 5, Query: 1, TransactWriteItems: 4 }, IoT: { UpdateCertificate: 1 } }],
+    ['resumption', { DynamoDB: { BatchGetItem: 1, GetItem: 5, Query: 1, TransactWriteItems: 4 }, IoT: { UpdateCertificate: 1 } }],
+    ['device revocation', { DynamoDB: { BatchGetItem: 1, GetItem: 5, Query: 1, TransactWriteItems: 4 }, IoT: { DetachThingPrincipal: 1, UpdateCertificate: 1 }, 'Private CA': { RevokeCertificate: 1 } }],
   ])('%s makes exactly these calls', (flow, expected) => {
     expect(callsOf(flow)).toEqual(expected);
   });
