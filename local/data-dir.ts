@@ -26,8 +26,10 @@ export interface DataFiles {
   readonly serverKey: string;
   /** The device API's bearer token, mode 0600. */
   readonly apiToken: string;
-  /** The IoT registry (certificates, things, CA, policy), replaced atomically after each change. */
+  /** The IoT registry's snapshot (certificates, things, CA, policy), replaced atomically when the journal is folded in. */
   readonly registry: string;
+  /** The registry's changes since its snapshot, one JSON line each, append-only. */
+  readonly registryJournal: string;
   /** One JSON line per revocation at the CA, append-only. */
   readonly revocations: string;
   /** JITR deliveries that failed after their retries (the on-failure destination), one JSON line each. */
@@ -51,6 +53,7 @@ export function dataFiles(dir: string): DataFiles {
     serverKey: join(dir, 'server.key'),
     apiToken: join(dir, 'api-token'),
     registry: join(dir, 'registry.json'),
+    registryJournal: join(dir, 'registry.journal.jsonl'),
     revocations: join(dir, 'revocations.jsonl'),
     jitrFailures: join(dir, 'jitr-failures.jsonl'),
     endpoints: join(dir, 'endpoints.json'),

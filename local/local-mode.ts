@@ -158,7 +158,7 @@ export async function startLocalMode(config: LocalModeConfig, options: StartOpti
     }
     const caPem = (await ca.getCaCertificates()).certificatePem;
 
-    const registryFile = new RegistrySnapshotFile(files.registry);
+    const registryFile = new RegistrySnapshotFile(files.registry, { journalPath: files.registryJournal, log });
     parts.registryFile = registryFile;
     const registry = new LocalDeviceRegistry({ thingGroupName: LOCAL_THING_GROUP, snapshot: await registryFile.load(), onChange: registryFile.save });
     const registeredCa = await registry.registerCaCertificate(caPem, { autoRegistration: true });

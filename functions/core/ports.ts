@@ -73,10 +73,19 @@ export interface RegisterCertificateRequest {
   readonly caCertificatePem: string;
 }
 
+export interface RegisteredCertificate {
+  readonly certificateId: string;
+  /** True when the registry had it before this call (a retried request): not necessarily ACTIVE. */
+  readonly alreadyRegistered: boolean;
+}
+
 export interface DeviceRegistry {
   describeCertificate(certificateId: string): Promise<RegistryCertificate>;
-  /** Registers an issued certificate as ACTIVE and answers its id. Registering it again answers the same id. */
-  registerCertificate(request: RegisterCertificateRequest): Promise<{ readonly certificateId: string }>;
+  /**
+   * Registers an issued certificate as ACTIVE and answers its id. Registering it again answers the same id with
+   * `alreadyRegistered` (its status is then left as it is: the caller reads it back).
+   */
+  registerCertificate(request: RegisterCertificateRequest): Promise<RegisteredCertificate>;
   /** Setting the status a certificate already has succeeds. */
   updateCertificateStatus(certificateId: string, status: 'ACTIVE' | 'INACTIVE' | 'REVOKED'): Promise<void>;
   /** Creates the thing (an existing one is fine) and puts it where the fleet policy applies. */
@@ -141,6 +150,8 @@ export interface DeviceStore {
   /** The device, its certificates and its latest `eventLimit` audit events, newest first. */
   getDeviceView(deviceId: string, eventLimit: number): Promise<DeviceView | undefined>;
   getCertificate(certificateId: string): Promise<CertificateRecord | undefined>;
+  /** The device and the certificate, each read consistently, in one round trip (JITR decides on both). */
+  getDeviceAndCertificate(deviceId: string, certificateId: string): Promise<{ readonly device?: Device; readonly certificate?: CertificateRecord }>;
   /** Every certificate linked to the device (read consistently), oldest first. */
   listDeviceCertificates(deviceId: string): Promise<CertificateRecord[]>;
   listDevices(query: ListDevicesQuery): Promise<Page<Device>>;

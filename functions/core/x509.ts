@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { fromBER } from 'asn1js';
+import { fromBER, Sequence } from 'asn1js';
+import { createPublicKey, verify as verifySignature } from 'node:crypto';
 import { ValidationError } from './errors';
 import { isValidDeviceId } from './device-id';
 import { purposeOfSubject, type CertificatePurpose } from './certificate-purpose';
@@ -199,10 +200,10 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
   } catch (error) {
     throw new ValidationError('INVALID_CSR', 'The CSR is not a well-formed PKCS#10 request.', { cause: error });
   }
-  assertNothingAfterDer(der, 'INVALID_CSR');
+  const decoded = assertNothingAfterDer(der, 'INVALID_CSR');
   let signatureValid: boolean;
   try {
-    signatureValid = await csr.verify();
+    signatureValid = verifyNatively(csr, decoded) ?? (await csr.verify());
   } catch (error) {
     throw new ValidationError('INVALID_CSR', 'The CSR signature could not be checked: unsupported signature algorithm or key.', { cause: error });
   }
@@ -214,6 +215,25 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
     }
   }
   return { csrPem: csr.toString('pem'), keyAlgorithm, purpose, publicKeySha256: toHex(await crypto.subtle.digest('SHA-256', csr.publicKey.rawData)) };
+}
+
+/** Node's names of the digests CSR signatures use. */
+const NODE_DIGESTS: Readonly<Record<string, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+
+/**
+ * The CSR's signature checked by node:crypto (OpenSSL) for the algorithms devices use: ECDSA and RSA PKCS#1 v1.5
+ * with SHA-2. Several times faster than the WebCrypto path (`csr.verify()`, which imports the key as a CryptoKey and
+ * converts the signature first); `undefined` for any other algorithm, which that path then checks.
+ */
+function verifyNatively(csr: x509.Pkcs10CertificateRequest, decoded: DecodedDer): boolean | undefined {
+  const { name, hash } = csr.signatureAlgorithm as { name: string; hash?: { name?: string } };
+  const digest = hash?.name === undefined ? undefined : NODE_DIGESTS[hash.name];
+  // The signed bytes: the first element of the CertificationRequest SEQUENCE (certificationRequestInfo), as received.
+  const signed = decoded.result instanceof Sequence ? decoded.result.valueBlock.value[0]?.valueBeforeDecodeView : undefined;
+  if (digest === undefined || signed === undefined || (name !== 'ECDSA' && name !== 'RSASSA-PKCS1-v1_5')) return undefined;
+  const key = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
+  // An ECDSA signature in a CSR is DER (ECDSA-Sig-Value): node's default `dsaEncoding`.
+  return verifySignature(digest, signed, key, Buffer.from(csr.signature));
 }
 
 /** What a device identity is made of, in a CSR and in a certificate alike. */
@@ -333,14 +353,18 @@ function decodeSinglePem(text: string, code: X509ErrorCode): ArrayBuffer {
  * so they would travel unchecked, and a certificate's id (the SHA-256 of its bytes) would not be AWS IoT's.
  * asn1js, the DER parser under @peculiar/x509, says where the first object ends.
  */
-function assertNothingAfterDer(der: ArrayBuffer, code: X509ErrorCode): void {
-  const { offset } = fromBER(der);
+function assertNothingAfterDer(der: ArrayBuffer, code: X509ErrorCode): DecodedDer {
+  const decoded = fromBER(der);
+  const { offset } = decoded;
   if (offset !== der.byteLength) {
     const { noun } = WORDING[code];
     const extra = offset < 0 ? 'bytes that are not DER' : `${der.byteLength - offset} byte(s) after its DER encoding`;
     throw new ValidationError(code, `${noun} PEM block holds ${extra}: encode exactly one DER object in it, with nothing appended.`);
   }
+  return decoded;
 }
+
+type DecodedDer = ReturnType<typeof fromBER>;
 
 /** The certificates of a PEM bundle (a CA chain), each as PEM, in the order given. */
 export function splitPemChain(chainPem: string): string[] {

@@ -1,9 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
 import { certificateIdOf } from '../../functions/core/x509';
 import { connectDevice, makeKeyAndCsr, type ConnectReport } from '../../local/cli/device';
 import { readCaMaterial } from '../../local/data-dir';
-import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
+import { removeDataDir, startLocalModeProcess, type LocalModeProcess, savedRegistry } from './support/local-mode-process';
 
 const DEVICES = 100;
 
@@ -75,7 +74,7 @@ describe('local mode: a burst of first connects', () => {
 
     // The registry: each certificate ACTIVE and attached to exactly one thing (its device's, among all
     // things), and each device's thing has exactly one principal.
-    const registry = JSON.parse(await readFile(local.files.registry, 'utf8')).registry as {
+    const registry = (await savedRegistry(local.files)) as unknown as {
       certificates: { certificateId: string; status: string }[];
       things: { thingName: string; principals: string[] }[];
     };

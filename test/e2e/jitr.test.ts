@@ -1,11 +1,11 @@
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
 import { deviceFiles, makeKeyAndCsr } from '../../local/cli/device';
 import { readCaMaterial } from '../../local/data-dir';
 import { writeFileAtomic } from '../../functions/adapters/local/atomic-file';
 import { certificateIdOfFile, iotcert, mosquittoPub, mosquittoPubUntilAccepted, tlsFilesOf, tool } from './support/clients';
-import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
+import { removeDataDir, startLocalModeProcess, type LocalModeProcess, savedRegistry } from './support/local-mode-process';
 
 jest.setTimeout(120_000);
 
@@ -54,7 +54,7 @@ describe('local mode: a factory-minted device registers itself on its first conn
     await expect(local.waitForOutput(new RegExp(`certificate ${certificateId.slice(0, 12)}…: ACTIVATED`), 5_000)).resolves.toBeUndefined();
 
     // The registry (persisted) holds the thing, in the fleet group, with the certificate attached.
-    const registry = JSON.parse(await readFile(local.files.registry, 'utf8')).registry as {
+    const registry = (await savedRegistry(local.files)) as unknown as {
       certificates: { certificateId: string; status: string; caCertificateId?: string }[];
       things: { thingName: string; thingGroups: string[]; principals: string[] }[];
     };
@@ -91,7 +91,7 @@ describe('local mode: a factory-minted device registers itself on its first conn
     expect(result.code).not.toBe(0);
     expect(again.code).not.toBe(0);
     expect(await local.waitForOccurrences('TLS handshake refused', before)).toBeGreaterThan(before);
-    expect(await readFile(local.files.registry, 'utf8')).not.toContain(certificateId);
+    expect(JSON.stringify(await savedRegistry(local.files))).not.toContain(certificateId);
   });
 
   test('rejects an expired certificate from the registered CA, and registers nothing', async () => {
@@ -113,7 +113,7 @@ describe('local mode: a factory-minted device registers itself on its first conn
 
     expect(result.code).not.toBe(0);
     expect(await local.waitForOccurrences('TLS handshake refused', before)).toBeGreaterThan(before);
-    expect(await readFile(local.files.registry, 'utf8')).not.toContain(certificateId);
+    expect(JSON.stringify(await savedRegistry(local.files))).not.toContain(certificateId);
   });
 
   test('refuses an INACTIVE (suspended) certificate, and accepts it again once the device is resumed', async () => {

@@ -16,7 +16,7 @@ import { dataFiles, ensureDataDir, writeCaMaterial } from '../../local/data-dir'
 import { ensureTable, isDynamoDbLocal, localDocumentClient, localDynamoDbClient, startDynamoDbLocal } from '../../local/dynamodb-local';
 import { jitrDeliveryId } from '../../local/jitr-delivery';
 import { certificateIdOfFile, eventually, iotcert, mosquittoPub, mosquittoPubUntilAccepted, tlsFilesOf } from './support/clients';
-import { newDataDir, removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
+import { newDataDir, removeDataDir, startLocalModeProcess, type LocalModeProcess, savedRegistry } from './support/local-mode-process';
 
 jest.setTimeout(240_000);
 
@@ -120,7 +120,7 @@ describe('local mode: a restart keeps every device and certificate', () => {
     const documentClient = localDocumentClient(leftRunning.endpoint);
     await ensureTable(dynamoClient, deviceTableDefinition(tableName));
     const store = new DynamoDbDeviceStore({ tableName, documentClient });
-    const registryFile = new RegistrySnapshotFile(files.registry);
+    const registryFile = new RegistrySnapshotFile(files.registry, { journalPath: files.registryJournal });
     const registry = new LocalDeviceRegistry({ thingGroupName: LOCAL_THING_GROUP, onChange: registryFile.save });
     const { caCertificateId } = await registry.registerCaCertificate(material.certificatePem, { autoRegistration: true });
 
@@ -170,7 +170,7 @@ describe('local mode: a restart keeps every device and certificate', () => {
     expect(views.map((view) => view.status)).toEqual(['ACTIVE', 'ACTIVE']);
     for (const certificateId of Object.values(certificateIds)) expect(local.occurrences(`certificate ${certificateId.slice(0, 12)}…: ACTIVATED`)).toBe(1);
     expect(local.output()).not.toContain('another delivery holds its activation');
-    const registryAfter = JSON.parse(await readFile(files.registry, 'utf8')).registry as { certificates: { certificateId: string; status: string }[] };
+    const registryAfter = (await savedRegistry(files)) as unknown as { certificates: { certificateId: string; status: string }[] };
     expect(registryAfter.certificates.filter((certificate) => Object.values(certificateIds).includes(certificate.certificateId)).map((certificate) => certificate.status)).toEqual(['ACTIVE', 'ACTIVE']);
     expect(existsSync(files.dynamodbPid)).toBe(true); // the new run's
     console.log(`half-done activations finished ${finishedMs} ms after the restart was ready`);

@@ -7,6 +7,7 @@ import {
   DetachThingPrincipalCommand,
   IoTClient,
   RegisterCertificateCommand,
+  ResourceAlreadyExistsException,
   ResourceNotFoundException,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
@@ -68,7 +69,9 @@ export async function createFakeAws() {
     };
   });
   iot.on(RegisterCertificateCommand).callsFake(async ({ certificatePem, caCertificatePem }) => {
-    const { certificateId } = await registry.registerCertificate({ certificatePem, caCertificatePem });
+    const { certificateId, alreadyRegistered } = await registry.registerCertificate({ certificatePem, caCertificatePem });
+    // What AWS IoT answers for a certificate it already has.
+    if (alreadyRegistered) throw new ResourceAlreadyExistsException({ message: 'The certificate is already provisioned or registered', resourceId: certificateId, resourceArn: `${CERT_ARN_PREFIX}${certificateId}`, $metadata: {} });
     return { certificateId, certificateArn: `${CERT_ARN_PREFIX}${certificateId}` };
   });
   iot.on(UpdateCertificateCommand).callsFake(async ({ certificateId, newStatus }) => registry.updateCertificateStatus(certificateId, newStatus));

@@ -25,6 +25,11 @@ export class InMemoryDeviceStore implements DeviceStore {
   public async getCertificate(certificateId: string) {
     return this.certificates.get(certificateId);
   }
+  public async getDeviceAndCertificate(deviceId: string, certificateId: string) {
+    const device = this.devices.get(deviceId);
+    const certificate = this.certificates.get(certificateId);
+    return { ...(device ? { device } : {}), ...(certificate ? { certificate } : {}) };
+  }
   public async listDeviceCertificates(deviceId: string) {
     return [...this.certificates.values()].filter((c) => c.deviceId === deviceId).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }

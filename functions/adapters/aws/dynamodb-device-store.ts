@@ -23,6 +23,8 @@ export interface DynamoDbDeviceStoreOptions {
 
 /** DynamoDB allows 100 items in one transaction; the core splits its changes below that, so a larger one is a bug, refused. */
 const MAX_TRANSACTION_ITEMS = 100;
+/** DynamoDB allows 100 keys in one BatchGetItem. */
+const MAX_BATCH_GET_KEYS = 100;
 
 const deviceKey = (deviceId: string) => ({ PK: `DEVICE#${deviceId}`, SK: 'DEVICE' });
 const certificateKey = (certificateId: string) => ({ PK: `CERTIFICATE#${certificateId}`, SK: 'CERTIFICATE' });
@@ -69,6 +71,17 @@ export class DynamoDbDeviceStore implements DeviceStore {
     return Item ? (stripStorage(Item) as unknown as CertificateRecord) : undefined;
   }
 
+  /** One consistent BatchGetItem of both items (what DynamoDB leaves unprocessed is asked again). */
+  public async getDeviceAndCertificate(deviceId: string, certificateId: string): Promise<{ device?: Device; certificate?: CertificateRecord }> {
+    const items = await this.batchGet([deviceKey(deviceId), certificateKey(certificateId)]);
+    const device = items.find((item) => item.itemType === 'Device');
+    const certificate = items.find((item) => item.itemType === 'Certificate');
+    return {
+      ...(device ? { device: stripStorage(device) as unknown as Device } : {}),
+      ...(certificate ? { certificate: stripStorage(certificate) as unknown as CertificateRecord } : {}),
+    };
+  }
+
   public async listDeviceCertificates(deviceId: string): Promise<CertificateRecord[]> {
     const certificateIds: string[] = [];
     let startKey: Record<string, unknown> | undefined;
@@ -94,23 +107,30 @@ export class DynamoDbDeviceStore implements DeviceStore {
   /** The records of these certificates (read consistently), in the order given; unknown ids are skipped. */
   public async getCertificates(certificateIds: readonly string[]): Promise<CertificateRecord[]> {
     const found = new Map<string, CertificateRecord>();
-    for (let start = 0; start < certificateIds.length; start += 100) {
-      let keys: Record<string, unknown>[] | undefined = certificateIds.slice(start, start + 100).map(certificateKey);
-      for (let round = 0; keys && keys.length > 0; round += 1) {
-        if (round > 0) await sleep(Math.min(1000, 50 * 2 ** round));
-        const requestKeys: Record<string, unknown>[] = keys;
-        const result = await this.send('BatchGetItem', () =>
-          this.client.send(new BatchGetCommand({ RequestItems: { [this.tableName]: { Keys: requestKeys, ConsistentRead: true } } })),
-        );
-        for (const item of result.Responses?.[this.tableName] ?? []) {
-          const record = stripStorage(item) as unknown as CertificateRecord;
-          found.set(record.certificateId, record);
-        }
-        keys = result.UnprocessedKeys?.[this.tableName]?.Keys as Record<string, unknown>[] | undefined;
+    for (let start = 0; start < certificateIds.length; start += MAX_BATCH_GET_KEYS) {
+      for (const item of await this.batchGet(certificateIds.slice(start, start + MAX_BATCH_GET_KEYS).map(certificateKey))) {
+        const record = stripStorage(item) as unknown as CertificateRecord;
+        found.set(record.certificateId, record);
       }
     }
     // Keep the caller's order (oldest first on a device).
     return certificateIds.flatMap((id) => found.get(id) ?? []);
+  }
+
+  /** The items found under these keys (at most MAX_BATCH_GET_KEYS), read consistently; unprocessed keys are asked again with backoff. */
+  private async batchGet(keys: readonly Record<string, unknown>[]): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    let pending: Record<string, unknown>[] | undefined = [...keys];
+    for (let round = 0; pending && pending.length > 0; round += 1) {
+      if (round > 0) await sleep(Math.min(1000, 50 * 2 ** round));
+      const requestKeys: Record<string, unknown>[] = pending;
+      const result = await this.send('BatchGetItem', () =>
+        this.client.send(new BatchGetCommand({ RequestItems: { [this.tableName]: { Keys: requestKeys, ConsistentRead: true } } })),
+      );
+      items.push(...(result.Responses?.[this.tableName] ?? []));
+      pending = result.UnprocessedKeys?.[this.tableName]?.Keys as Record<string, unknown>[] | undefined;
+    }
+    return items;
   }
 
   /**

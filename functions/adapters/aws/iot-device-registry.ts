@@ -13,7 +13,7 @@ import {
   type CertificateStatus,
 } from '@aws-sdk/client-iot';
 import { LifecycleError, NotFoundError, UpstreamError } from '../../core/errors';
-import type { DeviceRegistry, RegisterCertificateRequest, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
+import type { DeviceRegistry, RegisterCertificateRequest, RegisteredCertificate, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
 import { certificateIdOf } from '../../core/x509';
 import { errorName, retryingClientConfig, toUpstreamError } from './aws-errors';
 
@@ -161,7 +161,7 @@ export class IotDeviceRegistry implements DeviceRegistry {
     };
   }
 
-  public async registerCertificate(request: RegisterCertificateRequest): Promise<{ readonly certificateId: string }> {
+  public async registerCertificate(request: RegisterCertificateRequest): Promise<RegisteredCertificate> {
     const withCa = this.options.certificateRegistration === 'WITH_CA';
     const operation = withCa ? 'RegisterCertificate' : 'RegisterCertificateWithoutCA';
     try {
@@ -172,14 +172,14 @@ export class IotDeviceRegistry implements DeviceRegistry {
         : await this.client.send(new RegisterCertificateWithoutCACommand({ certificatePem: request.certificatePem, status: 'ACTIVE' }));
       const id = certificateId ?? (await certificateIdOf(request.certificatePem));
       if (certificateArn) this.rememberArn(id, certificateArn);
-      return { certificateId: id };
+      return { certificateId: id, alreadyRegistered: false };
     } catch (error) {
       if (errorName(error) !== 'ResourceAlreadyExistsException') throw toUpstreamError(error, SERVICE, operation);
       // Registered before (a retried request): same certificate, same id. Its status is left as it is.
       const { resourceId, resourceArn } = error as { resourceId?: string; resourceArn?: string };
       const id = resourceId ?? (await certificateIdOf(request.certificatePem));
       if (resourceArn) this.rememberArn(id, resourceArn);
-      return { certificateId: id };
+      return { certificateId: id, alreadyRegistered: true };
     }
   }
 

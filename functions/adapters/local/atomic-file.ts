@@ -41,7 +41,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
 }
 
 /** Makes a rename durable: on Linux the directory entry lives in the directory, which needs its own fsync. */
-async function syncDirectory(directory: string): Promise<void> {
+export async function syncDirectory(directory: string): Promise<void> {
   let handle;
   try {
     handle = await open(directory, 'r');

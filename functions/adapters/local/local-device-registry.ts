@@ -1,5 +1,5 @@
 import { LifecycleError, NotFoundError, ValidationError } from '../../core/errors';
-import type { DeviceRegistry, RegisterCertificateRequest, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
+import type { DeviceRegistry, RegisterCertificateRequest, RegisteredCertificate, RegistryCertificate, RegistryCertificateStatus } from '../../core/ports';
 import { certificateIdOf } from '../../core/x509';
 import type { IotPolicyDocument } from '../../policy/fleet-policy';
 
@@ -48,6 +48,33 @@ export interface LocalRegistrySnapshot {
   readonly thingGroupPolicies?: LocalThingGroupPolicyAttachment[];
 }
 
+/**
+ * One change of the registry: the new value of one record, whole. Applying a change again, or an older one before
+ * a newer one of the same record, ends in the same registry: a journal of changes replays idempotently.
+ */
+export type LocalRegistryChange =
+  | { readonly kind: 'certificate'; readonly value: LocalRegistryCertificate }
+  | { readonly kind: 'thing'; readonly value: LocalThing }
+  | { readonly kind: 'caCertificate'; readonly value: LocalCaCertificate }
+  | { readonly kind: 'policy'; readonly value: LocalPolicy }
+  | { readonly kind: 'thingGroupPolicy'; readonly value: LocalThingGroupPolicyAttachment };
+
+/** The record a change writes, as a key unique across kinds. */
+export function registryChangeKey(change: LocalRegistryChange): string {
+  switch (change.kind) {
+    case 'certificate':
+      return `certificate:${change.value.certificateId}`;
+    case 'thing':
+      return `thing:${change.value.thingName}`;
+    case 'caCertificate':
+      return `caCertificate:${change.value.caCertificateId}`;
+    case 'policy':
+      return `policy:${change.value.policyName}`;
+    case 'thingGroupPolicy':
+      return `thingGroupPolicy:${change.value.policyName}\u0000${change.value.thingGroupName}`;
+  }
+}
+
 /** Told of every change of a certificate's status, e.g. so the broker can drop connections of a revoked certificate. */
 export type CertificateStatusListener = (certificateId: string, status: RegistryCertificateStatus) => void;
 
@@ -56,11 +83,12 @@ export interface LocalDeviceRegistryOptions {
   readonly thingGroupName: string;
   readonly snapshot?: LocalRegistrySnapshot;
   /**
-   * Called after every change with the new snapshot, so the local mode can persist it. When it fails,
-   * the change stays in memory and the registry counts as unsaved: the next call (even one that changes
-   * nothing, such as a retry of the failed one) saves again, until a save succeeds.
+   * Called after every change with that change (one record's new value, not the whole registry: saving it costs
+   * the same at any fleet size), so the local mode can persist it. Calls are made in the order of the changes.
+   * When one fails, the change stays in memory and its record counts as unsaved: the next call (even one that
+   * changes nothing, such as a retry of the failed one) saves that record's current value again, until it succeeds.
    */
-  readonly onChange?: (snapshot: LocalRegistrySnapshot) => void | Promise<void>;
+  readonly onChange?: (change: LocalRegistryChange) => void | Promise<void>;
   readonly now?: () => Date;
 }
 
@@ -77,9 +105,8 @@ export class LocalDeviceRegistry implements DeviceRegistry {
   private readonly thingGroupPolicies: LocalThingGroupPolicyAttachment[] = [];
   private readonly statusListeners = new Set<CertificateStatusListener>();
   private readonly now: () => Date;
-  /** Changes made so far, and how many of them a successful save covers: the registry is unsaved while they differ. */
-  private changes = 0;
-  private savedChanges = 0;
+  /** The records whose last save failed (by `registryChangeKey`), with how to read their current value. */
+  private readonly unsavedRecords = new Map<string, () => LocalRegistryChange>();
 
   public constructor(private readonly options: LocalDeviceRegistryOptions) {
     this.now = options.now ?? (() => new Date());
@@ -119,7 +146,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
       ? Object.assign(existing, { status: 'ACTIVE' as const, autoRegistrationStatus })
       : { caCertificateId, certificatePem, status: 'ACTIVE', autoRegistrationStatus, createdAt: this.now().toISOString() };
     this.caCertificates.set(caCertificateId, record);
-    await this.changed();
+    await this.changed(() => ({ kind: 'caCertificate', value: { ...(this.caCertificates.get(caCertificateId) as LocalCaCertificate) } }));
     return { ...record };
   }
 
@@ -140,7 +167,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     const existing = this.policies.get(policyName);
     if (existing && JSON.stringify(existing.document) === JSON.stringify(document)) return this.saveIfUnsaved();
     this.policies.set(policyName, { policyName, document });
-    await this.changed();
+    await this.changed(() => ({ kind: 'policy', value: { ...(this.policies.get(policyName) as LocalPolicy) } }));
   }
 
   /** AttachPolicy with a thing group as the target. */
@@ -148,7 +175,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     if (!this.policies.has(policyName)) throw new ValidationError('INVALID_REQUEST', `Policy ${policyName} does not exist.`);
     if (this.thingGroupPolicies.some((a) => a.policyName === policyName && a.thingGroupName === thingGroupName)) return this.saveIfUnsaved();
     this.thingGroupPolicies.push({ policyName, thingGroupName });
-    await this.changed();
+    await this.changed(() => ({ kind: 'thingGroupPolicy', value: { policyName, thingGroupName } }));
   }
 
   /** The policies that apply to a thing through its thing groups (what AWS IoT evaluates for a connection associated with it). */
@@ -179,7 +206,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     }
     const record: LocalRegistryCertificate = { certificateId, certificatePem, status: 'PENDING_ACTIVATION', caCertificateId, createdAt: this.now().toISOString() };
     this.certificates.set(certificateId, record);
-    await this.changed();
+    await this.changed(this.certificateChange(certificateId));
     this.notifyStatus(certificateId, record.status);
     return record;
   }
@@ -203,19 +230,20 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     return { ...certificate };
   }
 
-  public async registerCertificate(request: RegisterCertificateRequest): Promise<{ certificateId: string }> {
+  public async registerCertificate(request: RegisterCertificateRequest): Promise<RegisteredCertificate> {
     const certificateId = await certificateIdOf(request.certificatePem);
-    if (!this.certificates.has(certificateId)) {
+    const alreadyRegistered = this.certificates.has(certificateId);
+    if (!alreadyRegistered) {
       // Like RegisterCertificate with the CA's PEM: linked to the CA when that CA is registered.
       const caCertificateId = await certificateIdOf(request.caCertificatePem).catch(() => undefined);
       const linked = caCertificateId !== undefined && this.caCertificates.has(caCertificateId) ? { caCertificateId } : {};
       this.certificates.set(certificateId, { certificateId, certificatePem: request.certificatePem, status: 'ACTIVE', ...linked, createdAt: this.now().toISOString() });
-      await this.changed();
+      await this.changed(this.certificateChange(certificateId));
       this.notifyStatus(certificateId, 'ACTIVE');
     } else {
       await this.saveIfUnsaved();
     }
-    return { certificateId };
+    return { certificateId, alreadyRegistered };
   }
 
   public async updateCertificateStatus(certificateId: string, status: 'ACTIVE' | 'INACTIVE' | 'REVOKED'): Promise<void> {
@@ -229,7 +257,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     certificate.status = status;
     // Listeners hear of it at once (a revoked certificate must not keep its connections while the change is saved).
     this.notifyStatus(certificateId, status);
-    await this.changed();
+    await this.changed(this.certificateChange(certificateId));
   }
 
   public async ensureThing(thingName: string, attributes: Readonly<Record<string, string>>): Promise<void> {
@@ -238,10 +266,10 @@ export class LocalDeviceRegistry implements DeviceRegistry {
       // Nothing changed: no rewrite of the snapshot (only what an earlier failed save left behind is saved).
       if (thing.thingGroups.includes(this.options.thingGroupName)) return this.saveIfUnsaved();
       thing.thingGroups.push(this.options.thingGroupName);
-      return this.changed();
+      return this.changed(this.thingChange(thingName));
     }
     this.things.set(thingName, { thingName, attributes: { ...attributes }, thingGroups: [this.options.thingGroupName], principals: [] });
-    await this.changed();
+    await this.changed(this.thingChange(thingName));
   }
 
   public async attachCertificate(thingName: string, certificateId: string): Promise<void> {
@@ -250,7 +278,7 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     if (!this.certificates.has(certificateId)) throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${certificateId} is not registered.`);
     if (!thing.principals.includes(certificateId)) {
       thing.principals.push(certificateId);
-      await this.changed();
+      await this.changed(this.thingChange(thingName));
     } else {
       await this.saveIfUnsaved();
     }
@@ -261,31 +289,47 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     const index = thing?.principals.indexOf(certificateId) ?? -1;
     if (thing && index >= 0) {
       thing.principals.splice(index, 1);
-      await this.changed();
+      await this.changed(this.thingChange(thingName));
     } else {
       await this.saveIfUnsaved();
     }
   }
 
-  /** True while a change is not known to be saved (its save failed or is still running). */
+  /** True while a change is known not to be saved (its save failed, and no later save of its record succeeded). */
   public get unsaved(): boolean {
-    return this.savedChanges < this.changes;
+    return this.unsavedRecords.size > 0;
   }
 
   /**
-   * Saves the registry as it is now. A snapshot holds every change made before it, so a successful save
-   * covers them all, including those whose own save failed.
+   * Saves one record as it is now (`current` reads it). A record's current value holds every change made to it
+   * before, so a successful save covers them all, including those whose own save failed.
    */
-  private async changed(): Promise<void> {
-    this.changes += 1;
-    const covers = this.changes;
-    await this.options.onChange?.(this.snapshot());
-    this.savedChanges = Math.max(this.savedChanges, covers);
+  private async changed(current: () => LocalRegistryChange): Promise<void> {
+    const change = current();
+    const key = registryChangeKey(change);
+    try {
+      await this.options.onChange?.(change);
+    } catch (error) {
+      this.unsavedRecords.set(key, current);
+      throw error;
+    }
+    this.unsavedRecords.delete(key);
   }
 
   /** A call that changes nothing still saves when an earlier save failed, so a retried call gets its change on disk. */
   private async saveIfUnsaved(): Promise<void> {
-    if (this.unsaved) await this.changed();
+    for (const current of [...this.unsavedRecords.values()]) await this.changed(current);
+  }
+
+  private certificateChange(certificateId: string): () => LocalRegistryChange {
+    return () => ({ kind: 'certificate', value: { ...(this.certificates.get(certificateId) as LocalRegistryCertificate) } });
+  }
+
+  private thingChange(thingName: string): () => LocalRegistryChange {
+    return () => {
+      const thing = this.things.get(thingName) as LocalThing;
+      return { kind: 'thing', value: { ...thing, attributes: { ...thing.attributes }, thingGroups: [...thing.thingGroups], principals: [...thing.principals] } };
+    };
   }
 
   private notifyStatus(certificateId: string, status: RegistryCertificateStatus): void {

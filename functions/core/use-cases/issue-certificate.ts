@@ -23,7 +23,7 @@ export interface IssuedDeviceCertificate {
  * attached to the thing, recorded. The steps, each idempotent:
  *  1. the CA accepts the request and its issuance id is kept in the operation's progress, then the certificate
  *     itself, so a retry collects the same certificate and never issues a second one;
- *  2. AWS IoT registers it; its status is read back and must be ACTIVE;
+ *  2. AWS IoT registers it; registered before (a retry), its status is read back and must be ACTIVE;
  *  3. it is attached, then recorded together with the operation's DONE, on condition that the device did not change.
  * A failure at any step leaves the operation PENDING and the retry goes on from there: nothing whose outcome is
  * unknown is undone. Only a definite refusal (the device stopped accepting certificates, or someone revoked the
@@ -96,16 +96,20 @@ export async function issueSteps(recorder: ChangeRecorder, run: RunningOperation
 
   const caCertificatePem = splitPemChain(certificateChainPem)[0] ?? (await recorder.ca.getCaCertificates()).certificatePem;
   await recorder.registry.ensureThing(device.thingName, device.attributes);
-  const { certificateId } = await recorder.registry.registerCertificate({ certificatePem, caCertificatePem });
-  // Registering a certificate AWS IoT already has leaves its status as it is: read it back before handing it out.
-  const registered = await recorder.registry.describeCertificate(certificateId);
-  if (registered.status !== 'ACTIVE') {
-    return withdrawFor(new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is ${registered.status} in AWS IoT; send a new request with a new ${run.record.operation === 'ISSUE_CERTIFICATE' ? 'Idempotency-Key' : 'requestId'}.`, { details: { certificateId } }));
+  const { certificateId, alreadyRegistered } = await recorder.registry.registerCertificate({ certificatePem, caCertificatePem });
+  // Registered just now, it is ACTIVE. Registered before (a retry of this request), its status is as someone may have
+  // left it: read it back before handing it out. (No DescribeCertificate, 10 TPS by default, on the first attempt.)
+  const status = alreadyRegistered ? (await recorder.registry.describeCertificate(certificateId)).status : 'ACTIVE';
+  if (status !== 'ACTIVE') {
+    return withdrawFor(new LifecycleError('CERTIFICATE_WITHDRAWN', `The certificate issued for this request is ${status} in AWS IoT; send a new request with a new ${run.record.operation === 'ISSUE_CERTIFICATE' ? 'Idempotency-Key' : 'requestId'}.`, { details: { certificateId } }));
   }
   await recorder.registry.attachCertificate(device.thingName, certificateId);
 
+  // The first attempt records on the device as read above (the write is conditioned on its version); a conflict re-reads it.
+  let known: Device | undefined = device;
   return recorder.retryOnConflict(async () => {
-    device = await recorder.requireDevice(request.deviceId);
+    device = known ?? (await recorder.requireDevice(request.deviceId));
+    known = undefined;
     const refusal = await plan.refusal(device);
     if (refusal) return withdrawFor(refusal);
     const key = run.record.operationId;

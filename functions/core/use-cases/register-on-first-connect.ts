@@ -52,20 +52,18 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
   }
   const caPems = fleetCa.pems;
 
-  const existing = await recorder.store.getCertificate(certificateId);
-  if (existing && existing.status !== 'PENDING_ACTIVATION') {
-    return { outcome: 'ALREADY_PROCESSED', certificateId, status: existing.status };
-  }
-  const leaseIsLive = existing?.activationLeaseUntil !== undefined && Date.parse(existing.activationLeaseUntil) > recorder.deps.clock.now().getTime();
-  const leaseIsOurs = delivery.deliveryId !== undefined && existing?.activationLeaseHolder === delivery.deliveryId;
-  if (leaseIsLive && !leaseIsOurs) return { outcome: 'IN_PROGRESS', certificateId };
-
+  // AWS IoT first: its PEM names the device, so the device and the certificate's record are then read together.
   const registered = await recorder.registry.describeCertificate(certificateId);
-  const ourClaimSurvivedACrash = existing !== undefined && registered.status === 'ACTIVE';
-  if (registered.status !== 'PENDING_ACTIVATION' && !ourClaimSurvivedACrash) {
-    const reason = `AWS IoT shows the certificate ${registered.status}, not PENDING_ACTIVATION.`;
-    if (existing) await closeAbandonedClaim(recorder, existing, registered.status === 'REVOKED' ? 'REVOKED' : 'REJECTED', reason, actor);
-    return { outcome: 'IGNORED', certificateId, reason };
+  if (registered.status !== 'PENDING_ACTIVATION') {
+    // Processed before (a duplicate), closed by someone else, or our activation crashed before it was recorded.
+    const existing = await recorder.store.getCertificate(certificateId);
+    const settled = settledOutcome(recorder, certificateId, existing, delivery);
+    if (settled) return settled;
+    if (!existing || registered.status !== 'ACTIVE') {
+      const reason = `AWS IoT shows the certificate ${registered.status}, not PENDING_ACTIVATION.`;
+      if (existing) await closeAbandonedClaim(recorder, existing, registered.status === 'REVOKED' ? 'REVOKED' : 'REJECTED', reason, actor);
+      return { outcome: 'IGNORED', certificateId, reason };
+    }
   }
   if (registered.caCertificateId !== undefined && registered.caCertificateId !== event.caCertificateId) {
     return { outcome: 'IGNORED', certificateId, reason: `AWS IoT links the certificate to CA ${registered.caCertificateId}, not to the event's CA.` };
@@ -76,11 +74,14 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
   try {
     ({ deviceId, facts } = await checkDeviceCertificate(registered.certificatePem, caPems, recorder.deps.clock.now()));
   } catch (error) {
-    if (error instanceof ValidationError) return rejectRegistration(recorder, registered.certificatePem, existing, error, actor);
-    throw error;
+    if (!(error instanceof ValidationError)) throw error;
+    const existing = await recorder.store.getCertificate(certificateId);
+    return settledOutcome(recorder, certificateId, existing, delivery) ?? rejectRegistration(recorder, registered.certificatePem, existing, error, actor);
   }
 
-  const device = await recorder.store.getDevice(deviceId);
+  const { device, certificate: existing } = await recorder.store.getDeviceAndCertificate(deviceId, certificateId);
+  const settled = settledOutcome(recorder, certificateId, existing, delivery);
+  if (settled) return settled;
   if (!device && recorder.settings.enrollmentPolicy === 'preregistered') return awaitPreRegistration(recorder, event, facts, deviceId, existing, actor, delivery);
   const refusal = enrollmentRefusal(deviceId, device);
   if (refusal) return rejectRegistration(recorder, registered.certificatePem, existing, refusal, actor);
@@ -158,6 +159,19 @@ async function activateClaimed(recorder: ChangeRecorder, facts: CertificateFacts
     });
     return { outcome: 'ACTIVATED', deviceId, certificateId };
   });
+}
+
+/**
+ * The answer when the certificate's record already decides it: processed before (a duplicate delivery), or claimed
+ * by another delivery whose lease still runs. `undefined` when this delivery may go on (no record, a claim whose lease
+ * ran out, our own claim, or a certificate waiting for its device's pre-registration).
+ */
+function settledOutcome(recorder: ChangeRecorder, certificateId: string, existing: CertificateRecord | undefined, delivery: Delivery): RegistrationOutcome | undefined {
+  if (!existing) return undefined;
+  if (existing.status !== 'PENDING_ACTIVATION') return { outcome: 'ALREADY_PROCESSED', certificateId, status: existing.status };
+  const leaseIsLive = existing.activationLeaseUntil !== undefined && Date.parse(existing.activationLeaseUntil) > recorder.deps.clock.now().getTime();
+  const leaseIsOurs = delivery.deliveryId !== undefined && existing.activationLeaseHolder === delivery.deliveryId;
+  return leaseIsLive && !leaseIsOurs ? { outcome: 'IN_PROGRESS', certificateId } : undefined;
 }
 
 const noLease = { activationLeaseUntil: undefined, activationLeaseHolder: undefined, awaitingPreRegistration: undefined } as const;

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { PROJECT_ROOT, READY_LINE } from '../../../local/config';
 import { dataFiles, readEndpoints, type DataFiles, type LocalEndpoints } from '../../../local/data-dir';
 import { callApi } from '../../../local/cli/device';
+import { RegistrySnapshotFile } from '../../../functions/adapters/local/registry-snapshot-file';
+import type { LocalRegistrySnapshot } from '../../../functions/adapters/local/local-device-registry';
 
 /**
  * The local mode as `npm start` runs it, in a child process, on free ports and a temporary data
@@ -56,6 +58,13 @@ export interface StartProcessOptions {
   readonly readyTimeoutMs?: number;
   /** Run it as a developer does, `npm start -- <flags>`, in its own process group (a terminal's foreground job). */
   readonly viaNpmStart?: boolean;
+}
+
+/** The local IoT registry as saved (registry.json with its journal replayed), read without disturbing a running local mode. */
+export async function savedRegistry(files: Pick<DataFiles, 'registry' | 'registryJournal'>): Promise<LocalRegistrySnapshot> {
+  const saved = await new RegistrySnapshotFile(files.registry, { journalPath: files.registryJournal, log: () => undefined }).load();
+  if (!saved) throw new Error(`${files.registry}: no registry saved yet`);
+  return saved;
 }
 
 export async function newDataDir(): Promise<string> {

@@ -216,7 +216,7 @@ describe('IotDeviceRegistry.registerCertificate', () => {
     });
 
     // Assess
-    expect(answer).toEqual({ certificateId: issued.certificateId });
+    expect(answer).toEqual({ certificateId: issued.certificateId, alreadyRegistered: false });
     expectSentOnceWith(RegisterCertificateCommand, {
       certificatePem: issued.certificatePem,
       caCertificatePem: issued.caCertificatePem,
@@ -237,7 +237,7 @@ describe('IotDeviceRegistry.registerCertificate', () => {
     });
 
     // Assess
-    expect(answer).toEqual({ certificateId: issued.certificateId });
+    expect(answer).toEqual({ certificateId: issued.certificateId, alreadyRegistered: false });
     expectSentOnceWith(RegisterCertificateWithoutCACommand, { certificatePem: issued.certificatePem, status: 'ACTIVE' });
     expect(iot).not.toHaveReceivedCommand(RegisterCertificateCommand);
     expect(iot.calls()).toHaveLength(1);
@@ -253,7 +253,7 @@ describe('IotDeviceRegistry.registerCertificate', () => {
     const answer = await registry().registerCertificate({ certificatePem: issued.certificatePem, caCertificatePem: issued.caCertificatePem });
 
     // Assess
-    expect(answer).toEqual({ certificateId: issued.certificateId });
+    expect(answer).toEqual({ certificateId: issued.certificateId, alreadyRegistered: true });
     expect(iot.calls()).toHaveLength(1);
   });
 
@@ -268,7 +268,7 @@ describe('IotDeviceRegistry.registerCertificate', () => {
     });
 
     // Assess
-    expect(answer).toEqual({ certificateId: fingerprintOf(issued.certificatePem) });
+    expect(answer).toEqual({ certificateId: fingerprintOf(issued.certificatePem), alreadyRegistered: true });
     expect(iot.calls()).toHaveLength(1);
   });
 

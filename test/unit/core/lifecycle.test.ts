@@ -553,11 +553,11 @@ describe('devices with many certificates', () => {
 });
 
 describe('store calls per flow (deterministic; issue 12 tracks the budget)', () => {
-  test('a first-connect onboarding reads the certificate and the device once each and writes twice (claim, activation)', async () => {
+  test('a first-connect onboarding reads the device and the certificate together once and writes twice (claim, activation)', async () => {
     const fixture = await createLifecycleFixture();
     const event = await fixture.firstConnect(await fixture.mintCertificate('calls-1'));
     const calls: string[] = [];
-    for (const method of ['getDevice', 'getCertificate', 'commit', 'getOperation', 'listDeviceCertificates', 'getDeviceView'] as const) {
+    for (const method of ['getDevice', 'getCertificate', 'getDeviceAndCertificate', 'commit', 'getOperation', 'listDeviceCertificates', 'getDeviceView'] as const) {
       const original = fixture.store[method].bind(fixture.store) as (...args: unknown[]) => unknown;
       jest.spyOn(fixture.store, method).mockImplementation(((...args: unknown[]) => {
         calls.push(method);
@@ -567,6 +567,6 @@ describe('store calls per flow (deterministic; issue 12 tracks the budget)', () 
 
     await expect(fixture.lifecycle.registerOnFirstConnect(event)).resolves.toMatchObject({ outcome: 'ACTIVATED' });
 
-    expect(calls).toEqual(['getCertificate', 'getDevice', 'commit', 'commit']);
+    expect(calls).toEqual(['getDeviceAndCertificate', 'commit', 'commit']);
   });
 });

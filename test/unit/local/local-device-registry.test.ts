@@ -77,12 +77,12 @@ describe('LocalDeviceRegistry: CA registration, thing group policies, status lis
     let failNext = false;
     const registry = new LocalDeviceRegistry({
       thingGroupName: GROUP,
-      onChange: (snapshot) => {
+      onChange: (change) => {
         if (failNext) {
           failNext = false;
           throw new Error('ENOSPC: no space left on device');
         }
-        saved.push(snapshot.certificates[0]?.status ?? '-');
+        saved.push(change.kind === 'certificate' ? change.value.status : change.kind);
       },
     });
     const ca = await registry.registerCaCertificate(caPem, { autoRegistration: true });
@@ -107,13 +107,13 @@ describe('LocalDeviceRegistry: CA registration, thing group policies, status lis
 
   test('a failed save is made good by the next call of any kind, even one that changes nothing', async () => {
     const { caPem } = await fixture();
-    const saves: number[] = [];
+    const saves: string[] = [];
     let fail = true;
     const registry = new LocalDeviceRegistry({
       thingGroupName: GROUP,
-      onChange: (snapshot) => {
+      onChange: (change) => {
         if (fail) throw new Error('EIO');
-        saves.push(snapshot.caCertificates?.length ?? 0);
+        saves.push(change.kind);
       },
     });
     await expect(registry.registerCaCertificate(caPem, { autoRegistration: true })).rejects.toThrow('EIO');
@@ -121,7 +121,7 @@ describe('LocalDeviceRegistry: CA registration, thing group policies, status lis
 
     await registry.registerCaCertificate(caPem, { autoRegistration: true }); // already registered: a no-op
 
-    expect(saves).toEqual([1]);
+    expect(saves).toEqual(['caCertificate']);
     expect(registry.unsaved).toBe(false);
   });
 
