@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DeviceLifecycle } from '../../../functions/core/lifecycle';
-import { LifecycleError, UpstreamError } from '../../../functions/core/errors';
+import { UpstreamError } from '../../../functions/core/errors';
 import type { RenewalNotice } from '../../../functions/core/expiry';
 import type { CertificateStatus, DeviceStatus, PendingRotation } from '../../../functions/core/model';
 import type { StoreChange } from '../../../functions/core/ports';
@@ -15,6 +15,7 @@ import {
 import { InMemoryDeviceStore } from '../../support/in-memory-store';
 import { TestClock } from '../../support/lifecycle-fixture';
 import { certificateRecord, deviceRecord } from '../../support/records';
+import { errorOf } from '../../support/lifecycle-errors';
 
 const DAY_MS = 86_400_000;
 const operator = 'arn:aws:iam::123456789012:role/operator';
@@ -26,16 +27,6 @@ interface Sent {
 }
 
 const certificateIdOf = (name: string) => createHash('sha256').update(name).digest('hex');
-
-async function errorOf(promise: Promise<unknown>): Promise<LifecycleError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof LifecycleError) return error;
-    throw error;
-  }
-  throw new Error('expected a LifecycleError');
-}
 
 /** A fleet in an in-memory store, the lifecycle over it, a fake clock the pacing advances, and the notices sent. */
 function setup() {

@@ -1,22 +1,12 @@
-import { LifecycleError } from '../../../functions/core/errors';
 import { createLifecycleFixture, type LifecycleFixture } from '../../support/lifecycle-fixture';
 import type { InMemoryDeviceStore } from '../../support/in-memory-store';
 import { makeCsr } from '../../support/pki';
+import { errorOf } from '../../support/lifecycle-errors';
 
 const actor = { actor: 'arn:aws:iam::123456789012:role/factory', requestKey: 'factory-key' };
 const COMMIT_SECONDS = 3600;
 
 const sender = (thingName: string, principal: string) => ({ thingName, clientId: thingName, principal });
-
-async function errorOf(promise: Promise<unknown>): Promise<LifecycleError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof LifecycleError) return error;
-    throw error;
-  }
-  throw new Error('expected a LifecycleError');
-}
 
 describe('recovery after expiry: bootstrap certificates', () => {
   let fixture: LifecycleFixture<InMemoryDeviceStore>;

@@ -2,6 +2,7 @@ import { LifecycleError } from '../../../functions/core/errors';
 import { createLifecycleFixture, type LifecycleFixture } from '../../support/lifecycle-fixture';
 import type { InMemoryDeviceStore } from '../../support/in-memory-store';
 import { makeCsr } from '../../support/pki';
+import { errorOf } from '../../support/lifecycle-errors';
 
 const actor = { actor: 'arn:aws:iam::123456789012:role/factory', requestKey: 'factory-key' };
 const COMMIT_SECONDS = 3600;
@@ -15,16 +16,6 @@ async function onboarded(fixture: LifecycleFixture<InMemoryDeviceStore>, deviceI
 }
 
 const sender = (thingName: string, principal: string) => ({ thingName, clientId: thingName, principal });
-
-async function errorOf(promise: Promise<unknown>): Promise<LifecycleError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof LifecycleError) return error;
-    throw error;
-  }
-  throw new Error('expected a LifecycleError');
-}
 
 describe('rotation over MQTT: request', () => {
   let fixture: LifecycleFixture<InMemoryDeviceStore>;
