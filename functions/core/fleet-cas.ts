@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import type { CaCertificates } from './ports';
-import { certificateIdOf, splitPemChain } from './x509';
+import { certificateIdOf, isSignedBy, splitPemChain } from './x509';
 
 /*
  * The fleet's CAs during a CA rotation: the one that signs (`current`) and the ones that no longer sign but whose
@@ -61,15 +61,12 @@ export async function fleetCaOfRegistration(cas: readonly FleetCa[], caCertifica
 /**
  * The fleet CA that signed a device certificate, or undefined when none of them did. Matched by authority key
  * identifier (or, when either side lacks one, by issuer name) and then confirmed by the signature, so it needs no
- * field on the record: certificates recorded before CA rotation existed are placed as well as new ones.
+ * field on the record: certificates recorded before CA rotation existed are placed as well as new ones. Async so that
+ * a certificate that does not parse is a rejection, as its callers expect.
  */
 export async function issuingFleetCaOf(cas: readonly FleetCa[], certificatePem: string): Promise<FleetCa | undefined> {
   const certificate = new x509.X509Certificate(certificatePem);
   const authorityKeyId = certificate.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase();
   const candidates = cas.filter((ca) => (authorityKeyId !== undefined && ca.subjectKeyId !== undefined ? ca.subjectKeyId === authorityKeyId : ca.subject === certificate.issuer));
-  for (const ca of candidates) {
-    const issuer = new x509.X509Certificate(ca.certificatePem);
-    if (await certificate.verify({ publicKey: issuer.publicKey, signatureOnly: true })) return ca;
-  }
-  return undefined;
+  return candidates.find((ca) => isSignedBy(certificate, ca.certificatePem));
 }
