@@ -108,7 +108,9 @@ function firstPemCertificate(bundle: string): string {
 export async function writeCaMaterial(files: DataFiles, material: SoftwareCaMaterial, previousCertificatePems: readonly string[] = []): Promise<void> {
   // The key first: a crash in between leaves a key without certificate, which `readCaMaterial` reports.
   await writeFileAtomic(files.caKey, material.privateKeyPem, { mode: PRIVATE_FILE_MODE });
-  await writeFileAtomic(files.caCertificate, [material.certificatePem, ...previousCertificatePems].map((pem) => pem.trimEnd()).join('\n') + '\n', { mode: 0o644 });
+  // Without a CA rotation the file is the CA certificate exactly as before, so a restart leaves what devices trust byte for byte.
+  const bundle = previousCertificatePems.length === 0 ? material.certificatePem : [material.certificatePem, ...previousCertificatePems].map((pem) => pem.trimEnd()).join('\n') + '\n';
+  await writeFileAtomic(files.caCertificate, bundle, { mode: 0o644 });
 }
 
 /** A CA a CA rotation replaced: its id in the registry and its material. */

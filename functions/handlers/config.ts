@@ -12,7 +12,7 @@ export const ENVIRONMENT = {
   CA_ARN: 'the AWS Private CA that signs device certificates',
   CA_SIGNING_ALGORITHM: 'the Private CA signing algorithm, e.g. SHA256WITHECDSA',
   CA_TEMPLATE_ARN: 'the Private CA template for device certificates (end-entity client auth)',
-  PREVIOUS_CA_ARNS: 'comma-separated AWS Private CAs this stack replaced (a CA rotation): they sign nothing, their devices are still accepted; empty: none',
+  PREVIOUS_CA_ARNS: 'comma-separated AWS Private CAs this stack replaced (a CA rotation): they sign nothing, their devices are still accepted; empty or absent: none',
   THING_GROUP_NAME: 'the thing group every device joins; the fleet IoT policy is attached to it',
   ENROLLMENT_POLICY: '"open" (any device with a certificate from our CA) or "preregistered"',
   CERTIFICATE_VALIDITY_DAYS: 'validity of certificates signed from CSRs, in days',
@@ -32,8 +32,10 @@ const configSchema = z.object({
   CA_ARN: z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be an AWS Private CA ARN'),
   CA_SIGNING_ALGORITHM: z.enum(['SHA256WITHECDSA', 'SHA384WITHECDSA', 'SHA512WITHECDSA', 'SHA256WITHRSA', 'SHA384WITHRSA', 'SHA512WITHRSA']),
   CA_TEMPLATE_ARN: z.string().regex(PRIVATE_CA_TEMPLATE_ARN_PATTERN, 'must be an AWS Private CA template ARN'),
+  // Absent is the same as empty (no previous CA): a stack deployed before CA rotation existed sets no such variable.
   PREVIOUS_CA_ARNS: z
     .string()
+    .default('')
     .transform((value) => value.split(',').map((arn) => arn.trim()).filter((arn) => arn !== ''))
     .pipe(z.array(z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be comma-separated AWS Private CA ARNs'))),
   THING_GROUP_NAME: z.string().regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name'),
