@@ -12,7 +12,7 @@ import { SoftwareCertificateAuthority } from '../../functions/adapters/local/sof
 import { FleetCaCensus } from '../../functions/core/expiry';
 import { systemClock } from '../../functions/core/ports';
 import { certificateIdOf } from '../../functions/core/x509';
-import { run } from './support/clients';
+import { iotcert, run } from './support/clients';
 import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
 
 jest.setTimeout(300_000);
@@ -145,9 +145,10 @@ describe('local mode: a CA rotation strands nobody', () => {
     const rotated = await rotateDevice({ deviceId: 'old-factory', dir: dirOf('old-factory'), target: local.mqtt });
     expect(rotated.outcome).toBe('COMMITTED');
 
-    const deactivated = await apiAnswer(local, 'POST', `/certificate-authorities/${rotation.previousCaCertificateId}/deactivate`, {});
+    const deactivated = await iotcert(['ca', 'deactivate', '--id', rotation.previousCaCertificateId, '--json'], dataDir);
 
-    expect(deactivated).toMatchObject({ status: 200, body: { caCertificateId: rotation.previousCaCertificateId, status: 'INACTIVE', liveCertificates: 0, strandedCertificates: 0, forced: false } });
+    expect(deactivated.code).toBe(0);
+    expect(JSON.parse(deactivated.stdout)).toMatchObject({ caCertificateId: rotation.previousCaCertificateId, status: 'INACTIVE', liveCertificates: 0, strandedCertificates: 0, forced: false });
     const lateTls = await readDeviceTls(dirOf('old-factory-late'));
     expect((await opensslVerify(join(dataDir, 'old-ca.pem'), join(dirOf('old-factory-late'), 'device.pem'))).code).toBe(0);
     // Refused for its CA, not as a first connect that registers it (JITR): the endpoint says why.
