@@ -64,6 +64,12 @@ export function addDeviceApi(scope: Construct, props: DeviceApiFunctionProps): D
     id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/${EXPIRING_TOPICS_RESOURCE}]`,
     reason: 'iot:Publish of the renewal notice a backend asks for (POST /devices/{id}/rotate): thing names are only known at run time; the grant is limited to the expiring topic of every device, in this account and region.',
   });
+  Validations.of(apiFunction.executionRole).acknowledge({
+    id: 'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cacert/*]',
+    reason:
+      'iot:UpdateCACertificate only, for an operator retiring a previous fleet CA (POST /certificate-authorities/{caCertificateId}/deactivate): the previous CAs\' ids (SHA-256 fingerprints) are not known at synth; ' +
+      'the function refuses any id that is not a previous CA of the fleet, and the grant is limited to CA certificates of this account and region.',
+  });
 
   const api = new DeviceApi(scope, 'Api', {
     handler: apiFunction,

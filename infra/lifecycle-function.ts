@@ -133,7 +133,8 @@ export type CaAction = PrivateCaIamAction;
  * - CreateThing: `thing` (names are device ids, known at run time: `thing/*`);
  * - AddThingToThingGroup: `thing` and `thinggroup` (the fleet's one group);
  * - AttachPolicy, DetachPolicy: their target, `cert` or `thinggroup`;
- * - RegisterCertificate, RegisterCertificateWithoutCA: no resource type, so IAM only accepts "*".
+ * - RegisterCertificate, RegisterCertificateWithoutCA: no resource type, so IAM only accepts "*";
+ * - UpdateCACertificate: `cacert` (the ids of the fleet's previous CAs are SHA-256 fingerprints: `cacert/*`).
  */
 const IOT_ACTION_RESOURCES = {
   'iot:DescribeCertificate': ['certificates'],
@@ -146,7 +147,8 @@ const IOT_ACTION_RESOURCES = {
   'iot:DetachPolicy': ['certificates', 'thingGroup'],
   'iot:RegisterCertificate': ['*'],
   'iot:RegisterCertificateWithoutCA': ['*'],
-} as const satisfies Record<string, readonly ('certificates' | 'things' | 'thingGroup' | '*')[]>;
+  'iot:UpdateCACertificate': ['caCertificates'],
+} as const satisfies Record<string, readonly ('certificates' | 'caCertificates' | 'things' | 'thingGroup' | '*')[]>;
 
 /** The AWS IoT registry actions a function may need. */
 export type IotAction = keyof typeof IOT_ACTION_RESOURCES;
@@ -328,7 +330,7 @@ export function roleWritingTo(scope: Construct, id: string, logGroup: ILogGroup)
  */
 export function iotStatements(stack: Stack, fleet: FleetBinding, actions: readonly IotAction[]): iam.PolicyStatement[] {
   const arn = (resource: string) => Arn.format({ service: 'iot', resource, resourceName: '*', arnFormat: ArnFormat.SLASH_RESOURCE_NAME }, stack);
-  const resourceOf = { certificates: arn('cert'), things: arn('thing'), thingGroup: fleet.thingGroupArn, '*': '*' } as const;
+  const resourceOf = { certificates: arn('cert'), caCertificates: arn('cacert'), things: arn('thing'), thingGroup: fleet.thingGroupArn, '*': '*' } as const;
   const byResources = new Map<string, { actions: IotAction[]; resources: string[] }>();
   for (const action of new Set(actions)) {
     const kinds = IOT_ACTION_RESOURCES[action];

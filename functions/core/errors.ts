@@ -23,6 +23,9 @@ export const ERROR_CODES = [
   'NO_ROTATION_PENDING',
   'CAMPAIGN_NOT_FOUND',
   'CAMPAIGN_LIMIT_REACHED',
+  'CA_NOT_FOUND',
+  'CA_IS_CURRENT',
+  'CA_STILL_IN_USE',
   'UPSTREAM_THROTTLED',
   'UPSTREAM_FAILURE',
   'CONFIGURATION_ERROR',
@@ -59,7 +62,7 @@ export class ValidationError extends LifecycleError {
 }
 
 export class NotFoundError extends LifecycleError {
-  public constructor(code: Extract<ErrorCode, 'DEVICE_NOT_FOUND' | 'CERTIFICATE_NOT_FOUND'>, message: string, options?: LifecycleErrorOptions) {
+  public constructor(code: Extract<ErrorCode, 'DEVICE_NOT_FOUND' | 'CERTIFICATE_NOT_FOUND' | 'CA_NOT_FOUND'>, message: string, options?: LifecycleErrorOptions) {
     super(code, message, options);
     this.name = 'NotFoundError';
   }

@@ -8,6 +8,7 @@ import { preRegisterDevice, type PreRegisterDeviceCommand } from './use-cases/pr
 import { registerOnFirstConnect, type Delivery, type RegistrationEvent, type RegistrationOutcome } from './use-cases/register-on-first-connect';
 import { revokeCertificate, type RevokeCertificateCommand } from './use-cases/revoke-certificate';
 import { requestRenewal, type RenewalRequested } from './use-cases/request-renewal';
+import { deactivateCa, type CaDeactivated, type DeactivateCaCommand } from './use-cases/deactivate-ca';
 import type { RenewalNotifier } from './expiry';
 import {
   cancelRotationCampaign,
@@ -33,7 +34,7 @@ import {
 
 export { DEFAULT_LIFECYCLE_SETTINGS };
 export type { Actor, DeviceCommand, EnrollmentPolicy, LifecycleDependencies, LifecycleSettings } from './change-recorder';
-export type { RenewalRequested };
+export type { CaDeactivated, DeactivateCaCommand, RenewalRequested };
 export type { CampaignRunOptions, CampaignsRunResult, CancelRotationCampaignCommand, RotationCampaign, StartRotationCampaignCommand };
 export type { CommittedRotation, RotatedCertificate, RotationCommit, RotationRequest, RotationSweepResult };
 export type { IssuedDeviceCertificate, IssueFromCsrRequest, PreRegisterDeviceCommand, RegistrationEvent, RegistrationOutcome, RevokeCertificateCommand, RevokeDeviceCommand };
@@ -119,6 +120,11 @@ export class DeviceLifecycle {
   /** The scheduled job of rotation campaigns: sends the notices each open campaign's rate allows before the deadline. */
   public runRotationCampaigns(options: CampaignRunOptions): Promise<CampaignsRunResult> {
     return runRotationCampaigns(this.recorder.deps, options);
+  }
+
+  /** Retires a previous fleet CA (INACTIVE, auto-registration off in the registry) once no live certificate remains on it, or with `force`. */
+  public deactivateCa(command: DeactivateCaCommand): Promise<CaDeactivated> {
+    return deactivateCa(this.recorder, command);
   }
 
   /** The scheduled sweep: withdraws rotations not committed by their deadline, finishes decided ones. */

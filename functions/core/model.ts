@@ -121,6 +121,7 @@ export const AUDIT_EVENT_TYPES = [
   'ROTATION_STARTED',
   'ROTATION_COMMITTED',
   'ROTATION_WITHDRAWN',
+  'CA_DEACTIVATED',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
@@ -170,6 +171,7 @@ export const OPERATION_TYPES = [
   'ROTATION_CAMPAIGN',
   'CANCEL_ROTATION_CAMPAIGN',
   'ROTATION_CAMPAIGN_INDEX',
+  'DEACTIVATE_CA',
 ] as const;
 export type OperationType = (typeof OPERATION_TYPES)[number];
 

@@ -94,6 +94,12 @@ export interface DeviceRegistry {
   attachCertificate(thingName: string, certificateId: string): Promise<void>;
   /** Undoes `attachCertificate`; a link already gone is fine. */
   detachCertificate(thingName: string, certificateId: string): Promise<void>;
+  /**
+   * Retires a registered CA (AWS IoT: UpdateCACertificate): INACTIVE, with auto-registration off, so no certificate
+   * it signed connects or registers any more. Setting it again succeeds. `NotFoundError` (CA_NOT_FOUND) when the
+   * registry has no such CA.
+   */
+  setCaCertificateStatus(caCertificateId: string, status: 'INACTIVE'): Promise<void>;
 }
 
 /* ----------------------------------------------------------------------------

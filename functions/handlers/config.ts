@@ -87,8 +87,11 @@ export const REGISTRY_OPERATIONS = {
    * the certificate, and unlinks it again when the activation is withdrawn. It never registers a certificate.
    */
   jitr: ['describeCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
-  /** Every flow of the API; signing a CSR also registers the certificate it issued. */
-  api: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
+  /**
+   * Every flow of the API; signing a CSR also registers the certificate it issued, and retiring a previous CA
+   * (POST /certificate-authorities/{caCertificateId}/deactivate) sets its registration INACTIVE.
+   */
+  api: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate', 'setCaCertificateStatus'],
   /** Rotation: registers and attaches the new certificate (read back), retires the previous one or withdraws the new one. */
   rotation: ['describeCertificate', 'registerCertificate', 'ensureThing', 'attachCertificate', 'updateCertificateStatus', 'detachCertificate'],
   /** The drift check: reads each certificate's status, and repairs the ones the record decides (functions/core/drift.ts). */

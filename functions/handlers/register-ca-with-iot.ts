@@ -16,8 +16,9 @@ import { collectIssuedCertificate, IssuanceStillInProgressError } from '../adapt
  * Data.CaCertificateId: the current CA's certificate id in AWS IoT. Physical resource id: the id of the
  * first CA this resource registered, kept when the CA is replaced, so CloudFormation never deletes the
  * replaced CA's registration: it stays ACTIVE, with auto-registration on, while its devices rotate over
- * (a CA rotation: docs/deploy.md, "Rotating the CA"). An operator deactivates it once the expiry monitor
- * counts no live certificate on it (`aws iot update-ca-certificate`, as docs/deploy.md says).
+ * (a CA rotation: docs/deploy.md, "Rotating the CA"). An operator deactivates it once no live certificate
+ * remains on it, through the API (POST /certificate-authorities/{caCertificateId}/deactivate,
+ * functions/core/use-cases/deactivate-ca.ts), which refuses while some remain unless forced.
  */
 
 /** The verification certificate only has to exist while IoT checks it. */

@@ -4,7 +4,7 @@ import { ValidationError } from '../../functions/core/errors';
 import { SOFTWARE_CA_LIMITS } from '../../functions/adapters/local/software-ca';
 import { DEFAULT_DATA_DIR } from '../config';
 import { DEVICE_STATUSES, type DeviceStatus } from '../../functions/core/model';
-import { connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
+import { callApi, connectDevice, enrollDevice, localMqttTarget, mintDevice, readDeviceTls, type DeviceCredentials } from './device';
 import { factoryMain } from './factory';
 import { enrollBootstrap, rotateDevice, type RotationReport } from './rotate';
 import { rotateLocalCa } from './ca-rotate';
@@ -40,6 +40,10 @@ Commands:
            A CA rotation of the data folder (the local mode stopped): a new CA signs from the next start;
            the old one stays registered and accepted (JITR, rotation, connects), so devices move over by
            rotating (device rotate). Refused while the local mode runs.
+  ca deactivate --id <caCertificateId> [--force] [--api-url <url>]
+           Retire a previous CA once its devices have rotated over (POST /certificate-authorities/{id}/deactivate):
+           its certificates are refused at connect from then on. Refused for the current CA, and while live
+           certificates remain on it unless --force (the answer counts the certificates it stranded).
   local reset [--yes]
            Delete the local mode's state in the data folder (CA, API token, devices, certificates,
            DynamoDB Local files) after a confirmation (--yes: none). Refused while the local mode runs.
@@ -106,7 +110,7 @@ function printCredentials(what: string, credentials: DeviceCredentials, json: bo
   console.log(`  files           ${files.key} (mode 600), ${files.csr}, ${files.certificate}, ${files.ca}`);
 }
 
-const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'rotate', 'list'], ca: ['rotate'], local: ['reset'], status: [] };
+const COMMANDS: Readonly<Record<string, readonly string[]>> = { device: ['mint', 'enroll', 'connect', 'rotate', 'list'], ca: ['rotate', 'deactivate'], local: ['reset'], status: [] };
 
 function parseOptions(args: string[]) {
   return parseArgs({
@@ -131,6 +135,7 @@ function parseOptions(args: string[]) {
       'data-dir': { type: 'string' },
       json: { type: 'boolean' },
       bootstrap: { type: 'boolean' },
+      force: { type: 'boolean' },
     },
   }).values;
 }
@@ -155,6 +160,15 @@ export async function main(argv: readonly string[]): Promise<number> {
   const json = values.json ?? false;
   if (group === 'status') return statusCommand(dataDir, json);
   if (group === 'local') return resetCommand(dataDir, values, json);
+  if (group === 'ca' && command === 'deactivate') {
+    const caCertificateId = required(values, 'id');
+    const access = await apiAccess(dataDir, values['api-url']);
+    const { body } = await callApi(access.apiUrl, access.token, 'POST', `/certificate-authorities/${encodeURIComponent(caCertificateId)}/deactivate`, values.force ? { force: true } : {});
+    const answer = body as { caCertificateId: string; strandedCertificates: number };
+    if (json) console.log(JSON.stringify(answer, null, 2));
+    else console.log(`CA ${answer.caCertificateId} is INACTIVE (auto-registration off): its certificates are refused at connect.${answer.strandedCertificates > 0 ? ` ${answer.strandedCertificates} live certificate(s) stranded.` : ''}`);
+    return 0;
+  }
   if (group === 'ca') {
     const report = await rotateLocalCa({ dataDir });
     if (json) console.log(JSON.stringify(report, null, 2));

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { connectDevice, connectOnce, enrollDevice, mintDevice, readDeviceTls } from '../../local/cli/device';
+import { ApiCallError, connectDevice, connectOnce, enrollDevice, mintDevice, readDeviceTls } from '../../local/cli/device';
 import { rotateDevice } from '../../local/cli/rotate';
 import { rotateLocalCa, type CaRotationReport } from '../../local/cli/ca-rotate';
 import { dataFiles, readCaMaterial, readPreviousCas } from '../../local/data-dir';
@@ -12,7 +12,7 @@ import { SoftwareCertificateAuthority } from '../../functions/adapters/local/sof
 import { FleetCaCensus } from '../../functions/core/expiry';
 import { systemClock } from '../../functions/core/ports';
 import { certificateIdOf } from '../../functions/core/x509';
-import { run } from './support/clients';
+import { iotcert, run } from './support/clients';
 import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from './support/local-mode-process';
 
 jest.setTimeout(300_000);
@@ -28,6 +28,16 @@ async function connectsOnce(local: LocalModeProcess, deviceId: string, tls: Awai
     return true;
   } catch {
     return false;
+  }
+}
+
+/** A call of the local API, its refusals answered like its successes (status and body). */
+async function apiAnswer(local: LocalModeProcess, method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+  try {
+    return await local.api(method, path, body);
+  } catch (error) {
+    if (error instanceof ApiCallError) return { status: error.status, body: error.body };
+    throw error;
   }
 }
 
@@ -60,6 +70,8 @@ describe('local mode: a CA rotation strands nobody', () => {
     dataDir = local.dataDir;
     await enrollDevice({ deviceId: 'old-enrolled', outDir: dirOf('old-enrolled'), dataDir });
     await mintDevice({ deviceId: 'old-factory', outDir: dirOf('old-factory'), dataDir });
+    // Made with the old CA too, but it first connects only after the old CA is deactivated.
+    await mintDevice({ deviceId: 'old-factory-late', outDir: dirOf('old-factory-late'), dataDir });
     const first = await connectDevice({ deviceId: 'old-enrolled', target: local.mqtt, tls: await readDeviceTls(dirOf('old-enrolled')) });
     expect(first.connected).toBe(true);
     await copyFile(dataFiles(dataDir).caCertificate, join(dataDir, 'old-ca.pem'));
@@ -118,5 +130,33 @@ describe('local mode: a CA rotation strands nobody', () => {
     const report = await census(local);
     expect(report.cas.find((ca) => ca.role === 'current')?.liveCertificates).toBe(2);
     expect(report.cas.find((ca) => ca.role === 'previous')?.deviceIds).toEqual(['old-factory']);
+  });
+
+  test('the old CA cannot be deactivated while a device remains on it, nor the current CA at all', async () => {
+    const onOld = await apiAnswer(local, 'POST', `/certificate-authorities/${rotation.previousCaCertificateId}/deactivate`, {});
+    const current = await apiAnswer(local, 'POST', `/certificate-authorities/${rotation.caCertificateId}/deactivate`, {});
+
+    expect(onOld).toMatchObject({ status: 409, body: { error: { code: 'CA_STILL_IN_USE', details: { liveCertificates: 1, deviceIds: ['old-factory'] } } } });
+    expect(current).toMatchObject({ status: 409, body: { error: { code: 'CA_IS_CURRENT' } } });
+    expect(await connectsOnce(local, 'old-factory', await readDeviceTls(dirOf('old-factory')))).toBe(true);
+  });
+
+  test('once the last device rotated over, the old CA is deactivated: its certificates are refused at connect, new-CA devices connect', async () => {
+    const rotated = await rotateDevice({ deviceId: 'old-factory', dir: dirOf('old-factory'), target: local.mqtt });
+    expect(rotated.outcome).toBe('COMMITTED');
+
+    const deactivated = await iotcert(['ca', 'deactivate', '--id', rotation.previousCaCertificateId, '--json'], dataDir);
+
+    expect(deactivated.code).toBe(0);
+    expect(JSON.parse(deactivated.stdout)).toMatchObject({ caCertificateId: rotation.previousCaCertificateId, status: 'INACTIVE', liveCertificates: 0, strandedCertificates: 0, forced: false });
+    const lateTls = await readDeviceTls(dirOf('old-factory-late'));
+    expect((await opensslVerify(join(dataDir, 'old-ca.pem'), join(dirOf('old-factory-late'), 'device.pem'))).code).toBe(0);
+    // Refused for its CA, not as a first connect that registers it (JITR): the endpoint says why.
+    const refusals = local.occurrences('no registered CA signed it');
+    expect(await connectsOnce(local, 'old-factory-late', lateTls)).toBe(false);
+    await local.waitForOccurrences('no registered CA signed it', refusals);
+    const connected = await Promise.all(['old-enrolled', 'new-enrolled', 'old-factory'].map(async (deviceId) => connectsOnce(local, deviceId, await readDeviceTls(dirOf(deviceId)))));
+    expect(connected).toEqual([true, true, true]);
+    expect(await apiAnswer(local, 'GET', '/devices/old-factory-late')).toMatchObject({ status: 404, body: { error: { code: 'DEVICE_NOT_FOUND' } } });
   });
 });

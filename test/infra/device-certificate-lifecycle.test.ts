@@ -265,6 +265,14 @@ describe('functions', () => {
     expect(granted).toHaveLength(new Set(granted).size);
   });
 
+  test('the API role may retire CA registrations (UpdateCACertificate) on CA certificates of this account and region only, and only the API role', () => {
+    const statements = statementsOfFunction(template, 'LifecycleApiFunction').filter((statement) => actionsOf(statement).includes('iot:UpdateCACertificate'));
+    expect(statements).toHaveLength(1);
+    expect(actionsOf(statements[0]!)).toEqual(['iot:UpdateCACertificate']);
+    expect(resolve(statements[0]?.Resource)).toEqual(iotArn('cacert'));
+    for (const fn of ['LifecycleJitrFunction']) expect(statementsOfFunction(template, fn).flatMap(actionsOf)).not.toContain('iot:UpdateCACertificate');
+  });
+
   test('the API role may neither attach or detach IoT policies nor register certificates without the CA', () => {
     const granted = statementsOfFunction(template, 'LifecycleApiFunction').flatMap(actionsOf);
     for (const action of ['iot:AttachPolicy', 'iot:DetachPolicy', 'iot:RegisterCertificateWithoutCA', 'iot:*']) expect(granted).not.toContain(action);
@@ -445,7 +453,7 @@ describe('device API', () => {
       expect(method.Properties).toMatchObject({ AuthorizationType: 'AWS_IAM', RequestValidatorId: { Ref: validator }, Integration: { Type: 'AWS_PROXY' } });
     }
     const paths = Object.values(template.findResources('AWS::ApiGateway::Resource')).map((resource) => resource.Properties.PathPart);
-    expect(paths.sort()).toEqual(['certificates', 'devices', 'resume', 'revoke', 'revoke', 'rotate', 'suspend', '{certificateId}', '{deviceId}', 'rotation-campaigns', '{campaignId}', 'cancel'].sort());
+    expect(paths.sort()).toEqual(['certificates', 'devices', 'resume', 'revoke', 'revoke', 'rotate', 'suspend', '{certificateId}', '{deviceId}', 'rotation-campaigns', '{campaignId}', 'cancel', 'certificate-authorities', '{caCertificateId}', 'deactivate'].sort());
   });
 
   test('validates bodies and parameters', () => {
@@ -458,7 +466,8 @@ describe('device API', () => {
   });
 
   test('checks each body against a model built from the handler\'s zod schema, one model per body', () => {
-    template.resourceCountIs('AWS::ApiGateway::Model', 4);
+    template.resourceCountIs('AWS::ApiGateway::Model', 5);
+    template.hasResourceProperties('AWS::ApiGateway::Model', { Name: 'DeactivateCa', Schema: Match.objectLike({ additionalProperties: false, properties: { force: Match.objectLike({ type: 'boolean' }) } }) });
     template.hasResourceProperties('AWS::ApiGateway::Model', {
       Name: 'CreateDevice',
       Schema: Match.objectLike({

@@ -9,6 +9,7 @@ import {
   IoTClient,
   RegisterCertificateCommand,
   RegisterCertificateWithoutCACommand,
+  UpdateCACertificateCommand,
   UpdateCertificateCommand,
   type CertificateStatus,
 } from '@aws-sdk/client-iot';
@@ -29,6 +30,7 @@ export const IOT_REGISTRY_IAM_ACTIONS = [
   'iot:DetachThingPrincipal',
   'iot:AttachPolicy',
   'iot:DetachPolicy',
+  'iot:UpdateCACertificate',
 ] as const;
 
 export type IotRegistryIamAction = (typeof IOT_REGISTRY_IAM_ACTIONS)[number];
@@ -50,6 +52,7 @@ const ACTIONS_BY_OPERATION: { readonly [O in RegistryOperation]: (modes: IotRegi
   ensureThing: (modes) => ['iot:CreateThing', ...(modes.policyAttachment === 'THING_GROUP' ? (['iot:AddThingToThingGroup'] as const) : [])],
   attachCertificate: (modes) => ['iot:DescribeCertificate', 'iot:AttachThingPrincipal', ...(modes.policyAttachment === 'CERTIFICATE' ? (['iot:AttachPolicy'] as const) : [])],
   detachCertificate: (modes) => ['iot:DescribeCertificate', 'iot:DetachThingPrincipal', ...(modes.policyAttachment === 'CERTIFICATE' ? (['iot:DetachPolicy'] as const) : [])],
+  setCaCertificateStatus: () => ['iot:UpdateCACertificate'],
 };
 
 /**
@@ -197,6 +200,18 @@ export class IotDeviceRegistry implements DeviceRegistry {
         cause: error,
         details: { certificateId, from: current, to: status },
       });
+    }
+  }
+
+  public async setCaCertificateStatus(caCertificateId: string, status: 'INACTIVE'): Promise<void> {
+    try {
+      // Setting the status and auto-registration a CA already has succeeds: a retry needs nothing else.
+      await this.client.send(new UpdateCACertificateCommand({ certificateId: caCertificateId, newStatus: status, newAutoRegistrationStatus: 'DISABLE' }));
+    } catch (error) {
+      if (errorName(error) === 'ResourceNotFoundException') {
+        throw new NotFoundError('CA_NOT_FOUND', `CA ${caCertificateId} is not registered with AWS IoT.`, { cause: error, details: { caCertificateId } });
+      }
+      throw toUpstreamError(error, SERVICE, 'UpdateCACertificate');
     }
   }
 

@@ -155,6 +155,19 @@ export class LocalDeviceRegistry implements DeviceRegistry {
     return ca && { ...ca };
   }
 
+  /**
+   * UpdateCACertificate to INACTIVE with auto-registration off: the endpoint then refuses every certificate the CA
+   * signed (`local/iot-core/certificate-gate.ts`), as AWS IoT does. Setting it again succeeds.
+   */
+  public async setCaCertificateStatus(caCertificateId: string, status: 'INACTIVE'): Promise<void> {
+    const ca = this.caCertificates.get(caCertificateId);
+    if (!ca) throw new NotFoundError('CA_NOT_FOUND', `CA ${caCertificateId} is not registered.`, { details: { caCertificateId } });
+    // Already so: a retry after a failed save must still get the change on disk.
+    if (ca.status === status && ca.autoRegistrationStatus === 'DISABLE') return this.saveIfUnsaved();
+    Object.assign(ca, { status, autoRegistrationStatus: 'DISABLE' as const });
+    await this.changed(() => ({ kind: 'caCertificate', value: { ...(this.caCertificates.get(caCertificateId) as LocalCaCertificate) } }));
+  }
+
   /** The registered CAs that are ACTIVE: the ones a TLS endpoint trusts for client certificates. */
   public activeCaCertificates(): LocalCaCertificate[] {
     return [...this.caCertificates.values()].filter((ca) => ca.status === 'ACTIVE').map((ca) => ({ ...ca }));

@@ -42,6 +42,9 @@ export const API_ERRORS = {
   NO_ROTATION_PENDING: { status: 409 },
   CAMPAIGN_NOT_FOUND: { status: 404 },
   CAMPAIGN_LIMIT_REACHED: { status: 409 },
+  CA_NOT_FOUND: { status: 404 },
+  CA_IS_CURRENT: { status: 409 },
+  CA_STILL_IN_USE: { status: 409 },
   ENROLLMENT_REFUSED: { status: 403 },
   IDEMPOTENCY_KEY_REUSED: { status: 422 },
   // Which AWS call failed, and how, is for our logs only.

@@ -157,6 +157,24 @@ export function buildOpenApiDocument() {
             cancelledBy: { type: 'string' },
           },
         },
+        CaDeactivated: {
+          type: 'object',
+          description: 'A previous fleet CA retired: INACTIVE with auto-registration off in AWS IoT.',
+          required: ['caCertificateId', 'status', 'autoRegistrationStatus', 'liveCertificates', 'strandedCertificates', 'deviceIds', 'forced', 'deactivatedAt'],
+          properties: {
+            caCertificateId: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+            status: { type: 'string', enum: ['INACTIVE'] },
+            autoRegistrationStatus: { type: 'string', enum: ['DISABLE'] },
+            liveCertificates: {
+              type: 'integer',
+              description: 'Live certificates (ACTIVE, INACTIVE or PENDING_ACTIVATION, unexpired) the CA had signed for REGISTERED, ACTIVE or SUSPENDED devices when it was deactivated.',
+            },
+            strandedCertificates: { type: 'integer', description: 'Of those, the ones the deactivation stranded: as many when forced, else 0.' },
+            deviceIds: { type: 'array', items: { type: 'string' }, description: 'A few of the devices holding them.' },
+            forced: { type: 'boolean' },
+            deactivatedAt: { type: 'string', format: 'date-time' },
+          },
+        },
         AuditEvent: {
           type: 'object',
           required: ['eventId', 'type', 'at', 'actor'],

@@ -64,8 +64,15 @@ export const startRotationCampaignBody = z.strictObject({
     .meta({ description: `Notices published a second (default ${CAMPAIGN_LIMITS.defaultNoticesPerSecond}).` }),
 });
 
+export const deactivateCaBody = z.strictObject({
+  force: z
+    .boolean({ message: 'force must be true or false' })
+    .optional()
+    .meta({ description: 'Deactivate even though live certificates remain on the CA: they are stranded (the answer counts them). Default false.' }),
+});
+
 /** The JSON bodies the API takes, by the name of their API Gateway model. A route names its body here. */
-export const REQUEST_BODIES = { CreateDevice: createDeviceBody, SignCsr: signCsrBody, Revoke: revokeBody, StartRotationCampaign: startRotationCampaignBody } as const;
+export const REQUEST_BODIES = { CreateDevice: createDeviceBody, SignCsr: signCsrBody, Revoke: revokeBody, StartRotationCampaign: startRotationCampaignBody, DeactivateCa: deactivateCaBody } as const;
 
 export type RequestBodyName = keyof typeof REQUEST_BODIES;
 
@@ -82,7 +89,12 @@ export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{8,128}$/;
 export const CERTIFICATE_ID_PATTERN = /^[0-9a-f]{64}$/;
 
 /** What each path parameter of a resource template must look like. */
-export const PATH_PARAMETER_PATTERNS: Readonly<Record<string, RegExp>> = { deviceId: DEVICE_ID_PATTERN, certificateId: CERTIFICATE_ID_PATTERN, campaignId: CAMPAIGN_ID_PATTERN };
+export const PATH_PARAMETER_PATTERNS: Readonly<Record<string, RegExp>> = {
+  deviceId: DEVICE_ID_PATTERN,
+  certificateId: CERTIFICATE_ID_PATTERN,
+  campaignId: CAMPAIGN_ID_PATTERN,
+  caCertificateId: CERTIFICATE_ID_PATTERN,
+};
 
 /**
  * The JSON schema of what a request may hold, from the zod schema the handler validates with: OpenAPI 3.0 for the

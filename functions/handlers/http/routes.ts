@@ -41,7 +41,7 @@ export interface RouteAnswer {
 }
 
 /** The response schemas of the OpenAPI document (its `components.schemas`). */
-export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate' | 'RenewalRequested' | 'RotationCampaign';
+export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate' | 'RenewalRequested' | 'RotationCampaign' | 'CaDeactivated';
 
 type BodyOf<Name> = Name extends RequestBodyName ? z.output<(typeof REQUEST_BODIES)[Name]> : undefined;
 type QueryOf<Query> = Query extends z.ZodType ? z.output<Query> : undefined;
@@ -212,6 +212,25 @@ export const API_ROUTES: readonly ApiRoute[] = [
     success: { status: 200, description: 'Cancelled', schema: 'RotationCampaign' },
     errors: [...CHANGE_ERRORS, 'CAMPAIGN_NOT_FOUND', 'INVALID_TRANSITION', 'CONFLICT'],
     handle: async ({ params, actor, requestKey }, { lifecycle }) => ({ body: await lifecycle.cancelRotationCampaign({ campaignId: param(params, 'campaignId'), actor, requestKey }) }),
+  }),
+  // The last step of a CA rotation (docs/deploy.md, "Rotating the CA"): retiring a previous CA's registration.
+  route({
+    method: 'POST',
+    resource: '/certificate-authorities/{caCertificateId}/deactivate',
+    operationId: 'deactivateCa',
+    summary:
+      'Retire a previous fleet CA once its devices have rotated over: its AWS IoT registration becomes INACTIVE with auto-registration off, so no certificate it signed connects any more. ' +
+      'Refused for the current CA, and while live certificates remain on it unless {"force": true}. Deactivating it again answers the same.',
+    body: 'DeactivateCa',
+    success: { status: 200, description: 'Deactivated', schema: 'CaDeactivated' },
+    errors: [...CHANGE_ERRORS, 'CA_NOT_FOUND', 'CA_IS_CURRENT', 'CA_STILL_IN_USE'],
+    handle: async ({ params, body, actor, requestKey }, { lifecycle }) => {
+      const caCertificateId = param(params, 'caCertificateId');
+      if (!CERTIFICATE_ID_PATTERN.test(caCertificateId)) {
+        throw new ValidationError('INVALID_REQUEST', 'caCertificateId must be the 64 lower-case hex characters of the CA certificate SHA-256 fingerprint (the AWS IoT CA certificate id).');
+      }
+      return { body: await lifecycle.deactivateCa({ caCertificateId, ...(body.force === undefined ? {} : { force: body.force }), actor, requestKey }) };
+    },
   }),
 ];
 

@@ -14,6 +14,7 @@ import {
   ResourceAlreadyExistsException,
   ResourceNotFoundException,
   ThrottlingException,
+  UpdateCACertificateCommand as UpdateCACertificateSdkCommand,
   UpdateCertificateCommand as UpdateCertificateSdkCommand,
   type AddThingToThingGroupCommandInput,
   type AddThingToThingGroupCommandOutput,
@@ -33,6 +34,8 @@ import {
   type RegisterCertificateCommandOutput,
   type RegisterCertificateWithoutCACommandInput,
   type RegisterCertificateWithoutCACommandOutput,
+  type UpdateCACertificateCommandInput,
+  type UpdateCACertificateCommandOutput,
   type UpdateCertificateCommandInput,
   type UpdateCertificateCommandOutput,
 } from '@aws-sdk/client-iot';
@@ -55,6 +58,7 @@ const DetachPolicyCommand = mockable<DetachPolicyCommandInput, DetachPolicyComma
 const DetachThingPrincipalCommand = mockable<DetachThingPrincipalCommandInput, DetachThingPrincipalCommandOutput>(DetachThingPrincipalSdkCommand);
 const RegisterCertificateCommand = mockable<RegisterCertificateCommandInput, RegisterCertificateCommandOutput>(RegisterCertificateSdkCommand);
 const RegisterCertificateWithoutCACommand = mockable<RegisterCertificateWithoutCACommandInput, RegisterCertificateWithoutCACommandOutput>(RegisterCertificateWithoutCASdkCommand);
+const UpdateCACertificateCommand = mockable<UpdateCACertificateCommandInput, UpdateCACertificateCommandOutput>(UpdateCACertificateSdkCommand);
 const UpdateCertificateCommand = mockable<UpdateCertificateCommandInput, UpdateCertificateCommandOutput>(UpdateCertificateSdkCommand);
 
 const THING_GROUP = 'fleet-devices';
@@ -374,6 +378,44 @@ describe('IotDeviceRegistry.updateCertificateStatus', () => {
   });
 });
 
+const CA_ID = 'c'.repeat(64);
+
+describe('IotDeviceRegistry.setCaCertificateStatus', () => {
+  it('sets the CA INACTIVE with auto-registration off, in one call', async () => {
+    // Prepare
+    iot.on(UpdateCACertificateCommand).resolves({});
+
+    // Act
+    await registry().setCaCertificateStatus(CA_ID, 'INACTIVE');
+
+    // Assess
+    expectSentOnceWith(UpdateCACertificateCommand, { certificateId: CA_ID, newStatus: 'INACTIVE', newAutoRegistrationStatus: 'DISABLE' });
+    expect(iot.calls()).toHaveLength(1);
+  });
+
+  it('fails with CA_NOT_FOUND when AWS IoT has no such CA', async () => {
+    // Prepare
+    iot.on(UpdateCACertificateCommand).rejects(new ResourceNotFoundException({ message: 'CA not found', ...metadata }));
+
+    // Act
+    const updating = registry().setCaCertificateStatus(CA_ID, 'INACTIVE');
+
+    // Assess
+    await expect(updating).rejects.toMatchObject({ code: 'CA_NOT_FOUND', message: `CA ${CA_ID} is not registered with AWS IoT.` });
+  });
+
+  it('fails with a retryable UPSTREAM_THROTTLED when AWS IoT throttles', async () => {
+    // Prepare
+    iot.on(UpdateCACertificateCommand).rejects(new ThrottlingException({ message: 'Rate exceeded', ...metadata }));
+
+    // Act
+    const updating = registry().setCaCertificateStatus(CA_ID, 'INACTIVE');
+
+    // Assess
+    await expect(updating).rejects.toMatchObject({ code: 'UPSTREAM_THROTTLED', retryable: true });
+  });
+});
+
 describe('IotDeviceRegistry.ensureThing', () => {
   const attributes = { model: 'th-100', line: 'a' };
 
@@ -634,6 +676,7 @@ describe('IOT_REGISTRY_IAM_ACTIONS', () => {
         'iot:DetachThingPrincipal',
         'iot:RegisterCertificate',
         'iot:RegisterCertificateWithoutCA',
+        'iot:UpdateCACertificate',
         'iot:UpdateCertificate',
       ].sort(),
     );
@@ -648,7 +691,7 @@ describe('iotRegistryIamActions', () => {
     describesAs('ACTIVE');
     iot.on(RegisterCertificateCommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
     iot.on(RegisterCertificateWithoutCACommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
-    for (const command of [UpdateCertificateCommand, CreateThingCommand, AddThingToThingGroupCommand, AttachThingPrincipalCommand, DetachThingPrincipalCommand, AttachPolicyCommand, DetachPolicyCommand]) {
+    for (const command of [UpdateCertificateCommand, UpdateCACertificateCommand, CreateThingCommand, AddThingToThingGroupCommand, AttachThingPrincipalCommand, DetachThingPrincipalCommand, AttachPolicyCommand, DetachPolicyCommand]) {
       iot.on(command as new (input: object) => AwsCommand<object, CommandOutput>).resolves({});
     }
     const adapter = registry(modes);
@@ -658,6 +701,7 @@ describe('iotRegistryIamActions', () => {
     await adapter.ensureThing(THING, {});
     await adapter.attachCertificate(THING, issued.certificateId);
     await adapter.detachCertificate(THING, issued.certificateId);
+    await adapter.setCaCertificateStatus(CA_ID, 'INACTIVE');
     return [...new Set(iot.calls().map((call) => `iot:${(call.args[0] as object).constructor.name.replace(/Command$/, '')}`))].sort();
   };
 
@@ -665,22 +709,22 @@ describe('iotRegistryIamActions', () => {
     {
       policyAttachment: 'THING_GROUP',
       certificateRegistration: 'WITH_CA',
-      expected: ['iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachThingPrincipal', 'iot:RegisterCertificate', 'iot:UpdateCertificate'],
+      expected: ['iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachThingPrincipal', 'iot:RegisterCertificate', 'iot:UpdateCACertificate', 'iot:UpdateCertificate'],
     },
     {
       policyAttachment: 'THING_GROUP',
       certificateRegistration: 'WITHOUT_CA',
-      expected: ['iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachThingPrincipal', 'iot:RegisterCertificateWithoutCA', 'iot:UpdateCertificate'],
+      expected: ['iot:AddThingToThingGroup', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachThingPrincipal', 'iot:RegisterCertificateWithoutCA', 'iot:UpdateCACertificate', 'iot:UpdateCertificate'],
     },
     {
       policyAttachment: 'CERTIFICATE',
       certificateRegistration: 'WITH_CA',
-      expected: ['iot:AttachPolicy', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachPolicy', 'iot:DetachThingPrincipal', 'iot:RegisterCertificate', 'iot:UpdateCertificate'],
+      expected: ['iot:AttachPolicy', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachPolicy', 'iot:DetachThingPrincipal', 'iot:RegisterCertificate', 'iot:UpdateCACertificate', 'iot:UpdateCertificate'],
     },
     {
       policyAttachment: 'CERTIFICATE',
       certificateRegistration: 'WITHOUT_CA',
-      expected: ['iot:AttachPolicy', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachPolicy', 'iot:DetachThingPrincipal', 'iot:RegisterCertificateWithoutCA', 'iot:UpdateCertificate'],
+      expected: ['iot:AttachPolicy', 'iot:AttachThingPrincipal', 'iot:CreateThing', 'iot:DescribeCertificate', 'iot:DetachPolicy', 'iot:DetachThingPrincipal', 'iot:RegisterCertificateWithoutCA', 'iot:UpdateCACertificate', 'iot:UpdateCertificate'],
     },
   ])('answers exactly the actions the adapter calls in $policyAttachment and $certificateRegistration mode', async ({ policyAttachment, certificateRegistration, expected }) => {
     // Act
@@ -702,7 +746,7 @@ describe('iotRegistryIamActions', () => {
     describesAs('ACTIVE');
     iot.on(RegisterCertificateCommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
     iot.on(RegisterCertificateWithoutCACommand).resolves({ certificateId: issued.certificateId, certificateArn: issued.certificateArn });
-    for (const command of [UpdateCertificateCommand, CreateThingCommand, AddThingToThingGroupCommand, AttachThingPrincipalCommand, DetachThingPrincipalCommand, AttachPolicyCommand, DetachPolicyCommand]) {
+    for (const command of [UpdateCertificateCommand, UpdateCACertificateCommand, CreateThingCommand, AddThingToThingGroupCommand, AttachThingPrincipalCommand, DetachThingPrincipalCommand, AttachPolicyCommand, DetachPolicyCommand]) {
       iot.on(command as new (input: object) => AwsCommand<object, CommandOutput>).resolves({});
     }
     const adapter = registry(modes);
@@ -713,6 +757,7 @@ describe('iotRegistryIamActions', () => {
       ensureThing: () => adapter.ensureThing(THING, {}),
       attachCertificate: () => adapter.attachCertificate(THING, issued.certificateId),
       detachCertificate: () => adapter.detachCertificate(THING, issued.certificateId),
+      setCaCertificateStatus: () => adapter.setCaCertificateStatus(CA_ID, 'INACTIVE'),
     };
     await run[operation]();
     return [...new Set(iot.calls().map((call) => `iot:${(call.args[0] as object).constructor.name.replace(/Command$/, '')}`))];
@@ -721,7 +766,7 @@ describe('iotRegistryIamActions', () => {
   const ALL_MODES: readonly Modes[] = (['THING_GROUP', 'CERTIFICATE'] as const).flatMap((policyAttachment) =>
     (['WITH_CA', 'WITHOUT_CA'] as const).map((certificateRegistration) => ({ policyAttachment, certificateRegistration })),
   );
-  const OPERATIONS: readonly RegistryOperation[] = ['describeCertificate', 'registerCertificate', 'updateCertificateStatus', 'ensureThing', 'attachCertificate', 'detachCertificate'];
+  const OPERATIONS: readonly RegistryOperation[] = ['describeCertificate', 'registerCertificate', 'updateCertificateStatus', 'ensureThing', 'attachCertificate', 'detachCertificate', 'setCaCertificateStatus'];
 
   test.each(ALL_MODES.flatMap((modes) => OPERATIONS.map((operation) => ({ ...modes, operation }))))(
     'declares every action $operation calls in $policyAttachment and $certificateRegistration mode',

@@ -18,6 +18,7 @@ describe('route table', () => {
       'POST /rotation-campaigns',
       'GET /rotation-campaigns/{campaignId}',
       'POST /rotation-campaigns/{campaignId}/cancel',
+      'POST /certificate-authorities/{caCertificateId}/deactivate',
     ]);
   });
 

@@ -68,6 +68,21 @@ describe('CertificateGate (what AWS IoT Core decides about a client certificate 
     expect(admission).toEqual({ kind: 'REFUSE', certificateId, reason: `the certificate is ${status}` });
   });
 
+  test('refuses every certificate of a CA set INACTIVE (deactivated): an ACTIVE one, and an unknown one it no longer registers', async () => {
+    const { registry, gate, mint, caCertificateId } = await fixture();
+    const known = await mint('gate-ca-1');
+    const { certificateId } = await gate.admit(known.der);
+    await registry.updateCertificateStatus(certificateId, 'ACTIVE');
+    const unknown = await mint('gate-ca-2');
+
+    await registry.setCaCertificateStatus(caCertificateId, 'INACTIVE');
+    const admissions = [await gate.admit(known.der), await gate.admit(unknown.der)];
+
+    expect(admissions[0]).toEqual({ kind: 'REFUSE', certificateId, reason: expect.stringContaining('is INACTIVE') });
+    expect(admissions[1]).toMatchObject({ kind: 'REFUSE', reason: 'the certificate is not registered and no registered CA signed it' });
+    expect(registry.findCertificate(admissions[1]!.certificateId)).toBeUndefined();
+  });
+
   test('refuses an unknown certificate when its CA has auto-registration off, and registers nothing', async () => {
     const { registry, gate, mint } = await fixture({ autoRegistration: false });
     const device = await mint('gate-4');

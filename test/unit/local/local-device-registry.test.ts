@@ -31,6 +31,22 @@ describe('LocalDeviceRegistry: CA registration, thing group policies, status lis
     expect(registry.findCaCertificate(expectedId)?.certificatePem).toBe(caPem);
   });
 
+  test('sets a CA INACTIVE with auto-registration off, idempotently, saving the change; an unknown CA is CA_NOT_FOUND', async () => {
+    const { caPem } = await fixture();
+    const saved: unknown[] = [];
+    const registry = new LocalDeviceRegistry({ thingGroupName: GROUP, onChange: async (change) => void saved.push(change) });
+    const { caCertificateId } = await registry.registerCaCertificate(caPem, { autoRegistration: true });
+    saved.length = 0;
+
+    await registry.setCaCertificateStatus(caCertificateId, 'INACTIVE');
+    await registry.setCaCertificateStatus(caCertificateId, 'INACTIVE');
+
+    expect(registry.findCaCertificate(caCertificateId)).toMatchObject({ status: 'INACTIVE', autoRegistrationStatus: 'DISABLE' });
+    expect(registry.activeCaCertificates()).toEqual([]);
+    expect(saved).toEqual([{ kind: 'caCertificate', value: expect.objectContaining({ caCertificateId, status: 'INACTIVE', autoRegistrationStatus: 'DISABLE' }) }]);
+    await expect(registry.setCaCertificateStatus('f'.repeat(64), 'INACTIVE')).rejects.toMatchObject({ code: 'CA_NOT_FOUND' });
+  });
+
   test('applies a policy attached to a thing group to the things in the group only', async () => {
     const registry = new LocalDeviceRegistry({ thingGroupName: GROUP });
     const policy = fleetPolicyDocument({ region: 'local', accountId: '000000000000' });
