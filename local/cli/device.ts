@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { randomUUID, webcrypto } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import * as x509 from '@peculiar/x509';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { assertValidDeviceId } from '../../functions/core/device-id';
@@ -109,28 +110,42 @@ export class ApiCallError extends Error {
   }
 }
 
-/** Calls the device API with the local token; answers the JSON body, throws `ApiCallError` on an error status. */
+/** How often a call that found its request still running (409 REQUEST_IN_PROGRESS) is sent again, with the same key. */
+const IN_PROGRESS_RETRIES = 8;
+
+/**
+ * Calls the device API with the local token; answers the JSON body, throws `ApiCallError` on an error status. A POST
+ * carries one Idempotency-Key for all its attempts, so when the API answers 409 REQUEST_IN_PROGRESS (the same request,
+ * or a device activation it waits for, is still running) it is sent again as the API asks: same key, after
+ * `Retry-After` (at most 2 s), a few times.
+ */
 export async function callApi(apiUrl: string, token: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
-  const response = await fetch(`${apiUrl}${path}`, {
-    method,
-    headers: {
-      Authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'Content-Type': 'application/json', 'Idempotency-Key': randomUUID() }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  if (!response.ok) {
+  const idempotencyKey = randomUUID();
+  for (let attempt = 0; ; attempt += 1) {
+    const response = await fetch(`${apiUrl}${path}`, {
+      method,
+      headers: {
+        Authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'Content-Type': 'application/json', 'Idempotency-Key': idempotencyKey }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON: keep the text
+    }
+    if (response.ok) return { status: response.status, body: parsed };
     const error = (parsed as { error?: { code?: string; message?: string } })?.error;
+    if (response.status === 409 && error?.code === 'REQUEST_IN_PROGRESS' && attempt < IN_PROGRESS_RETRIES) {
+      const retryAfterSeconds = Number(response.headers.get('retry-after') ?? '1');
+      await delay(Math.min(2000, Number.isFinite(retryAfterSeconds) ? retryAfterSeconds * 1000 : 1000) * (0.5 + Math.random() / 2));
+      continue;
+    }
     throw new ApiCallError(response.status, parsed, `${method} ${path} → ${response.status} ${error?.code ?? ''}: ${error?.message ?? text}`);
   }
-  return { status: response.status, body: parsed };
 }
 
 /**
