@@ -36,14 +36,15 @@
  * except the SUBSCRIBEs.
  */
 import 'reflect-metadata';
-import { mkdtemp, readdir } from 'node:fs/promises';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { certificateIdOf } from '../functions/core/x509';
 import { connectOnce, enrollDevice, makeKeyAndCsr, readDeviceTls } from '../local/cli/device';
 import { rotateDevice, type RotationReport } from '../local/cli/rotate';
-import { removeDataDir, startLocalModeProcess, type LocalModeProcess } from '../test/e2e/support/local-mode-process';
+import type { LocalModeProcess } from '../test/e2e/support/local-mode-process';
+import { reportFailures, withLocalMode } from './support/local-mode';
 import { latencies, mean, measure, ms, pad, percentile, rate, type Run } from './support/measure';
 
 interface Options {
@@ -202,19 +203,9 @@ async function main(): Promise<void> {
     return;
   }
   const { devices, concurrency, warmup } = options;
-  const dataDir = await mkdtemp(join(tmpdir(), 'iotcert-bench-'));
-  const local = await startLocalModeProcess({
-    dataDir,
-    embeddedDynamoDb: true,
-    extraArgs: options.jitrConcurrency === undefined ? [] : ['--jitr-concurrency', String(options.jitrConcurrency)],
-  });
-  const stopOnSignal = (signal: NodeJS.Signals) => {
-    void local.stop().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
-  };
-  process.once('SIGINT', stopOnSignal);
-  process.once('SIGTERM', stopOnSignal);
-  const failures: string[] = [];
-  try {
+  const extraArgs = options.jitrConcurrency === undefined ? [] : ['--jitr-concurrency', String(options.jitrConcurrency)];
+  reportFailures(
+    await withLocalMode(extraArgs, async ({ local, dataDir }, failures) => {
     const loadAtStart = loadavg()[0] as number;
     console.log(`devices: ${devices}, concurrency: ${concurrency}, warm-up rotations: ${warmup}`);
     console.log(`local mode: npm start's defaults${options.jitrConcurrency === undefined ? '' : ` but --jitr-concurrency ${options.jitrConcurrency}`}, its own DynamoDB Local, ready in ${(local.startupMs / 1000).toFixed(1)} s (data ${dataDir})`);
@@ -305,21 +296,8 @@ async function main(): Promise<void> {
     console.log('  (an issuance is one HTTP request; a rotation is an issuance plus its checks and a commit on the server, and the MQTT above on the device)');
     console.log(`machine: ${availableParallelism()} CPUs, 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${(loadavg()[0] as number).toFixed(1)} at the end`);
     console.log(`ratio rotations/s ÷ issuances/s: ${(rotationRate / issuanceRate).toFixed(2)}`);
-
-    for (const failure of failures.slice(0, 20)) console.error(`FAIL ${failure}`);
-    if (failures.length > 20) console.error(`FAIL ... and ${failures.length - 20} more`);
-  } catch (error) {
-    failures.push((error as Error).message);
-    console.error(error);
-  } finally {
-    process.off('SIGINT', stopOnSignal);
-    process.off('SIGTERM', stopOnSignal);
-    const stopped = await local.stop();
-    if (stopped.code !== 0) failures.push(`the local mode exited with ${stopped.code}`);
-    if (failures.length === 0) await removeDataDir(dataDir);
-    else console.error(`data folder kept for inspection: ${dataDir}; the local mode's output:\n${stopped.output.split('\n').slice(-40).join('\n')}`);
-  }
-  if (failures.length > 0) process.exitCode = 1;
+    }),
+  );
 }
 
 main().catch((error) => {
