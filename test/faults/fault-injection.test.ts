@@ -24,6 +24,7 @@ import { createLifecycleFixture, TestClock, type LifecycleFixture } from '../sup
 import { deviceViolations, registryCertificatesOf, usableCertificateIds, type FleetView } from '../support/invariants';
 import { makeCsr } from '../support/pki';
 import type { DynamoDbDeviceStore } from '../../functions/adapters/aws/dynamodb-device-store';
+import { inBatches } from '../support/in-batches';
 
 type Mode = 'throw' | 'throttle' | 'ambiguous';
 const MODES: readonly Mode[] = ['throw', 'throttle', 'ambiguous'];
@@ -449,21 +450,6 @@ async function runCase(shared: Shared, f: Flow, deviceId: string, fault: { k: nu
     if (effect.usableDelta !== baseline.usableDelta) problem(`usable certificates changed by ${effect.usableDelta}, the fault-free run by ${baseline.usableDelta}`);
   }
   return { effect, violations, injected, retries };
-}
-
-/** Runs `task` for each item, at most `limit` at a time. */
-async function inBatches<T, R>(items: readonly T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next;
-      next += 1;
-      results[index] = await task(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 /* ----------------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import { deviceViolations, usableCertificateIds, type FleetView } from '../suppo
 import { makeCsr, privateKeyPem } from '../support/pki';
 import { rotateDevice } from '../../local/cli/rotate';
 import type { DeviceTls, MqttTarget } from '../../local/cli/device';
+import { inBatches } from '../support/in-batches';
 
 /** The device CLI's MQTT connect, replaced by an in-memory broker (section 6); everything else of local/cli/device.ts is real. */
 let mockConnect: ((target: MqttTarget, clientId: string, tls: DeviceTls) => Promise<unknown>) | undefined;
@@ -51,21 +52,6 @@ const quiet = new Logger({ serviceName: 'rotation-attacks', logLevel: 'SILENT' }
 type Mode = 'throw' | 'throttle' | 'ambiguous';
 /** `throttle` takes the same paths as `throw` in the core (both UpstreamErrors, both retried by the function): left out for time. */
 const MODES: readonly Mode[] = ['throw', 'ambiguous'];
-
-/** Runs `task` for each item, `limit` at a time (each case has its own store and clock). */
-async function inBatches<T, R>(items: readonly T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next;
-      next += 1;
-      results[index] = await task(items[index] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
 
 /** Every (k, mode) for calls 1..n. */
 const faultsFor = (n: number): { k: number; mode: Mode }[] => MODES.flatMap((mode) => Array.from({ length: n }, (_, i) => ({ k: i + 1, mode })));
