@@ -163,34 +163,30 @@ export class Operations {
     for (let attempt = 0; attempt < 3; attempt += 1) {
       const now = this.deps.clock.now();
       const leaseUntil = new Date(now.getTime() + this.leaseSeconds * 1000).toISOString();
-      const existing = await this.deps.store.getOperation(operationId);
-      if (!existing) {
-        const record: OperationRecord = {
-          operationId,
-          caller: request.caller,
-          handle: request.handle,
-          operation: request.operation,
-          target: request.target,
-          payloadHash,
-          status: 'PENDING',
-          leaseUntil,
-          leaseHolder: holder,
-          createdAt: now.toISOString(),
-          updatedAt: now.toISOString(),
-          version: 1,
-        };
-        try {
-          await this.deps.store.commit({ operation: { next: record }, events: [] });
-          return { kind: 'running', run: new RunningOperation(record, this.deps) };
-        } catch (error) {
-          if (!(error instanceof ConflictError)) {
-            // It may have been written: end our lease, so the client's retry does not wait for it.
-            await new RunningOperation(record, this.deps).release();
-            throw error;
-          }
-          continue; // A concurrent request with the same handle wrote it first (or our own write landed): decide again on what is stored.
-        }
+      const record: OperationRecord = {
+        operationId,
+        caller: request.caller,
+        handle: request.handle,
+        operation: request.operation,
+        target: request.target,
+        payloadHash,
+        status: 'PENDING',
+        leaseUntil,
+        leaseHolder: holder,
+        createdAt: now.toISOString(),
+        updatedAt: now.toISOString(),
+        version: 1,
+      };
+      // Written at once, without reading first: a new request (the common case) costs one write; a retry gets the stored record back from it.
+      let existing: OperationRecord | undefined;
+      try {
+        existing = await this.deps.store.createOperation(record);
+      } catch (error) {
+        // It may have been written: end our lease, so the client's retry does not wait for it.
+        await new RunningOperation(record, this.deps).release();
+        throw error;
       }
+      if (!existing) return { kind: 'running', run: new RunningOperation(record, this.deps) };
       if (existing.operation !== request.operation || existing.target !== request.target || existing.payloadHash !== payloadHash) {
         throw new IdempotencyKeyReusedError({ operation: existing.operation, target: existing.target });
       }

@@ -169,6 +169,11 @@ export interface DeviceStore {
   commit(change: StoreChange): Promise<void>;
   /** The operation record, if any (kept for `OPERATION_RETENTION_DAYS` after it was last written). */
   getOperation(operationId: string): Promise<OperationRecord | undefined>;
+  /**
+   * Writes a new operation record (version 1) unless one with its id is stored; answers that one then, and writes
+   * nothing. One round trip either way: an operation starts without reading first.
+   */
+  createOperation(record: OperationRecord): Promise<OperationRecord | undefined>;
 }
 
 /**

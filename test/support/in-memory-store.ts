@@ -78,6 +78,12 @@ export class InMemoryDeviceStore implements DeviceStore {
   public async getOperation(operationId: string) {
     return this.operations.get(operationId);
   }
+  public async createOperation(record: OperationRecord): Promise<OperationRecord | undefined> {
+    const existing = this.operations.get(record.operationId);
+    if (existing) return existing;
+    this.operations.set(record.operationId, record);
+    return undefined;
+  }
   public async commit(change: StoreChange): Promise<void> {
     const check = (current: { version: number } | undefined, expected: number | undefined, what: string) => {
       if (expected === undefined ? current !== undefined : current?.version !== expected) throw new ConflictError(`${what} changed`);

@@ -1,5 +1,7 @@
 import * as x509 from '@peculiar/x509';
+import type { Config } from '@jest/types';
 import { UpstreamError } from '../../../functions/core/errors';
+import { DEFAULT_LIFECYCLE_SETTINGS } from '../../../functions/core/change-recorder';
 import { createApiHarness, type ApiHarness } from '../../support/api-harness';
 import { caFromMaterial, deviceCertificateExtensions, makeCsr, withTrailingBytes } from '../../support/pki';
 
@@ -9,6 +11,8 @@ import { caFromMaterial, deviceCertificateExtensions, makeCsr, withTrailingBytes
  * Private CA behind aws-sdk-client-mock. Each case failed on the code before the operation records.
  */
 
+/** Every timer but Date stays real when a test moves the clock (the SDK and DynamoDB Local keep their own time). */
+const REAL_TIMERS: Config.FakeableAPI[] = ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'];
 const RETRYABLE = new Set(['CONFLICT', 'REQUEST_IN_PROGRESS', 'UPSTREAM_FAILURE', 'UPSTREAM_THROTTLED']);
 const BACKEND = 'arn:aws:iam::123456789012:role/backend';
 
@@ -217,10 +221,14 @@ describe('durable operations through the API and JITR handlers', () => {
     const first = await harness.call('POST', `/devices/${deviceId}/suspend`, { body: {}, headers: { 'Idempotency-Key': key } });
     jest.restoreAllMocks();
     const states = [await deviceStatus(deviceId), registryStatus(certificate as string)];
-    const retried = await untilFinal('POST', `/devices/${deviceId}/suspend`, {}, key);
+    // The failed re-read was the one that ends the lease at once: the retry waits for the lease to run out (the clock moved past it, Date only).
+    const whileLeased = await harness.call('POST', `/devices/${deviceId}/suspend`, { body: {}, headers: { 'Idempotency-Key': key } });
+    jest.useFakeTimers({ doNotFake: REAL_TIMERS, now: Date.now() + (DEFAULT_LIFECYCLE_SETTINGS.operationLeaseSeconds + 1) * 1000 });
+    const retried = await untilFinal('POST', `/devices/${deviceId}/suspend`, {}, key).finally(() => jest.useRealTimers());
 
     expect(first.status).toBeGreaterThanOrEqual(500);
     expect(states).not.toEqual(['SUSPENDED', 'ACTIVE'].reverse()); // never "store ACTIVE, IoT INACTIVE" (a switch-back after a written suspension)
+    expect(whileLeased).toMatchObject({ status: 409, body: { error: { code: 'REQUEST_IN_PROGRESS' } } });
     expect(retried).toMatchObject({ status: 200, body: { status: 'SUSPENDED' } });
     expect([await deviceStatus(deviceId), registryStatus(certificate as string), await recordStatus(certificate as string)]).toEqual(['SUSPENDED', 'INACTIVE', 'INACTIVE']);
   });
