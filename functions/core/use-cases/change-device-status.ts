@@ -61,10 +61,16 @@ async function changeDeviceStatus(recorder: ChangeRecorder, command: DeviceComma
     },
     async (run) => {
       const key = run.record.operationId;
+      // The device as this request left it (the status write's answer): the alignment starts from it without reading it again.
+      let decided: Device | undefined;
       if (run.progress.statusDecided === undefined) {
         await recorder.retryOnConflict(async () => {
           const device = await recorder.requireDevice(command.deviceId);
-          if (device.status === plan.to) return run.saveProgress({ statusDecided: 'ALREADY' });
+          if (device.status === plan.to) {
+            await run.saveProgress({ statusDecided: 'ALREADY' });
+            decided = device;
+            return;
+          }
           assertDeviceTransition(device.status, plan.to);
           // A REGISTERED device was never activated: resuming it is no resumption.
           if (!plan.from.includes(device.status)) throw new InvalidTransitionError('DEVICE', device.status, plan.to, { details: { deviceId: device.deviceId } });
@@ -73,22 +79,26 @@ async function changeDeviceStatus(recorder: ChangeRecorder, command: DeviceComma
             status: plan.to,
             ...(plan.reason ? { revocationReason: plan.reason, statusReason: `revoked: ${plan.reason}` } : {}),
           };
-          return run.commit(
+          await run.commit(
             {
               device: { next, expectedVersion: device.version },
               events: [recorder.event(plan.eventType, command.actor, key, { deviceId: device.deviceId, fromStatus: device.status, toStatus: plan.to, reason: plan.reason })],
             },
             { progress: { ...run.progress, statusDecided: 'CHANGED' } },
           );
+          decided = next;
         });
       }
       const checkpoint: AlignmentCheckpoint = {
         load: () => (run.progress.alignedVersion === undefined ? undefined : { version: Number(run.progress.alignedVersion), done: Number(run.progress.alignedCount ?? 0) }),
         save: (version, done) => run.saveProgress({ alignedVersion: String(version), alignedCount: String(done) }),
       };
-      const device = await alignDeviceCertificates(recorder, command.deviceId, command.actor, key, checkpoint);
-      await run.finish({ events: [] }, { device });
-      return device;
+      return alignDeviceCertificates(recorder, command.deviceId, command.actor, key, {
+        checkpoint,
+        ...(decided ? { known: decided } : {}),
+        // The operation is DONE on condition that the device is still as the pass saw it: the check that ends the pass, in the same write.
+        confirm: async (device) => run.finish({ deviceUnchanged: { deviceId: device.deviceId, version: device.version }, events: [] }, { device }),
+      });
     },
     async (record) => {
       if (record.outcome?.device) return record.outcome.device;
@@ -106,13 +116,27 @@ function wantedCertificateStatus(status: DeviceStatus): WantedCertificateStatus 
   return 'ACTIVE';
 }
 
+export interface AlignmentOptions {
+  readonly checkpoint?: AlignmentCheckpoint;
+  /** The device as the caller just read or wrote it: the first pass starts from it instead of reading it again. */
+  readonly known?: Device;
+  /**
+   * Ends a pass that saw the device unchanged: must throw `ConflictError` if the device is no longer at the pass's
+   * version (then another pass follows). @default - the device is read again and compared
+   */
+  readonly confirm?: (device: Device) => Promise<void>;
+}
+
 /**
  * Brings every certificate of the device in line with the device's current status, in AWS IoT and on record,
  * and answers the device as it was when a full pass saw it unchanged. Idempotent: every call is safe to repeat.
  */
-export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId: string, actor: string, key: string, checkpoint?: AlignmentCheckpoint): Promise<Device> {
+export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId: string, actor: string, key: string, options: AlignmentOptions = {}): Promise<Device> {
+  const { checkpoint } = options;
+  let known = options.known;
   for (let round = 0; round < MAX_RECONCILE_ROUNDS; round += 1) {
-    const device = await recorder.requireDevice(deviceId);
+    const device = known ?? (await recorder.requireDevice(deviceId));
+    known = undefined;
     const wanted = wantedCertificateStatus(device.status);
     // Oldest first, and any new certificate changes the device's version: the first `done` are the ones aligned before.
     const certificates = await recorder.store.listDeviceCertificates(deviceId);
@@ -121,7 +145,8 @@ export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId
     let interrupted = false;
     for (let index = start; index < certificates.length; index += 1) {
       // A pass acts only for the device status it read: another change of the device ends it (the next pass follows that change).
-      if ((await recorder.requireDevice(deviceId)).version !== device.version) {
+      // Not asked before the pass's first certificate: the device was read (or written) just before.
+      if (index > start && (await recorder.requireDevice(deviceId)).version !== device.version) {
         interrupted = true;
         break;
       }
@@ -139,6 +164,15 @@ export async function alignDeviceCertificates(recorder: ChangeRecorder, deviceId
       if (checkpoint && (index + 1) % CHECKPOINT_EVERY === 0 && index + 1 < certificates.length) await checkpoint.save(device.version, index + 1);
     }
     if (interrupted) continue;
+    if (options.confirm) {
+      try {
+        await options.confirm(device);
+        return device;
+      } catch (error) {
+        if (!(error instanceof ConflictError)) throw error;
+        continue;
+      }
+    }
     const after = await recorder.requireDevice(deviceId);
     if (after.version === device.version) return after;
   }

@@ -21,8 +21,8 @@ export interface IssuedDeviceCertificate {
 /**
  * Signs a CSR through the CA and makes the certificate usable: registered ACTIVE with AWS IoT (read back),
  * attached to the thing, recorded. The steps, each idempotent:
- *  1. the CA accepts the request and its issuance id is kept in the operation's progress, then the certificate
- *     itself, so a retry collects the same certificate and never issues a second one;
+ *  1. the CA accepts the request and its issuance id is kept in the operation's progress, so a retry collects the
+ *     same certificate (again: collecting is idempotent) and never issues a second one;
  *  2. AWS IoT registers it; registered before (a retry), its status is read back and must be ACTIVE;
  *  3. it is attached, then recorded together with the operation's DONE, on condition that the device did not change.
  * A failure at any step leaves the operation PENDING and the retry goes on from there: nothing whose outcome is
@@ -73,19 +73,21 @@ const API_ISSUANCE: IssuancePlan = {
 export async function issueSteps(recorder: ChangeRecorder, run: RunningOperation, request: IssueFromCsrRequest, plan: IssuancePlan): Promise<IssuedDeviceCertificate> {
   const { csrPem } = request;
   let device = await recorder.requireDevice(request.deviceId);
-  if (run.progress.certificatePem === undefined) {
-    if (run.progress.issuanceId === undefined) {
-      // Refused before anything is issued: nothing to withdraw.
-      const refusal = await plan.refusal(device);
-      if (refusal) throw refusal;
-      const { issuanceId } = await recorder.ca.requestCertificate({ csrPem, validityDays: recorder.settings.validityDays, idempotencyToken: run.record.operationId.slice(0, 36) });
-      await run.saveProgress({ issuanceId });
-    }
-    const issued = await recorder.ca.collectCertificate(run.progress.issuanceId as string);
-    await run.saveProgress({ certificatePem: issued.certificatePem, certificateChainPem: issued.certificateChainPem });
+  if (run.progress.issuanceId === undefined) {
+    // Refused before anything is issued: nothing to withdraw.
+    const refusal = await plan.refusal(device);
+    if (refusal) throw refusal;
+    const { issuanceId } = await recorder.ca.requestCertificate({ csrPem, validityDays: recorder.settings.validityDays, idempotencyToken: run.record.operationId.slice(0, 36) });
+    // Saved before collecting: the CA's idempotency token is honoured only for a while (Private CA: 5 minutes), the id for good.
+    await run.saveProgress({ issuanceId });
   }
-  const certificatePem = run.progress.certificatePem as string;
-  const certificateChainPem = run.progress.certificateChainPem ?? '';
+  // Collected again by a retry rather than saved (collecting is idempotent): the operation record stays small, one write fewer.
+  // (Records of an earlier version may hold the certificate itself.)
+  const issued =
+    run.progress.certificatePem === undefined
+      ? await recorder.ca.collectCertificate(run.progress.issuanceId as string)
+      : { certificatePem: run.progress.certificatePem, certificateChainPem: run.progress.certificateChainPem ?? '' };
+  const { certificatePem, certificateChainPem } = issued;
   const facts = await inspectCertificate(certificatePem);
   const withdrawFor = (refusal: LifecycleError) => withdraw(recorder, run, request.actor, device, facts, refusal, plan.source);
   if (run.progress.withdrawal !== undefined) {

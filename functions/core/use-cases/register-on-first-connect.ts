@@ -100,11 +100,11 @@ export async function registerOnFirstConnect(recorder: ChangeRecorder, event: Re
 
 /**
  * Activates the certificates that connected before their device was pre-registered (policy `preregistered`):
- * each goes through the same steps as a first connect, so the device's next connect succeeds.
+ * each goes through the same steps as a first connect, so the device's next connect succeeds. Answers how many it found.
  */
-export async function activateAwaitingCertificates(recorder: ChangeRecorder, deviceId: string, actor: string): Promise<void> {
+export async function activateAwaitingCertificates(recorder: ChangeRecorder, deviceId: string, actor: string): Promise<number> {
   const waiting = (await recorder.store.listDeviceCertificates(deviceId)).filter((certificate) => certificate.status === 'PENDING_ACTIVATION' && certificate.awaitingPreRegistration === true);
-  if (waiting.length === 0) return;
+  if (waiting.length === 0) return 0;
   const cas = await fleetCasOf(await recorder.ca.getCaCertificates());
   for (const certificate of waiting) {
     // The CA that signed it: the current one, or a previous one still accepted (a device made before a CA rotation).
@@ -118,6 +118,7 @@ export async function activateAwaitingCertificates(recorder: ChangeRecorder, dev
     // Someone else holds the activation: the pre-registration is not done until it is, so its retry looks again.
     if (outcome.outcome === 'IN_PROGRESS') throw new RequestInProgressError();
   }
+  return waiting.length;
 }
 
 /**

@@ -2,7 +2,7 @@ import { ConflictError, NotFoundError } from '../errors';
 import { assertValidDeviceId } from '../device-id';
 import type { CertificateRecord, RevocationReason } from '../model';
 import { assertCertificateTransition } from '../state-machines';
-import type { ChangeRecorder, DeviceCommand } from '../change-recorder';
+import { deviceNotFound, type ChangeRecorder, type DeviceCommand } from '../change-recorder';
 import { withdrawOrFinish } from './rotate-certificate';
 
 export interface RevokeCertificateCommand extends DeviceCommand {
@@ -26,8 +26,9 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
       payload: { deviceId: command.deviceId, certificateId: command.certificateId, reason: command.reason },
     },
     async (run) => {
-      const device = await recorder.requireDevice(command.deviceId);
-      const certificate = await recorder.store.getCertificate(command.certificateId);
+      // Both in one round trip; the rotation check after the revocation reads the device again (a rotation may start meanwhile).
+      const { device, certificate } = await recorder.store.getDeviceAndCertificate(command.deviceId, command.certificateId);
+      if (!device) throw deviceNotFound(command.deviceId);
       if (!certificate || certificate.deviceId !== command.deviceId) {
         throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${command.certificateId} does not belong to device ${command.deviceId}.`, {
           details: { deviceId: command.deviceId, certificateId: command.certificateId },

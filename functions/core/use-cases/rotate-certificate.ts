@@ -315,13 +315,14 @@ async function finishWithdrawal(recorder: ChangeRecorder, deviceId: string, rota
 
 /**
  * A rotation withdrawn before its certificate was recorded (the request failed after the CA and was not sent again, or a
- * revocation came first): what its operation collected from the CA is revoked there and, if AWS IoT has it, there too
- * (not on record: there is none). A certificate the CA has not handed over yet is left to the request itself, whose
- * recording is then refused and withdraws it.
+ * revocation came first): what its operation had the CA issue (collected again by its issuance id) is revoked there and,
+ * if AWS IoT has it, there too (not on record: there is none). A certificate the CA is still signing fails this sweep
+ * (retryable) and the next one withdraws it; a request that never reached the CA leaves nothing to withdraw.
  */
 async function finishIssuingWithdrawal(recorder: ChangeRecorder, device: Device, rotation: PendingRotation): Promise<void> {
-  const operation = await recorder.store.getOperation(operationIdOf(deviceCaller(device.deviceId), `rotate:${rotation.requestId}`));
-  const certificatePem = operation?.progress?.certificatePem;
+  const progress = (await recorder.store.getOperation(operationIdOf(deviceCaller(device.deviceId), `rotate:${rotation.requestId}`)))?.progress;
+  // Records of an earlier version hold the certificate itself; this version keeps only the issuance id.
+  const certificatePem = progress?.certificatePem ?? (progress?.issuanceId === undefined ? undefined : (await recorder.ca.collectCertificate(progress.issuanceId)).certificatePem);
   if (certificatePem !== undefined) {
     const facts = await inspectCertificate(certificatePem);
     await recorder.ca.revokeCertificate({ serialNumber: facts.serialNumber, reason: 'PRIVILEGE_WITHDRAWN', certificatePem });
