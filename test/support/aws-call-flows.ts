@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { createApiHarness, type ApiHarness } from './api-harness';
 import { AwsCallCounter, type AwsCallCounts } from './aws-call-counter';
 import { makeCsr } from './pki';
@@ -10,6 +11,59 @@ export type CountedFlow = (typeof COUNTED_FLOWS)[number];
 export interface FlowCalls {
   readonly flow: CountedFlow;
   readonly calls: AwsCallCounts;
+  /** The capacity units DynamoDB reported for the flow's requests (`ReturnConsumedCapacity: TOTAL`). */
+  readonly capacity: CapacityUnits;
+}
+
+export interface CapacityUnits {
+  readonly read: number;
+  readonly write: number;
+}
+
+/** The DynamoDB operations that report consumed capacity, and which kind they consume. */
+const CAPACITY_KIND: Readonly<Record<string, keyof CapacityUnits>> = {
+  GetItemCommand: 'read',
+  BatchGetItemCommand: 'read',
+  QueryCommand: 'read',
+  ScanCommand: 'read',
+  TransactGetItemsCommand: 'read',
+  PutItemCommand: 'write',
+  UpdateItemCommand: 'write',
+  DeleteItemCommand: 'write',
+  BatchWriteItemCommand: 'write',
+  TransactWriteItemsCommand: 'write',
+};
+
+/**
+ * Asks every DynamoDB request for its consumed capacity and adds it up. DynamoDB Local sizes it by AWS's rules (1 write
+ * unit per KB written, twice that in a transaction; 1 read unit per 4 KB read consistently, twice in a transaction).
+ * A conditional write that is refused reports nothing, though AWS bills it (1 write unit at least): the flows counted
+ * here have none.
+ */
+class CapacityMeter {
+  private units = { read: 0, write: 0 };
+
+  public attach(client: Pick<DynamoDBClient, 'middlewareStack'>): this {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const kind = CAPACITY_KIND[context.commandName ?? ''];
+        if (kind === undefined) return next(args);
+        (args.input as { ReturnConsumedCapacity?: string }).ReturnConsumedCapacity = 'TOTAL';
+        const result = await next(args);
+        const consumed = (result.output as { ConsumedCapacity?: { CapacityUnits?: number } | { CapacityUnits?: number }[] }).ConsumedCapacity;
+        for (const entry of Array.isArray(consumed) ? consumed : consumed ? [consumed] : []) this.units[kind] += entry.CapacityUnits ?? 0;
+        return result;
+      },
+      { step: 'initialize', name: 'capacityMeter' },
+    );
+    return this;
+  }
+
+  public async measure<T>(run: () => Promise<T>): Promise<{ readonly result: T; readonly capacity: CapacityUnits }> {
+    const before = { ...this.units };
+    const result = await run();
+    return { result, capacity: { read: this.units.read - before.read, write: this.units.write - before.write } };
+  }
 }
 
 /**
@@ -22,18 +76,19 @@ export async function countAwsCallsPerFlow(): Promise<FlowCalls[]> {
   const harness = await createApiHarness();
   try {
     const counter = new AwsCallCounter().attachMiddleware('DynamoDB', harness.table.documentClient).attachMock('IoT', harness.aws.iot).attachMock('Private CA', harness.aws.pca);
-    await runFlows(harness, counter, `warm-up-${randomUUID()}`);
-    return await runFlows(harness, counter, `counted-${randomUUID()}`);
+    const meter = new CapacityMeter().attach(harness.table.documentClient);
+    await runFlows(harness, counter, meter, `warm-up-${randomUUID()}`);
+    return await runFlows(harness, counter, meter, `counted-${randomUUID()}`);
   } finally {
     await harness.close();
   }
 }
 
-async function runFlows(harness: ApiHarness, counter: AwsCallCounter, prefix: string): Promise<FlowCalls[]> {
+async function runFlows(harness: ApiHarness, counter: AwsCallCounter, meter: CapacityMeter, prefix: string): Promise<FlowCalls[]> {
   const results: FlowCalls[] = [];
   const measure = async <T>(flow: CountedFlow, run: () => Promise<T>): Promise<T> => {
-    const { result, calls } = await counter.measure(run);
-    results.push({ flow, calls });
+    const { result: { result, calls }, capacity } = await meter.measure(() => counter.measure(run));
+    results.push({ flow, calls, capacity });
     return result;
   };
   const expectStatus = (response: { status: number; body: unknown }, status: number, what: string) => {
@@ -64,7 +119,10 @@ async function runFlows(harness: ApiHarness, counter: AwsCallCounter, prefix: st
   return results;
 }
 
-/** The counts as a Markdown table: one row per flow, one column per service, each cell `total (operation × n, ...)`. */
+/**
+ * The counts as a Markdown table: one row per flow, one column per service, each cell `total (operation × n, ...)`, then
+ * the DynamoDB capacity units the flow consumed (on-demand: read and write request units).
+ */
 export function formatFlowCalls(results: readonly FlowCalls[]): string {
   const services = ['DynamoDB', 'IoT', 'Private CA'];
   const cell = (calls: AwsCallCounts, service: string) => {
@@ -72,5 +130,10 @@ export function formatFlowCalls(results: readonly FlowCalls[]): string {
     const total = operations.reduce((sum, [, count]) => sum + count, 0);
     return total === 0 ? '0' : `${total} (${operations.map(([operation, count]) => `${operation} ${count}`).join(', ')})`;
   };
-  return [`| flow | ${services.join(' | ')} |`, `| --- | ${services.map(() => '---').join(' | ')} |`, ...results.map(({ flow, calls }) => `| ${flow} | ${services.map((service) => cell(calls, service)).join(' | ')} |`)].join('\n');
+  const units = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(1));
+  return [
+    `| flow | ${services.join(' | ')} | DynamoDB read units | DynamoDB write units |`,
+    `| --- | ${services.map(() => '---').join(' | ')} | --- | --- |`,
+    ...results.map(({ flow, calls, capacity }) => `| ${flow} | ${services.map((service) => cell(calls, service)).join(' | ')} | ${units(capacity.read)} | ${units(capacity.write)} |`),
+  ].join('\n');
 }
