@@ -45,7 +45,7 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
       const revokedRecord = await recorder.retryOnConflict(async () => {
         if (!current) throw new ConflictError(`Certificate ${command.certificateId} disappeared while it was being revoked.`);
         if (current.status === 'REVOKED') {
-          await run.finish({ events: [] }, { certificate: current });
+          await run.finish({ events: [] }, { certificateId: current.certificateId });
           return current;
         }
         const revoked = recorder.withStatus(current, 'REVOKED', {
@@ -68,7 +68,9 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
                 }),
               ],
             },
-            { certificate: revoked },
+            // The id, not the record: REVOKED is final, so a replay reads the same record, and the operation record stays
+            // under 1 KB (its PEM would double the write units of this write and of every read of the operation).
+            { certificateId: revoked.certificateId },
           );
         } catch (error) {
           if (error instanceof ConflictError) current = await recorder.store.getCertificate(command.certificateId);
@@ -80,6 +82,7 @@ export async function revokeCertificate(recorder: ChangeRecorder, command: Revok
       return revokedRecord;
     },
     async (record) => {
+      // Operations finished by an earlier version carry the record itself.
       if (record.outcome?.certificate) return record.outcome.certificate;
       const certificate = await recorder.store.getCertificate(command.certificateId);
       if (!certificate) throw new NotFoundError('CERTIFICATE_NOT_FOUND', `Certificate ${command.certificateId} does not exist.`);
