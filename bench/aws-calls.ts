@@ -1,7 +1,8 @@
 /**
  * AWS calls per flow, counted on the wire: DynamoDB (on DynamoDB Local) through an SDK middleware, AWS IoT and AWS
  * Private CA at aws-sdk-client-mock, through the real handlers, core and adapters, warm (a first device went through
- * every flow before). The counts are deterministic; `test/integration/aws-calls-per-flow.test.ts` asserts them.
+ * every flow before). The counts are deterministic; `test/integration/aws-calls-per-flow.test.ts` asserts them. Beside
+ * them, the DynamoDB read and write units each flow consumed (on-demand billing and table throughput are in these units).
  *
  *   npx tsx bench/aws-calls.ts
  */
@@ -20,7 +21,8 @@ async function main(): Promise<void> {
   try {
     process.env.DYNAMODB_ENDPOINT = dynamo.endpoint;
     const results = await countAwsCallsPerFlow();
-    console.log('AWS calls per flow (warm; counted on the wire; Private CA answers the first GetCertificate "in progress", as it does)\n');
+    console.log('AWS calls per flow (warm; counted on the wire; Private CA answers the first GetCertificate "in progress", as it does)');
+    console.log('DynamoDB capacity units as DynamoDB Local reports them by AWS sizing (write: 1 per KB, 2 per KB in a transaction; consistent read: 1 per 4 KB)\n');
     console.log(formatFlowCalls(results));
     const jitr = results.find((result) => result.flow === 'JITR onboarding')?.calls ?? {};
     const dynamoCalls = totalOf(jitr, 'DynamoDB');
