@@ -10,6 +10,10 @@
  * `POST /devices/{id}/certificates`. Warm-up first (issuances for other devices, bare transactions: the JVM's JIT),
  * then bare transactions, issuance, bare transactions again: the baseline takes both runs that bracket the issuance.
  *
+ * The design floor, in the same run: one warm issuance's DynamoDB calls, recorded in-process through the local mode's
+ * wiring (bench/support/local-api-calibration.ts) and replayed bare under fresh keys on the same DynamoDB Local (each
+ * replayed device pre-registered first by replaying POST /devices' calls, not timed), before and after the issuance.
+ *
  * Also printed: the mean latency of the first and the last tenth of the issuances, to see a per-change cost that
  * grows with the fleet (the registry, the table).
  */

@@ -13,6 +13,11 @@
  * sides are warmed first (baseline transactions and lifecycle activations of other devices), then the
  * baseline is timed before AND after the lifecycle; the ratio takes the two baseline runs together,
  * and both are printed, so a drift of the machine during the run shows instead of biasing the figure.
+ *
+ * The design floor, measured in the same run: one more activation's DynamoDB calls, recorded on the wire
+ * (bench/support/dynamodb-call-replay.ts), replayed bare under fresh keys once per device, timed before and after the
+ * lifecycle like the baseline. lifecycle ÷ floor is our code's overhead; floor ÷ baseline is what the design's calls
+ * cost against the baseline, the lowest lifecycle ÷ baseline they allow.
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
