@@ -1,6 +1,9 @@
 import { GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { DynamoDbCallRecorder, freshKeys, itemCountOf, replayCalls, ReplayError, tokensOf, type RecordedCall } from '../../bench/support/dynamodb-call-replay';
+import { localApiCalibration } from '../../bench/support/local-api-calibration';
+import { makeKeyAndCsr } from '../../local/cli/device';
 import { createApiHarness, type ApiHarness } from '../support/api-harness';
+import { dynamoDbEndpoint } from '../support/dynamodb';
 import { makeCsr } from '../support/pki';
 
 /**
@@ -92,5 +95,25 @@ describe('recorded DynamoDB calls, replayed under fresh keys', () => {
 
   test('an empty recording is refused: a floor of nothing would be no floor', async () => {
     await expect(replayCalls(harness.table.client, [])).rejects.toBeInstanceOf(ReplayError);
+  });
+
+  test("the issuance bench's calibration records the local mode's issuance in-process, and its replay matches it", async () => {
+    const calibration = await localApiCalibration(dynamoDbEndpoint());
+    try {
+      const deviceId = 'calibrated-device';
+      const { csrPem } = await makeKeyAndCsr(deviceId);
+      const { calls: setup } = await calibration.recorder.record(async () => expect((await calibration.request('POST', '/devices', { deviceId })).status).toBe(201));
+      const { result, calls: timed } = await calibration.recorder.record(() => calibration.request('POST', `/devices/${deviceId}/certificates`, { csr: csrPem }));
+      expect(result.status).toBe(201);
+      expect(JSON.stringify(result.body)).toContain('BEGIN CERTIFICATE');
+      expect(timed.some((call) => call.operation === 'TransactWriteItems')).toBe(true);
+
+      const fresh = freshKeys([...setup, ...timed], tokensOf([...setup, ...timed], [deviceId]));
+      const { calls: replayed } = await new DynamoDbCallRecorder(harness.table.client).record(() => replayCalls(harness.table.client, fresh));
+
+      expect(shape(replayed)).toEqual(shape([...setup, ...timed]));
+    } finally {
+      calibration.close();
+    }
   });
 });
