@@ -87,7 +87,9 @@ async function main(): Promise<void> {
     const warmupMs = (await baseline('WARM', [...warmEvents, ...warmEvents, ...warmEvents, ...warmEvents].map((event, index) => ({ ...event, certificateId: `${event.certificateId}-${index}` })))) + (await activate(warmEvents));
 
     // The design floor: one warm activation's DynamoDB calls, recorded on the wire, replayed bare under fresh keys.
-    const { calls: calibration } = await new DynamoDbCallRecorder(documentClient).record(() => activateOne(calibrationEvent));
+    const recorder = new DynamoDbCallRecorder(documentClient);
+    const { calls: calibration } = await recorder.record(() => activateOne(calibrationEvent));
+    recorder.detach(); // the timed runs go through the client as it was
     const tokens = tokensOf(calibration, [calibrationDeviceId, calibrationEvent.certificateId], [caCertificateId]);
     const floor = (items: readonly unknown[]) => inBatches(items, () => replayCalls(replayClient, freshKeys(calibration, tokens)));
     const floorWarmupMs = await floor(warmEvents);
