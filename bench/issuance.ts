@@ -104,6 +104,7 @@ async function main(): Promise<void> {
         const { calls: timed } = await calibration.recorder.record(async () => expectStatus(await calibration.request('POST', `/devices/${deviceId}/certificates`, { csr: csrPem }), 201, 'POST /devices/{id}/certificates'));
         return { setup, timed, tokens: tokensOf([...setup, ...timed], [deviceId]) };
       };
+      const floorStarted = performance.now();
       await calibrate('bench-floor-warm-up'); // the in-process code's first calls (caches, connections) are not a warm function's
       const recorded = await calibrate('bench-floor-calibration');
       const prepareFloor = async (count: number) => {
@@ -131,6 +132,7 @@ async function main(): Promise<void> {
       const floorBeforeRun = await floor('before', floorBefore);
       const run = await measure(issuing, concurrency, (deviceId) => issue(local, deviceId, csrs.get(deviceId) as string));
       const floorAfterRun = await floor('after', floorAfter);
+      const floorWallMs = performance.now() - floorStarted - run.wallMs - before.wallMs;
       const after = await bare('after', devices);
       const signatures = p256SignaturesPerSecond(1000);
 
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
       if (transactions.drift > 0.25) console.log(`  note: the two baseline runs differ by ${(transactions.drift * 100).toFixed(0)}%: the machine's speed changed during the run (other load?)`);
       console.log(`design floor, per certificate (one issuance's DynamoDB calls, recorded, replayed bare with fresh keys): ${describeCalls(recorded.timed)}`);
       console.log(`design floor (${floorReplays} replays before, ${floorReplays} after): ${floorRate.before.toFixed(1)}/s before, ${floorRate.after.toFixed(1)}/s after, ${floorRate.rate.toFixed(1)}/s together`);
+      console.log(`  the floor's share of this benchmark's wall time (recording, pre-registration replays, warm-up and timed replays): ${ms(floorWallMs)}`);
       if (floorRate.drift > 0.25) console.log(`  note: the two floor runs differ by ${(floorRate.drift * 100).toFixed(0)}%: the machine's speed changed during the run (other load?)`);
       console.log(`limit: P-256 signatures (node:crypto sign, one thread): ${signatures.toFixed(0)}/s`);
       console.log(`issuance (POST /devices/{id}/certificates): ${run.latenciesMs.length} certificates in ${ms(run.wallMs)}, ${issuanceRate.toFixed(1)} certificates/s, ${latencies(run.latenciesMs)}`);
