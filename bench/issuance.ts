@@ -102,7 +102,7 @@ async function main(): Promise<void> {
         const { csrPem } = await makeKeyAndCsr(deviceId);
         const { calls: setup } = await calibration.recorder.record(async () => expectStatus(await calibration.request('POST', '/devices', { deviceId }), 201, 'POST /devices'));
         const { calls: timed } = await calibration.recorder.record(async () => expectStatus(await calibration.request('POST', `/devices/${deviceId}/certificates`, { csr: csrPem }), 201, 'POST /devices/{id}/certificates'));
-        return { setup, timed, tokens: tokensOf([...setup, ...timed], [deviceId]) };
+        return { setup, timed, tokens: tokensOf([...setup, ...timed], [deviceId], calibration.sharedValues) };
       };
       const floorStarted = performance.now();
       await calibrate('bench-floor-warm-up'); // the in-process code's first calls (caches, connections) are not a warm function's

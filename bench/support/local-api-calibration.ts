@@ -13,6 +13,7 @@ import { systemClock } from '../../functions/core/ports';
 import { DynamoDbDeviceStore } from '../../functions/adapters/aws/dynamodb-device-store';
 import { LocalDeviceRegistry } from '../../functions/adapters/local/local-device-registry';
 import { SoftwareCertificateAuthority } from '../../functions/adapters/local/software-ca';
+import { certificateIdOf } from '../../functions/core/x509';
 import { createApiHandler } from '../../functions/handlers/api';
 import { fleetPolicyDocument } from '../../functions/policy/fleet-policy';
 import { toApiGatewayEvent } from '../../local/api-server';
@@ -27,6 +28,8 @@ export interface LocalApiCalibration {
   /** Sends one request as the local API server would; answers its status and body. Each call is recorded while `record` runs. */
   request(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }>;
   readonly recorder: DynamoDbCallRecorder;
+  /** Values every request shares (the CA's certificate id): not per-device tokens, a replay keeps them. */
+  readonly sharedValues: readonly string[];
   close(): void;
 }
 
@@ -50,6 +53,7 @@ export async function localApiCalibration(dynamoDbEndpoint: string): Promise<Loc
   return {
     tableName,
     recorder: new DynamoDbCallRecorder(documentClient),
+    sharedValues: [await certificateIdOf(material.certificatePem)],
     request: async (method, path, body) => {
       // What local/cli/device.ts `callApi` sends: a fresh Idempotency-Key with each body.
       const headers = body === undefined ? {} : { 'content-type': 'application/json', 'idempotency-key': randomUUID() };

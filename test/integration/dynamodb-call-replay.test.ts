@@ -108,7 +108,7 @@ describe('recorded DynamoDB calls, replayed under fresh keys', () => {
       expect(JSON.stringify(result.body)).toContain('BEGIN CERTIFICATE');
       expect(timed.some((call) => call.operation === 'TransactWriteItems')).toBe(true);
 
-      const fresh = freshKeys([...setup, ...timed], tokensOf([...setup, ...timed], [deviceId]));
+      const fresh = freshKeys([...setup, ...timed], tokensOf([...setup, ...timed], [deviceId], calibration.sharedValues));
       const { calls: replayed } = await new DynamoDbCallRecorder(harness.table.client).record(() => replayCalls(harness.table.client, fresh));
 
       expect(shape(replayed)).toEqual(shape([...setup, ...timed]));
