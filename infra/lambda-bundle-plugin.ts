@@ -17,8 +17,10 @@ import type { Plugin, PluginBuild } from 'esbuild';
  *    INI files, process, IMDS, ECS) is ~330 KB minified; a Lambda function gets its role's credentials in
  *    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, so `@aws-sdk/credential-provider-node` is
  *    replaced by the environment provider alone, the one of the importing client's own generation.
- * 3. Zod's error messages in English only. `import { z } from 'zod'` keeps the whole namespace, including
- *    `z.locales` (~40 languages, ~258 KB); no handler calls `z.config(z.locales.xx())`, so `z.locales` holds `en`.
+ * 3. Zod's error messages in English only. The handlers' schemas are on `zod/mini`, which loads English itself
+ *    (functions/handlers/schema-messages.ts) and whose unused exports esbuild drops, `locales` among them. Zod's
+ *    classic API (`import { z } from 'zod'`) cannot be trimmed that way: it keeps the whole namespace, `z.locales`
+ *    included (~40 languages, ~258 KB). Should a handler import it again, `z.locales` holds `en` only.
  */
 
 /** The module that replaces the default credential-provider chain in the bundles. */

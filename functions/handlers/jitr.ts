@@ -1,10 +1,11 @@
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import type { DeviceLifecycle, RegistrationOutcome } from '../core/lifecycle';
 import { awsLifecycle, LIFECYCLE_VARIABLES } from './aws-wiring';
 import { readConfig } from './config';
+import './schema-messages';
 
 export interface JitrDependencies {
   readonly lifecycle: DeviceLifecycle;
@@ -13,12 +14,12 @@ export interface JitrDependencies {
 
 /** The AWS IoT registration event, as the topic rule delivers it (`SELECT * FROM '$aws/events/certificates/registered/<caId>'`). */
 export const registrationEventSchema = z.object({
-  certificateId: z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a certificate id'),
-  caCertificateId: z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a CA certificate id'),
+  certificateId: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a certificate id')),
+  caCertificateId: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a CA certificate id')),
   timestamp: z.number(),
   certificateStatus: z.string(),
   awsAccountId: z.string(),
-  certificateRegistrationTimestamp: z.union([z.string(), z.number()]).transform(String),
+  certificateRegistrationTimestamp: z.pipe(z.union([z.string(), z.number()]), z.transform(String)),
 });
 
 export type JitrResult = RegistrationOutcome | { readonly outcome: 'MALFORMED_EVENT'; readonly problems: readonly string[] };

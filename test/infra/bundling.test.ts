@@ -102,6 +102,11 @@ test.each(ALL_BUNDLES)("the %s bundle carries Zod's English messages only", (nam
   expect(locales.filter((file) => file !== 'en.js' && file !== 'en-only')).toEqual([]);
 });
 
+test.each(ALL_BUNDLES)("the %s bundle validates with zod/mini, not Zod's classic API (which a bundle keeps whole, ~160 KB more)", (name) => {
+  const { sources } = JSON.parse(read(`${bundles[name]}.map`)) as { sources: string[] };
+  expect(sources.filter((source) => /node_modules\/zod\/v4\/classic\//.test(source))).toEqual([]);
+});
+
 test.each(ALL_BUNDLES)('the %s bundle holds no Powertools idempotency layer (one operation record in the store does that job)', (name) => {
   expect(bundledPackages(bundles[name]).map((pkg) => pkg.name)).not.toContain('@aws-lambda-powertools/idempotency');
 });
