@@ -2,7 +2,9 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
+import { ChangeRecorder, DEFAULT_LIFECYCLE_SETTINGS, type LifecycleDependencies } from '../core/change-recorder';
 import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../core/lifecycle';
+import { registerOnFirstConnect } from '../core/use-cases/register-on-first-connect';
 import { systemClock } from '../core/ports';
 import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
@@ -29,18 +31,36 @@ export const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_A
 
 type CaConfig = Pick<FunctionConfig, 'CA_ARN' | 'CA_SIGNING_ALGORITHM' | 'CA_TEMPLATE_ARN' | 'PREVIOUS_CA_ARNS'>;
 
-/** The core on DynamoDB, AWS IoT and AWS Private CA: what the JITR, API and rotation functions run. */
-export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>, settings: Partial<LifecycleSettings> = {}): DeviceLifecycle {
-  return new DeviceLifecycle(
-    {
-      store: awsDeviceStore(config.DEVICE_TABLE_NAME),
-      registry: awsDeviceRegistry(config.THING_GROUP_NAME),
-      ca: awsCertificateAuthority(config),
-      clock: systemClock,
-      ids: randomIds,
-    },
-    { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS, ...settings },
-  );
+type LifecycleConfig = Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>;
+
+/** The core's ports on DynamoDB, AWS IoT and AWS Private CA. */
+function awsLifecycleDependencies(config: LifecycleConfig): LifecycleDependencies {
+  return { store: awsDeviceStore(config.DEVICE_TABLE_NAME), registry: awsDeviceRegistry(config.THING_GROUP_NAME), ca: awsCertificateAuthority(config), clock: systemClock, ids: randomIds };
+}
+
+const lifecycleSettingsOf = (config: LifecycleConfig, settings: Partial<LifecycleSettings>): LifecycleSettings => ({
+  ...DEFAULT_LIFECYCLE_SETTINGS,
+  enrollmentPolicy: config.ENROLLMENT_POLICY,
+  validityDays: config.CERTIFICATE_VALIDITY_DAYS,
+  ...settings,
+});
+
+/** The core on DynamoDB, AWS IoT and AWS Private CA: what the API and rotation functions run. */
+export function awsLifecycle(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): DeviceLifecycle {
+  return new DeviceLifecycle(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
+}
+
+/** What the JITR function runs of the lifecycle. */
+export type Registration = Pick<DeviceLifecycle, 'registerOnFirstConnect'>;
+
+/**
+ * The JITR function's part of the core: the first-connect use case alone, on the same ports and settings as
+ * {@link awsLifecycle}. Built without `DeviceLifecycle`, whose class holds every use case, so the JITR bundle
+ * leaves out the ones it never runs (CSR issuance, rotation, campaigns, revocation: about 40 KB minified).
+ */
+export function awsRegistration(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): Registration {
+  const recorder = new ChangeRecorder(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
+  return { registerOnFirstConnect: (event, delivery = {}) => registerOnFirstConnect(recorder, event, delivery) };
 }
 
 export function awsDeviceStore(tableName: string): DynamoDbDeviceStore {

@@ -2,13 +2,14 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
 import * as z from 'zod/mini';
-import type { DeviceLifecycle, RegistrationOutcome } from '../core/lifecycle';
-import { awsLifecycle, LIFECYCLE_VARIABLES } from './aws-wiring';
+import type { RegistrationOutcome } from '../core/lifecycle';
+import { awsRegistration, LIFECYCLE_VARIABLES, type Registration } from './aws-wiring';
 import { readConfig } from './config';
 import './schema-messages';
 
 export interface JitrDependencies {
-  readonly lifecycle: DeviceLifecycle;
+  /** The first-connect use case: a `DeviceLifecycle` (the local mode, tests), or the JITR function's own part of it. */
+  readonly lifecycle: Registration;
   readonly logger?: Logger;
 }
 
@@ -97,7 +98,7 @@ export function createJitrHandler(dependencies: JitrDependencies): JitrHandler {
 
 /** The function's AWS wiring, built once per cold start. */
 export function jitrDependencies(): JitrDependencies {
-  return { lifecycle: awsLifecycle(readConfig(LIFECYCLE_VARIABLES)) };
+  return { lifecycle: awsRegistration(readConfig(LIFECYCLE_VARIABLES)) };
 }
 
 let awsHandler: JitrHandler | undefined;
