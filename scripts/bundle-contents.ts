@@ -52,7 +52,7 @@ export function bytesByPart(metafile: Metafile): Map<string, number> {
 async function main(args: readonly string[]): Promise<void> {
   const filesAt = args.indexOf('--files');
   const filesOf = filesAt < 0 ? undefined : args[filesAt + 1];
-  const names = args.filter((arg, index) => !arg.startsWith('--') && index !== filesAt + 1) as HandlerName[];
+  const names = args.filter((arg, index) => !arg.startsWith('--') && (filesAt < 0 || index !== filesAt + 1)) as HandlerName[];
   const workDir = mkdtempSync(path.join(tmpdir(), 'bundle-contents-'));
   try {
     for (const name of names.length > 0 ? names : (Object.keys(HANDLER_ENTRIES) as HandlerName[])) {

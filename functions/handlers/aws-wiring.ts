@@ -5,6 +5,8 @@ import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
 import { ChangeRecorder, DEFAULT_LIFECYCLE_SETTINGS, type LifecycleDependencies } from '../core/change-recorder';
 import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../core/lifecycle';
 import { registerOnFirstConnect } from '../core/use-cases/register-on-first-connect';
+import { commitRotation, requestRotation, sweepDueRotations } from '../core/use-cases/rotate-certificate';
+import { runRotationCampaigns } from '../core/use-cases/rotation-campaign';
 import { systemClock } from '../core/ports';
 import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
@@ -61,6 +63,24 @@ export type Registration = Pick<DeviceLifecycle, 'registerOnFirstConnect'>;
 export function awsRegistration(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): Registration {
   const recorder = new ChangeRecorder(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
   return { registerOnFirstConnect: (event, delivery = {}) => registerOnFirstConnect(recorder, event, delivery) };
+}
+
+/** What the rotation function runs of the lifecycle. */
+export type Rotation = Pick<DeviceLifecycle, 'requestRotation' | 'commitRotation' | 'sweepDueRotations' | 'runRotationCampaigns'>;
+
+/**
+ * The rotation function's part of the core: the two phases of a rotation, its sweep and the campaigns' job, on the
+ * same ports and settings as {@link awsLifecycle}, without the use cases the function never runs (JITR, revocation,
+ * suspension, CA retirement: about 20 KB minified).
+ */
+export function awsRotation(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): Rotation {
+  const recorder = new ChangeRecorder(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
+  return {
+    requestRotation: (request) => requestRotation(recorder, request),
+    commitRotation: (commit) => commitRotation(recorder, commit),
+    sweepDueRotations: (options) => sweepDueRotations(recorder, options),
+    runRotationCampaigns: (options) => runRotationCampaigns(recorder.deps, options),
+  };
 }
 
 export function awsDeviceStore(tableName: string): DynamoDbDeviceStore {

@@ -1,13 +1,17 @@
 import type { SQSEvent } from 'aws-lambda';
 import { createJitrHandler, jitrDependencies } from '../../../functions/handlers/jitr';
+import { ruleMessageOf } from '../../../functions/handlers/mqtt/rotation-protocol';
+import { createRotationHandler } from '../../../functions/handlers/rotation';
+import { rotationDependencies } from '../../../functions/handlers/rotation-wiring';
 import { dynamoDbEndpoint, createTestTable, type TestTable } from '../../support/dynamodb';
 import { CA_ARN, createFakeAws, type FakeAws } from '../../support/fake-aws';
 import { makeCsr } from '../../support/pki';
 
 /*
- * The JITR function wires only the first-connect use case (functions/handlers/aws-wiring.ts `awsRegistration`), not
- * the whole DeviceLifecycle the other tests run. This runs that wiring as Lambda would, from its environment
- * variables: DynamoDB Local through AWS_ENDPOINT_URL_DYNAMODB, AWS IoT and Private CA behind aws-sdk-client-mock.
+ * The JITR and rotation functions wire only the use cases they run (functions/handlers/aws-wiring.ts `awsRegistration`,
+ * `awsRotation`), not the whole DeviceLifecycle the other tests run. This runs that wiring as Lambda would, from the
+ * functions' environment variables: DynamoDB Local through AWS_ENDPOINT_URL_DYNAMODB, AWS IoT and Private CA behind
+ * aws-sdk-client-mock (the rotation's answers to devices are caught instead of published through AWS IoT).
  */
 
 const silent = { info: () => undefined, error: () => undefined, addContext: () => undefined } as never;
@@ -41,6 +45,8 @@ function lambdaEnvironment(enrollmentPolicy: 'open' | 'preregistered'): void {
     THING_GROUP_NAME: 'fleet',
     ENROLLMENT_POLICY: enrollmentPolicy,
     CERTIFICATE_VALIDITY_DAYS: '365',
+    ROTATION_COMMIT_SECONDS: '3600',
+    IOT_DATA_ENDPOINT: 'abc123-ats.iot.eu-west-1.amazonaws.com',
   });
 }
 
@@ -82,4 +88,25 @@ test('keeps an unknown device waiting when ENROLLMENT_POLICY is preregistered: t
   expect(aws.registry.findThing('wired-unknown')).toBeUndefined();
   expect(await table.store.getDevice('wired-unknown')).toBeUndefined();
   expect(await table.store.getCertificate(certificateId)).toMatchObject({ status: 'PENDING_ACTIVATION', awaitingPreRegistration: true });
+});
+
+test('the rotation function as wired from its environment rotates a device: new certificate issued and registered, the old one retired at commit', async () => {
+  // Prepare: a device onboarded by the JITR function
+  lambdaEnvironment('open');
+  const { batch, certificateId: first } = await firstConnectBatch('wired-rotating');
+  await createJitrHandler({ ...jitrDependencies(), logger: silent })(batch);
+  const published: { topic: string; message: Record<string, unknown> }[] = [];
+  const rotation = createRotationHandler({ ...rotationDependencies(), messenger: { publish: async (topic, message) => void published.push({ topic, message: { ...message } }) }, logger: silent });
+
+  // Act: phase one over the old certificate, phase two over the new one
+  const csr = (await makeCsr('wired-rotating')).csrPem;
+  await rotation(ruleMessageOf('rotate', { requestId: 'r-1', csr }, 'devices/wired-rotating/certificates/rotate', { clientId: 'wired-rotating', principal: first }));
+  const rotated = String(published[0]?.message.certificateId);
+  await rotation(ruleMessageOf('commit', { requestId: 'r-1', certificateId: rotated }, 'devices/wired-rotating/certificates/commit', { clientId: 'wired-rotating', principal: rotated }));
+
+  // Assess
+  expect(published.map((answer) => answer.topic)).toEqual(['devices/wired-rotating/certificates/rotate/accepted', 'devices/wired-rotating/certificates/commit/accepted']);
+  expect(aws.registry.findCertificate(rotated)?.status).toBe('ACTIVE');
+  expect(aws.registry.findCertificate(first)?.status).toBe('INACTIVE');
+  expect(await table.store.getCertificate(first)).toMatchObject({ status: 'RETIRED' });
 });
