@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Plugin, PluginBuild } from 'esbuild';
 
@@ -21,7 +22,34 @@ import type { Plugin, PluginBuild } from 'esbuild';
  *    (functions/handlers/schema-messages.ts) and whose unused exports esbuild drops, `locales` among them. Zod's
  *    classic API (`import { z } from 'zod'`) cannot be trimmed that way: it keeps the whole namespace, `z.locales`
  *    included (~40 languages, ~258 KB). Should a handler import it again, `z.locales` holds `en` only.
+ * 4. Only the operations a function calls from each client's schema table. The newer clients describe every
+ *    operation and shape of their service in one generated module (`dist-es/schemas/schemas_0.js`), each an exported
+ *    array such as `[9, n0, _DC, { [_h]: ["GET", "/certificates/{certificateId}", 200] }, ...]`. esbuild drops the
+ *    exports nothing imports, but not an object literal with a computed key (`[_h]`): converting the key could run
+ *    code, as far as it knows. So it kept all of AWS IoT's ~1,000 schemas (110 KB) for the handful the adapter sends.
+ *    Every such key in these modules names a module constant holding a string (`const _h = "http";`): the build
+ *    writes the string in its place (`{ "http": [...] }`, the same object), and esbuild then keeps what is used.
+ *    The errors' schemas stay: each is registered by a top-level call (`n0_registry.registerError(...)`).
  */
+
+/** An AWS SDK client's generated schema table (item 4 at the top of this file). */
+const SDK_SCHEMA_TABLE = /[\\/]@aws-sdk[\\/]client-[^\\/]+[\\/]dist-es[\\/]schemas[\\/]schemas_\d+\.js$/;
+
+/**
+ * `source` with each computed key `[_name]:` whose `_name` is a module-level `const _name = "...";` (declared once)
+ * replaced by that string literal: the same object, which esbuild can then drop when nothing uses it.
+ */
+export function withLiteralSchemaKeys(source: string): string {
+  const declared = new Map<string, string | null>();
+  for (const [, name, literal] of source.matchAll(/^const (_\w+) = ("[^"\\\n]*");$/gm)) {
+    if (name === undefined || literal === undefined) continue;
+    declared.set(name, declared.has(name) ? null : literal);
+  }
+  return source.replace(/\[(_\w+)\]:/g, (key, name: string) => {
+    const literal = declared.get(name);
+    return literal ? `${literal}:` : key;
+  });
+}
 
 /** The module that replaces the default credential-provider chain in the bundles. */
 export const ENVIRONMENT_ONLY_CREDENTIALS = [
@@ -114,6 +142,8 @@ export function leanLambdaPlugin(options: { readonly nodeModules: string }): Plu
         resolveDir: path.dirname(args.path),
         loader: 'js',
       }));
+
+      build.onLoad({ filter: SDK_SCHEMA_TABLE }, async (args) => ({ contents: withLiteralSchemaKeys(await readFile(args.path, 'utf8')), loader: 'js' }));
 
       // The AWS SDK's scopes: their copies are folded into one per major version.
       build.onResolve({ filter: /^@(smithy|aws-sdk|aws-crypto)\// }, async (args) => {
