@@ -30,6 +30,9 @@ import type { Plugin, PluginBuild } from 'esbuild';
  *    Every such key in these modules names a module constant holding a string (`const _h = "http";`): the build
  *    writes the string in its place (`{ "http": [...] }`, the same object), and esbuild then keeps what is used.
  *    The errors' schemas stay: each is registered by a top-level call (`n0_registry.registerError(...)`).
+ * 5. The metadata polyfill without its own polyfills. `@peculiar/x509` needs `Reflect.getMetadata` (for tsyringe);
+ *    `import 'reflect-metadata'` also brings Map, Set and WeakMap polyfills for runtimes that lack them, which Node.js
+ *    never does: the bundles take the package's own `reflect-metadata/lite`, the same API without them.
  */
 
 /** An AWS SDK client's generated schema table (item 4 at the top of this file). */
@@ -142,6 +145,8 @@ export function leanLambdaPlugin(options: { readonly nodeModules: string }): Plu
         resolveDir: path.dirname(args.path),
         loader: 'js',
       }));
+
+      build.onResolve({ filter: /^reflect-metadata$/ }, (args) => build.resolve('reflect-metadata/lite', { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer }));
 
       build.onLoad({ filter: SDK_SCHEMA_TABLE }, async (args) => ({ contents: withLiteralSchemaKeys(await readFile(args.path, 'utf8')), loader: 'js' }));
 

@@ -91,3 +91,20 @@ test('fails without credentials in the environment, and looks nowhere else (no p
   await expect(failed).rejects.toMatchObject({ stderr: expect.stringMatching(/Unable to find environment variable credentials/) });
   expect(seen).toEqual([]);
 });
+
+test('the X.509 stack runs in a bundle built this way, on the lighter metadata polyfill', async () => {
+  // Prepare
+  const directory = mkdtempSync(join(tmpdir(), 'bundle-x509-'));
+  try {
+    const { outfile, metafile } = await buildLambdaBundle(join(__dirname, 'fixtures', 'x509-entry.ts'), directory);
+
+    // Act
+    const { stdout } = await run(process.execPath, ['-e', 'require(process.argv[1]).signAndRead().then((r) => process.stdout.write(JSON.stringify(r)))', outfile], { env: { PATH: process.env.PATH } });
+
+    // Assess
+    expect(JSON.parse(stdout)).toEqual(['CN=bundled CA', 'true', 'CN=device-1', 'true']);
+    expect(Object.keys(metafile.inputs).filter((input) => input.includes('/reflect-metadata/'))).toEqual([expect.stringMatching(/reflect-metadata\/ReflectLite\.js$/)]);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}, 60_000);
