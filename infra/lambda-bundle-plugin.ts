@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Plugin, PluginBuild } from 'esbuild';
 
@@ -17,9 +18,41 @@ import type { Plugin, PluginBuild } from 'esbuild';
  *    INI files, process, IMDS, ECS) is ~330 KB minified; a Lambda function gets its role's credentials in
  *    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, so `@aws-sdk/credential-provider-node` is
  *    replaced by the environment provider alone, the one of the importing client's own generation.
- * 3. Zod's error messages in English only. `import { z } from 'zod'` keeps the whole namespace, including
- *    `z.locales` (~40 languages, ~258 KB); no handler calls `z.config(z.locales.xx())`, so `z.locales` holds `en`.
+ * 3. Zod's error messages in English only. The handlers' schemas are on `zod/mini`, which loads English itself
+ *    (functions/handlers/schema-messages.ts) and whose unused exports esbuild drops, `locales` among them. Zod's
+ *    classic API (`import { z } from 'zod'`) cannot be trimmed that way: it keeps the whole namespace, `z.locales`
+ *    included (~40 languages, ~258 KB). Should a handler import it again, `z.locales` holds `en` only.
+ * 4. Only the operations a function calls from each client's schema table. The newer clients describe every
+ *    operation and shape of their service in one generated module (`dist-es/schemas/schemas_0.js`), each an exported
+ *    array such as `[9, n0, _DC, { [_h]: ["GET", "/certificates/{certificateId}", 200] }, ...]`. esbuild drops the
+ *    exports nothing imports, but not an object literal with a computed key (`[_h]`): converting the key could run
+ *    code, as far as it knows. So it kept all of AWS IoT's ~1,000 schemas (110 KB) for the handful the adapter sends.
+ *    Every such key in these modules names a module constant holding a string (`const _h = "http";`): the build
+ *    writes the string in its place (`{ "http": [...] }`, the same object), and esbuild then keeps what is used.
+ *    The errors' schemas stay: each is registered by a top-level call (`n0_registry.registerError(...)`).
+ * 5. The metadata polyfill without its own polyfills. `@peculiar/x509` needs `Reflect.getMetadata` (for tsyringe);
+ *    `import 'reflect-metadata'` also brings Map, Set and WeakMap polyfills for runtimes that lack them, which Node.js
+ *    never does: the bundles take the package's own `reflect-metadata/lite`, the same API without them.
  */
+
+/** An AWS SDK client's generated schema table (item 4 at the top of this file). */
+const SDK_SCHEMA_TABLE = /[\\/]@aws-sdk[\\/]client-[^\\/]+[\\/]dist-es[\\/]schemas[\\/]schemas_\d+\.js$/;
+
+/**
+ * `source` with each computed key `[_name]:` whose `_name` is a module-level `const _name = "...";` (declared once)
+ * replaced by that string literal: the same object, which esbuild can then drop when nothing uses it.
+ */
+export function withLiteralSchemaKeys(source: string): string {
+  const declared = new Map<string, string | null>();
+  for (const [, name, literal] of source.matchAll(/^const (_\w+) = ("[^"\\\n]*");$/gm)) {
+    if (name === undefined || literal === undefined) continue;
+    declared.set(name, declared.has(name) ? null : literal);
+  }
+  return source.replace(/\[(_\w+)\]:/g, (key, name: string) => {
+    const literal = declared.get(name);
+    return literal ? `${literal}:` : key;
+  });
+}
 
 /** The module that replaces the default credential-provider chain in the bundles. */
 export const ENVIRONMENT_ONLY_CREDENTIALS = [
@@ -112,6 +145,10 @@ export function leanLambdaPlugin(options: { readonly nodeModules: string }): Plu
         resolveDir: path.dirname(args.path),
         loader: 'js',
       }));
+
+      build.onResolve({ filter: /^reflect-metadata$/ }, (args) => build.resolve('reflect-metadata/lite', { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer }));
+
+      build.onLoad({ filter: SDK_SCHEMA_TABLE }, async (args) => ({ contents: withLiteralSchemaKeys(await readFile(args.path, 'utf8')), loader: 'js' }));
 
       // The AWS SDK's scopes: their copies are folded into one per major version.
       build.onResolve({ filter: /^@(smithy|aws-sdk|aws-crypto)\// }, async (args) => {

@@ -2,7 +2,11 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
+import { ChangeRecorder, DEFAULT_LIFECYCLE_SETTINGS, type LifecycleDependencies } from '../core/change-recorder';
 import { DeviceLifecycle, randomIds, type LifecycleSettings } from '../core/lifecycle';
+import { registerOnFirstConnect } from '../core/use-cases/register-on-first-connect';
+import { commitRotation, requestRotation, sweepDueRotations } from '../core/use-cases/rotate-certificate';
+import { runRotationCampaigns } from '../core/use-cases/rotation-campaign';
 import { systemClock } from '../core/ports';
 import { retryingClientConfig } from '../adapters/aws/aws-errors';
 import { DynamoDbDeviceStore } from '../adapters/aws/dynamodb-device-store';
@@ -29,18 +33,54 @@ export const LIFECYCLE_VARIABLES = ['DEVICE_TABLE_NAME', 'CA_ARN', 'CA_SIGNING_A
 
 type CaConfig = Pick<FunctionConfig, 'CA_ARN' | 'CA_SIGNING_ALGORITHM' | 'CA_TEMPLATE_ARN' | 'PREVIOUS_CA_ARNS'>;
 
-/** The core on DynamoDB, AWS IoT and AWS Private CA: what the JITR, API and rotation functions run. */
-export function awsLifecycle(config: Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>, settings: Partial<LifecycleSettings> = {}): DeviceLifecycle {
-  return new DeviceLifecycle(
-    {
-      store: awsDeviceStore(config.DEVICE_TABLE_NAME),
-      registry: awsDeviceRegistry(config.THING_GROUP_NAME),
-      ca: awsCertificateAuthority(config),
-      clock: systemClock,
-      ids: randomIds,
-    },
-    { enrollmentPolicy: config.ENROLLMENT_POLICY, validityDays: config.CERTIFICATE_VALIDITY_DAYS, ...settings },
-  );
+type LifecycleConfig = Pick<FunctionConfig, (typeof LIFECYCLE_VARIABLES)[number]>;
+
+/** The core's ports on DynamoDB, AWS IoT and AWS Private CA. */
+function awsLifecycleDependencies(config: LifecycleConfig): LifecycleDependencies {
+  return { store: awsDeviceStore(config.DEVICE_TABLE_NAME), registry: awsDeviceRegistry(config.THING_GROUP_NAME), ca: awsCertificateAuthority(config), clock: systemClock, ids: randomIds };
+}
+
+const lifecycleSettingsOf = (config: LifecycleConfig, settings: Partial<LifecycleSettings>): LifecycleSettings => ({
+  ...DEFAULT_LIFECYCLE_SETTINGS,
+  enrollmentPolicy: config.ENROLLMENT_POLICY,
+  validityDays: config.CERTIFICATE_VALIDITY_DAYS,
+  ...settings,
+});
+
+/** The core on DynamoDB, AWS IoT and AWS Private CA: what the API and rotation functions run. */
+export function awsLifecycle(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): DeviceLifecycle {
+  return new DeviceLifecycle(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
+}
+
+/** What the JITR function runs of the lifecycle. */
+export type Registration = Pick<DeviceLifecycle, 'registerOnFirstConnect'>;
+
+/**
+ * The JITR function's part of the core: the first-connect use case alone, on the same ports and settings as
+ * {@link awsLifecycle}. Built without `DeviceLifecycle`, whose class holds every use case, so the JITR bundle
+ * leaves out the ones it never runs (CSR issuance, rotation, campaigns, revocation: about 40 KB minified).
+ */
+export function awsRegistration(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): Registration {
+  const recorder = new ChangeRecorder(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
+  return { registerOnFirstConnect: (event, delivery = {}) => registerOnFirstConnect(recorder, event, delivery) };
+}
+
+/** What the rotation function runs of the lifecycle. */
+export type Rotation = Pick<DeviceLifecycle, 'requestRotation' | 'commitRotation' | 'sweepDueRotations' | 'runRotationCampaigns'>;
+
+/**
+ * The rotation function's part of the core: the two phases of a rotation, its sweep and the campaigns' job, on the
+ * same ports and settings as {@link awsLifecycle}, without the use cases the function never runs (JITR, revocation,
+ * suspension, CA retirement: about 20 KB minified).
+ */
+export function awsRotation(config: LifecycleConfig, settings: Partial<LifecycleSettings> = {}): Rotation {
+  const recorder = new ChangeRecorder(awsLifecycleDependencies(config), lifecycleSettingsOf(config, settings));
+  return {
+    requestRotation: (request) => requestRotation(recorder, request),
+    commitRotation: (commit) => commitRotation(recorder, commit),
+    sweepDueRotations: (options) => sweepDueRotations(recorder, options),
+    runRotationCampaigns: (options) => runRotationCampaigns(recorder.deps, options),
+  };
 }
 
 export function awsDeviceStore(tableName: string): DynamoDbDeviceStore {

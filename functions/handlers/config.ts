@@ -1,4 +1,5 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import './schema-messages';
 import { ConfigurationError } from '../core/errors';
 import type { CertificateAuthority, DeviceRegistry } from '../core/ports';
 import { PRIVATE_CA_ARN_PATTERN, PRIVATE_CA_TEMPLATE_ARN_PATTERN } from '../adapters/aws/private-ca-arns';
@@ -25,27 +26,29 @@ export const ENVIRONMENT = {
 
 export type EnvironmentVariable = keyof typeof ENVIRONMENT;
 
-const nonEmpty = z.string().trim().min(1);
+const nonEmpty = z.string().check(z.trim(), z.minLength(1));
 
 const configSchema = z.object({
   DEVICE_TABLE_NAME: nonEmpty,
-  CA_ARN: z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be an AWS Private CA ARN'),
+  CA_ARN: z.string().check(z.regex(PRIVATE_CA_ARN_PATTERN, 'must be an AWS Private CA ARN')),
   CA_SIGNING_ALGORITHM: z.enum(['SHA256WITHECDSA', 'SHA384WITHECDSA', 'SHA512WITHECDSA', 'SHA256WITHRSA', 'SHA384WITHRSA', 'SHA512WITHRSA']),
-  CA_TEMPLATE_ARN: z.string().regex(PRIVATE_CA_TEMPLATE_ARN_PATTERN, 'must be an AWS Private CA template ARN'),
+  CA_TEMPLATE_ARN: z.string().check(z.regex(PRIVATE_CA_TEMPLATE_ARN_PATTERN, 'must be an AWS Private CA template ARN')),
   // Absent is the same as empty (no previous CA): a stack deployed before CA rotation existed sets no such variable.
-  PREVIOUS_CA_ARNS: z
-    .string()
-    .default('')
-    .transform((value) => value.split(',').map((arn) => arn.trim()).filter((arn) => arn !== ''))
-    .pipe(z.array(z.string().regex(PRIVATE_CA_ARN_PATTERN, 'must be comma-separated AWS Private CA ARNs'))),
-  THING_GROUP_NAME: z.string().regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name'),
+  PREVIOUS_CA_ARNS: z.pipe(
+    z.pipe(
+      z._default(z.string(), ''),
+      z.transform((value: string) => value.split(',').map((arn) => arn.trim()).filter((arn) => arn !== '')),
+    ),
+    z.array(z.string().check(z.regex(PRIVATE_CA_ARN_PATTERN, 'must be comma-separated AWS Private CA ARNs'))),
+  ),
+  THING_GROUP_NAME: z.string().check(z.regex(/^[a-zA-Z0-9:_-]{1,128}$/, 'must be a thing group name')),
   ENROLLMENT_POLICY: z.enum(['open', 'preregistered']),
-  CERTIFICATE_VALIDITY_DAYS: z.coerce.number().int().min(1).max(3650),
-  EXPIRY_WARNING_DAYS: z.coerce.number().int().min(1).max(3650),
-  ROTATION_COMMIT_SECONDS: z.coerce.number().int().min(60).max(30 * 86_400),
-  RENEWAL_NOTICES_PER_SECOND: z.coerce.number().min(0).max(1000),
-  IOT_DATA_ENDPOINT: z.string().regex(/^([a-z0-9-]+\.)+[a-z]{2,}$/, 'must be a host name such as abc123-ats.iot.eu-west-1.amazonaws.com').optional().or(z.literal('')),
-  METRICS_SERVICE_NAME: z.string().regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be 1 to 255 letters, digits, ".", "_" and "-"'),
+  CERTIFICATE_VALIDITY_DAYS: z.coerce.number().check(z.int(), z.minimum(1), z.maximum(3650)),
+  EXPIRY_WARNING_DAYS: z.coerce.number().check(z.int(), z.minimum(1), z.maximum(3650)),
+  ROTATION_COMMIT_SECONDS: z.coerce.number().check(z.int(), z.minimum(60), z.maximum(30 * 86_400)),
+  RENEWAL_NOTICES_PER_SECOND: z.coerce.number().check(z.minimum(0), z.maximum(1000)),
+  IOT_DATA_ENDPOINT: z.union([z.optional(z.string().check(z.regex(/^([a-z0-9-]+\.)+[a-z]{2,}$/, 'must be a host name such as abc123-ats.iot.eu-west-1.amazonaws.com'))), z.literal('')]),
+  METRICS_SERVICE_NAME: z.string().check(z.regex(/^[A-Za-z0-9._-]{1,255}$/, 'must be 1 to 255 letters, digits, ".", "_" and "-"')),
 });
 
 export type FunctionConfig = z.infer<typeof configSchema>;
@@ -56,7 +59,7 @@ export type FunctionConfig = z.infer<typeof configSchema>;
  */
 export function readConfig<K extends EnvironmentVariable>(names: readonly K[], env: NodeJS.ProcessEnv = process.env): Pick<FunctionConfig, K> {
   const picked = Object.fromEntries(names.map((name) => [name, true])) as Record<K, true>;
-  const result = configSchema.pick(picked as never).safeParse(Object.fromEntries(names.map((name) => [name, env[name]])));
+  const result = z.pick(configSchema, picked as never).safeParse(Object.fromEntries(names.map((name) => [name, env[name]])));
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       const name = String(issue.path[0]);

@@ -1,24 +1,26 @@
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
-import { z } from 'zod';
-import type { DeviceLifecycle, RegistrationOutcome } from '../core/lifecycle';
-import { awsLifecycle, LIFECYCLE_VARIABLES } from './aws-wiring';
+import * as z from 'zod/mini';
+import type { RegistrationOutcome } from '../core/lifecycle';
+import { awsRegistration, LIFECYCLE_VARIABLES, type Registration } from './aws-wiring';
 import { readConfig } from './config';
+import './schema-messages';
 
 export interface JitrDependencies {
-  readonly lifecycle: DeviceLifecycle;
+  /** The first-connect use case: a `DeviceLifecycle` (the local mode, tests), or the JITR function's own part of it. */
+  readonly lifecycle: Registration;
   readonly logger?: Logger;
 }
 
 /** The AWS IoT registration event, as the topic rule delivers it (`SELECT * FROM '$aws/events/certificates/registered/<caId>'`). */
 export const registrationEventSchema = z.object({
-  certificateId: z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a certificate id'),
-  caCertificateId: z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a CA certificate id'),
+  certificateId: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a certificate id')),
+  caCertificateId: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of a CA certificate id')),
   timestamp: z.number(),
   certificateStatus: z.string(),
   awsAccountId: z.string(),
-  certificateRegistrationTimestamp: z.union([z.string(), z.number()]).transform(String),
+  certificateRegistrationTimestamp: z.pipe(z.union([z.string(), z.number()]), z.transform(String)),
 });
 
 export type JitrResult = RegistrationOutcome | { readonly outcome: 'MALFORMED_EVENT'; readonly problems: readonly string[] };
@@ -96,7 +98,7 @@ export function createJitrHandler(dependencies: JitrDependencies): JitrHandler {
 
 /** The function's AWS wiring, built once per cold start. */
 export function jitrDependencies(): JitrDependencies {
-  return { lifecycle: awsLifecycle(readConfig(LIFECYCLE_VARIABLES)) };
+  return { lifecycle: awsRegistration(readConfig(LIFECYCLE_VARIABLES)) };
 }
 
 let awsHandler: JitrHandler | undefined;

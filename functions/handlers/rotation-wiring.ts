@@ -1,6 +1,6 @@
 import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { IotDataMessenger } from '../adapters/aws/iot-data-messenger';
-import { awsLifecycle, LIFECYCLE_VARIABLES } from './aws-wiring';
+import { awsRotation, LIFECYCLE_VARIABLES } from './aws-wiring';
 import { readConfig } from './config';
 import { createRotationHandler, type RotationDependencies, type RotationHandler, type RotationResult } from './rotation';
 
@@ -8,7 +8,7 @@ import { createRotationHandler, type RotationDependencies, type RotationHandler,
 export function rotationDependencies(): RotationDependencies {
   const config = readConfig([...LIFECYCLE_VARIABLES, 'ROTATION_COMMIT_SECONDS', 'IOT_DATA_ENDPOINT']);
   return {
-    lifecycle: awsLifecycle(config, { rotationCommitSeconds: config.ROTATION_COMMIT_SECONDS }),
+    lifecycle: awsRotation(config, { rotationCommitSeconds: config.ROTATION_COMMIT_SECONDS }),
     messenger: new IotDataMessenger(config.IOT_DATA_ENDPOINT ? { endpointHost: config.IOT_DATA_ENDPOINT } : {}),
   };
 }

@@ -2,9 +2,10 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda'
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { LifecycleError, type ErrorCode } from '../core/errors';
-import type { CampaignsRunResult, DeviceLifecycle, RotationSweepResult } from '../core/lifecycle';
+import type { CampaignsRunResult, RotationSweepResult } from '../core/lifecycle';
 import { systemClock, type Clock, type DeviceMessenger } from '../core/ports';
 import { ROTATION_CAMPAIGN_JOB_EVENT } from '../core/use-cases/rotation-campaign';
+import type { Rotation } from './aws-wiring';
 import {
   answerTopic,
   expiringTopic,
@@ -20,7 +21,8 @@ import {
 } from './mqtt/rotation-protocol';
 
 export interface RotationDependencies {
-  readonly lifecycle: DeviceLifecycle;
+  /** The rotation use cases: a `DeviceLifecycle` (the local mode, tests), or the rotation function's own part of it. */
+  readonly lifecycle: Rotation;
   readonly messenger: DeviceMessenger;
   readonly logger?: Logger;
   /** The rotation campaigns' pacing: the clock their deadline is read on, and how a pause is waited. @default - the system clock and a timer */

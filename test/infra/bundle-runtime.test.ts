@@ -32,7 +32,9 @@ function answer(request: IncomingMessage): { status: number; body: unknown } {
   const target = String(request.headers['x-amz-target'] ?? `${request.method} ${request.url}`);
   if (target === 'DynamoDB_20120810.GetItem') return { status: 200, body: { Item: { pk: { S: 'DEVICE#d1' } } } };
   if (target === 'ACMPrivateCA.GetCertificate') return { status: 200, body: { Certificate: 'issued-pem', CertificateChain: 'chain-pem' } };
-  if (target.startsWith('GET /certificates/')) return { status: 200, body: { certificateDescription: { certificateId: 'a'.repeat(64), status: 'PENDING_ACTIVATION' } } };
+  if (target === `GET /certificates/${'a'.repeat(64)}`) return { status: 200, body: { certificateDescription: { certificateId: 'a'.repeat(64), status: 'PENDING_ACTIVATION' } } };
+  if (target === `PUT /certificates/${'a'.repeat(64)}?newStatus=ACTIVE`) return { status: 200, body: {} };
+  if (target.startsWith('GET /certificates/')) return { status: 404, body: { __type: 'ResourceNotFoundException', message: 'no such certificate' } };
   return { status: 400, body: { __type: 'UnknownOperationException', message: target } };
 }
 
@@ -69,8 +71,14 @@ const callFromBundle = (env: NodeJS.ProcessEnv) =>
 test('each client of the bundle signs with the credentials of the environment and reads the answer', async () => {
   seen.length = 0;
   const { stdout } = await callFromBundle(ENVIRONMENT_CREDENTIALS);
-  expect(JSON.parse(stdout)).toEqual({ item: { pk: { S: 'DEVICE#d1' } }, certificateStatus: 'PENDING_ACTIVATION', certificate: 'issued-pem' });
-  expect(seen.map((request) => request.target)).toEqual(['DynamoDB_20120810.GetItem', `GET /certificates/${'a'.repeat(64)}`, 'ACMPrivateCA.GetCertificate']);
+  expect(JSON.parse(stdout)).toEqual({ item: { pk: { S: 'DEVICE#d1' } }, certificateStatus: 'PENDING_ACTIVATION', certificate: 'issued-pem', missingCertificate: 'ResourceNotFoundException: no such certificate' });
+  expect(seen.map((request) => request.target)).toEqual([
+    'DynamoDB_20120810.GetItem',
+    `GET /certificates/${'a'.repeat(64)}`,
+    `PUT /certificates/${'a'.repeat(64)}?newStatus=ACTIVE`,
+    `GET /certificates/${'b'.repeat(64)}`,
+    'ACMPrivateCA.GetCertificate',
+  ]);
   for (const request of seen) {
     expect(request.authorization).toMatch(/^AWS4-HMAC-SHA256 Credential=AKIDENVIRONMENT\/\d{8}\/eu-west-1\/[a-z-]+\/aws4_request, SignedHeaders=.+, Signature=[0-9a-f]{64}$/);
     expect(request.sessionToken).toBe('environment-token');
@@ -83,3 +91,20 @@ test('fails without credentials in the environment, and looks nowhere else (no p
   await expect(failed).rejects.toMatchObject({ stderr: expect.stringMatching(/Unable to find environment variable credentials/) });
   expect(seen).toEqual([]);
 });
+
+test('the X.509 stack runs in a bundle built this way, on the lighter metadata polyfill', async () => {
+  // Prepare
+  const directory = mkdtempSync(join(tmpdir(), 'bundle-x509-'));
+  try {
+    const { outfile, metafile } = await buildLambdaBundle(join(__dirname, 'fixtures', 'x509-entry.ts'), directory);
+
+    // Act
+    const { stdout } = await run(process.execPath, ['-e', 'require(process.argv[1]).signAndRead().then((r) => process.stdout.write(JSON.stringify(r)))', outfile], { env: { PATH: process.env.PATH } });
+
+    // Assess
+    expect(JSON.parse(stdout)).toEqual(['CN=bundled CA', 'true', 'CN=device-1', 'true']);
+    expect(Object.keys(metafile.inputs).filter((input) => input.includes('/reflect-metadata/'))).toEqual([expect.stringMatching(/reflect-metadata\/ReflectLite\.js$/)]);
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
+}, 60_000);

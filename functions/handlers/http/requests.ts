@@ -1,5 +1,6 @@
 import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import '../schema-messages';
 import { ValidationError } from '../../core/errors';
 import { DEVICE_ID_PATTERN } from '../../core/device-id';
 import { DEVICE_STATUSES, REVOCATION_REASONS } from '../../core/model';
@@ -21,8 +22,10 @@ const reservedName = (name: string): string =>
 /** AWS IoT's attribute name rule, minus the names JavaScript reserves. */
 const attributeName = z
   .string()
-  .regex(/^[a-zA-Z0-9_.,@/:#-]{1,128}$/, 'attribute names are 1-128 of a-z A-Z 0-9 _ . , @ / : # -')
-  .refine((name) => !RESERVED_NAMES.includes(name), { error: (issue) => reservedName(String(issue.input)) });
+  .check(
+    z.regex(/^[a-zA-Z0-9_.,@/:#-]{1,128}$/, 'attribute names are 1-128 of a-z A-Z 0-9 _ . , @ / : # -'),
+    z.refine((name) => !RESERVED_NAMES.includes(name), { error: (issue) => reservedName(String(issue.input)) }),
+  );
 
 /** AWS IoT allows 3 attributes on a thing without a thing type. */
 const MAX_ATTRIBUTES = 3;
@@ -34,17 +37,16 @@ const MAX_ATTRIBUTES = 3;
  */
 const attributes = z
   // eslint-disable-next-line no-useless-escape -- escaped on purpose, see above
-  .record(attributeName, z.string().regex(/^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -'))
-  .refine((value) => Object.keys(value).length <= MAX_ATTRIBUTES, `a device has at most ${MAX_ATTRIBUTES} attributes`)
-  .meta({ maxProperties: MAX_ATTRIBUTES });
+  .record(attributeName, z.string().check(z.regex(/^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$/, 'attribute values are up to 800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -')))
+  .check(z.refine((value) => Object.keys(value).length <= MAX_ATTRIBUTES, `a device has at most ${MAX_ATTRIBUTES} attributes`), z.meta({ maxProperties: MAX_ATTRIBUTES }));
 
 export const createDeviceBody = z.strictObject({
-  deviceId: z.string().regex(DEVICE_ID_PATTERN, 'use 1 to 128 characters from a-z, A-Z, 0-9, ":", "_" and "-"'),
-  attributes: attributes.optional(),
+  deviceId: z.string().check(z.regex(DEVICE_ID_PATTERN, 'use 1 to 128 characters from a-z, A-Z, 0-9, ":", "_" and "-"')),
+  attributes: z.optional(attributes),
 });
 
 export const signCsrBody = z.strictObject({
-  csr: z.string().min(1).max(CERTIFICATE_LIMITS.maxCsrPemBytes, `the CSR must be at most ${CERTIFICATE_LIMITS.maxCsrPemBytes} characters`),
+  csr: z.string().check(z.minLength(1), z.maxLength(CERTIFICATE_LIMITS.maxCsrPemBytes, `the CSR must be at most ${CERTIFICATE_LIMITS.maxCsrPemBytes} characters`)),
 });
 
 export const revokeBody = z.strictObject({
@@ -55,20 +57,15 @@ export const emptyBody = z.strictObject({});
 
 export const startRotationCampaignBody = z.strictObject({
   expiringBefore: z.iso.datetime({ offset: true, message: 'expiringBefore must be an ISO-8601 date and time with its offset, such as 2027-01-31T00:00:00Z' }),
-  noticesPerSecond: z
-    .number()
-    .int()
-    .min(CAMPAIGN_LIMITS.minNoticesPerSecond)
-    .max(CAMPAIGN_LIMITS.maxNoticesPerSecond)
-    .optional()
-    .meta({ description: `Notices published a second (default ${CAMPAIGN_LIMITS.defaultNoticesPerSecond}).` }),
+  noticesPerSecond: z.optional(z.number().check(z.int(), z.minimum(CAMPAIGN_LIMITS.minNoticesPerSecond), z.maximum(CAMPAIGN_LIMITS.maxNoticesPerSecond))).check(
+    z.meta({ description: `Notices published a second (default ${CAMPAIGN_LIMITS.defaultNoticesPerSecond}).` }),
+  ),
 });
 
 export const deactivateCaBody = z.strictObject({
-  force: z
-    .boolean({ message: 'force must be true or false' })
-    .optional()
-    .meta({ description: 'Deactivate even though live certificates remain on the CA: they are stranded (the answer counts them). Default false.' }),
+  force: z.optional(z.boolean({ message: 'force must be true or false' })).check(
+    z.meta({ description: 'Deactivate even though live certificates remain on the CA: they are stranded (the answer counts them). Default false.' }),
+  ),
 });
 
 /** The JSON bodies the API takes, by the name of their API Gateway model. A route names its body here. */
@@ -78,9 +75,9 @@ export type RequestBodyName = keyof typeof REQUEST_BODIES;
 
 export const listDevicesQuery = z.strictObject({
   /** Without it, every device: state by state, then by device id. */
-  status: z.enum(DEVICE_STATUSES, { message: `status must be one of ${DEVICE_STATUSES.join(', ')} (or left out for every device)` }).optional(),
-  limit: z.coerce.number().int().min(1).max(100).default(25),
-  nextToken: z.string().min(1).max(2048).optional(),
+  status: z.optional(z.enum(DEVICE_STATUSES, { message: `status must be one of ${DEVICE_STATUSES.join(', ')} (or left out for every device)` })),
+  limit: z._default(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(100)), 25),
+  nextToken: z.optional(z.string().check(z.minLength(1), z.maxLength(2048))),
 });
 
 export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9_.:-]{8,128}$/;
@@ -100,13 +97,13 @@ export const PATH_PARAMETER_PATTERNS: Readonly<Record<string, RegExp>> = {
  * The JSON schema of what a request may hold, from the zod schema the handler validates with: OpenAPI 3.0 for the
  * document, draft 4 for API Gateway's models (without `$schema`, which the model sets itself).
  */
-export function requestJsonSchema(schema: z.ZodType, target: 'openapi-3.0' | 'draft-4'): Record<string, unknown> {
+export function requestJsonSchema(schema: z.ZodMiniType, target: 'openapi-3.0' | 'draft-4'): Record<string, unknown> {
   const { $schema: _version, ...jsonSchema } = z.toJSONSchema(schema, { io: 'input', target }) as Record<string, unknown>;
   return jsonSchema;
 }
 
 /** Parses a JSON body against `schema`; every failure is a 400/413 that names the field to fix. */
-export function parseBody<T extends z.ZodType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
+export function parseBody<T extends z.ZodMiniType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
   const raw = event.body === null || event.body === undefined || event.body === '' ? '{}' : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
   if (Buffer.byteLength(raw, 'utf8') > MAX_BODY_BYTES) {
     throw new ValidationError('PAYLOAD_TOO_LARGE', ERROR_MESSAGES.bodyTooLarge(MAX_BODY_BYTES));
@@ -148,11 +145,11 @@ function pathOfProtoKey(json: unknown): string | undefined {
   return undefined;
 }
 
-export function parseQuery<T extends z.ZodType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
+export function parseQuery<T extends z.ZodMiniType>(event: APIGatewayProxyEvent, schema: T): z.infer<T> {
   return parseWith(schema, event.queryStringParameters ?? {}, 'query');
 }
 
-function parseWith<T extends z.ZodType>(schema: T, value: unknown, where: string): z.infer<T> {
+function parseWith<T extends z.ZodMiniType>(schema: T, value: unknown, where: string): z.infer<T> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {

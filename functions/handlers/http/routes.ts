@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type * as z from 'zod/mini';
 import { ConfigurationError, ValidationError } from '../../core/errors';
 import type { DeviceLifecycle } from '../../core/lifecycle';
 import type { Clock, DeviceMessenger } from '../../core/ports';
@@ -44,9 +44,9 @@ export interface RouteAnswer {
 export type ResponseSchemaName = 'Device' | 'DevicePage' | 'DeviceView' | 'IssuedCertificate' | 'Certificate' | 'RenewalRequested' | 'RotationCampaign' | 'CaDeactivated';
 
 type BodyOf<Name> = Name extends RequestBodyName ? z.output<(typeof REQUEST_BODIES)[Name]> : undefined;
-type QueryOf<Query> = Query extends z.ZodType ? z.output<Query> : undefined;
+type QueryOf<Query> = Query extends z.ZodMiniType ? z.output<Query> : undefined;
 
-export interface RouteDefinition<Body extends RequestBodyName | undefined, Query extends z.ZodType | undefined> {
+export interface RouteDefinition<Body extends RequestBodyName | undefined, Query extends z.ZodMiniType | undefined> {
   readonly method: 'GET' | 'POST';
   /** The API Gateway resource template, such as `/devices/{deviceId}`. */
   readonly resource: string;
@@ -62,10 +62,10 @@ export interface RouteDefinition<Body extends RequestBodyName | undefined, Query
   readonly handle: (request: RouteRequest<BodyOf<Body>, QueryOf<Query>>, dependencies: RouteDependencies) => Promise<RouteAnswer>;
 }
 
-export type ApiRoute = RouteDefinition<RequestBodyName | undefined, z.ZodType | undefined>;
+export type ApiRoute = RouteDefinition<RequestBodyName | undefined, z.ZodMiniType | undefined>;
 
 /** Types the handler by the route's schemas; the router parses with the same schemas, which keeps that promise. */
-const route = <const Body extends RequestBodyName | undefined = undefined, Query extends z.ZodType | undefined = undefined>(definition: RouteDefinition<Body, Query>): ApiRoute =>
+const route = <const Body extends RequestBodyName | undefined = undefined, Query extends z.ZodMiniType | undefined = undefined>(definition: RouteDefinition<Body, Query>): ApiRoute =>
   definition as unknown as ApiRoute;
 
 /** A POST changes something: it takes an Idempotency-Key. */

@@ -1,5 +1,6 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { DEFAULT_TOPIC_ROOT } from '../../policy/fleet-policy';
+import '../schema-messages';
 
 /**
  * Version 1 of the rotation protocol over MQTT (docs/rotation.md, docs/rotation.asyncapi.yaml): its topics, inside each
@@ -37,22 +38,22 @@ export const rotationRuleSql = (step: RotationStep): string =>
 /** A device message as the rule delivers it. */
 export const ruleMessageSchema = z.object({
   [RULE_FIELDS.topic]: z.string(),
-  [RULE_FIELDS.clientId]: z.string().optional(),
-  [RULE_FIELDS.principal]: z.string().optional(),
-  requestId: z.unknown().optional(),
-  csr: z.unknown().optional(),
-  certificateId: z.unknown().optional(),
+  [RULE_FIELDS.clientId]: z.optional(z.string()),
+  [RULE_FIELDS.principal]: z.optional(z.string()),
+  requestId: z.optional(z.unknown()),
+  csr: z.optional(z.unknown()),
+  certificateId: z.optional(z.unknown()),
 });
 export type RuleMessage = z.infer<typeof ruleMessageSchema>;
 
 export const rotateRequestSchema = z.object({
-  requestId: z.string().min(1).max(64),
-  csr: z.string().min(1).max(16_384),
+  requestId: z.string().check(z.minLength(1), z.maxLength(64)),
+  csr: z.string().check(z.minLength(1), z.maxLength(16_384)),
 });
 
 export const commitRequestSchema = z.object({
-  requestId: z.string().min(1).max(64),
-  certificateId: z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of the new certificate id'),
+  requestId: z.string().check(z.minLength(1), z.maxLength(64)),
+  certificateId: z.string().check(z.regex(/^[0-9a-f]{64}$/, 'must be the 64 lower-case hex characters of the new certificate id')),
 });
 
 /** The answer on `.../rotate/accepted`. */
