@@ -105,6 +105,14 @@ describe('checkDeviceCertificate', () => {
     await expect(checkDeviceCertificate(signedByRsa.toString('pem'), [ecFleetCa.certificatePem], new Date())).rejects.toMatchObject({ code: 'INVALID_CERTIFICATE', message: expect.stringContaining("not signed by this fleet's CA") });
   });
 
+  test('refuses a certificate whose basicConstraints does not decode, naming it', async () => {
+    const fleetCa = await makeCa('Fleet CA');
+    const malformed = new x509.Extension('2.5.29.19', true, new Uint8Array([0x05, 0x00]));
+    const pem = await fleetCa.issue('sensor-1', { extensions: [malformed, ...deviceCertificateExtensions().filter((extension) => extension.type !== '2.5.29.19')] });
+
+    await expect(checkDeviceCertificate(pem, [fleetCa.certificatePem], new Date())).rejects.toMatchObject({ code: 'INVALID_CERTIFICATE', message: 'The certificate has a malformed basicConstraints extension.' });
+  });
+
   test('rejects a certificate outside its validity window', async () => {
     const { ca, material } = await SoftwareCertificateAuthority.create('Fleet CA');
     const pem = await ca.mintDeviceCertificate('sensor-1', (await makeCsr('sensor-1')).csrPem, 1);
