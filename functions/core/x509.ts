@@ -283,7 +283,7 @@ export async function checkCsr(csrPem: string, deviceId: string): Promise<Checke
   return { csrPem: csr.toString('pem'), keyAlgorithm, purpose, publicKeySha256: sha256Hex(csr.publicKey.rawData) };
 }
 
-/** Node's names of the digests CSR signatures use. */
+/** Node's names of the digests CSR and certificate signatures use. */
 const NODE_DIGESTS: Readonly<Record<string, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 
 /**
