@@ -24,8 +24,29 @@ export interface FleetCa {
   readonly subjectKeyId?: string;
 }
 
+/**
+ * The fleets' CAs as read, by the certificates they were read from. A fleet has one to a few CAs and every JITR event
+ * and rotation needs them: read once (≈ 3 ms of parsing each time), not per event. Bounded: a process serves one fleet.
+ */
+const fleetCasByCertificates = new Map<string, readonly FleetCa[]>();
+const MAX_CACHED_FLEETS = 16;
+
+const cacheKeyOf = (ca: CaCertificates): string =>
+  [ca.certificatePem, ca.certificateChainPem, ...(ca.previous ?? []).flatMap((previous) => [previous.certificatePem, previous.certificateChainPem])].join('\0');
+
 /** Every CA the fleet accepts, the current one first. A CA listed twice (as current and previous) counts once, as current. */
 export async function fleetCasOf(ca: CaCertificates): Promise<FleetCa[]> {
+  const key = cacheKeyOf(ca);
+  let cas = fleetCasByCertificates.get(key);
+  if (!cas) {
+    cas = Object.freeze(await readFleetCas(ca));
+    if (fleetCasByCertificates.size >= MAX_CACHED_FLEETS) fleetCasByCertificates.clear();
+    fleetCasByCertificates.set(key, cas);
+  }
+  return [...cas];
+}
+
+async function readFleetCas(ca: CaCertificates): Promise<FleetCa[]> {
   const all = [{ role: 'current' as const, ca }, ...(ca.previous ?? []).map((previous) => ({ role: 'previous' as const, ca: previous }))];
   const cas: FleetCa[] = [];
   for (const { role, ca: one } of all) {
@@ -33,16 +54,33 @@ export async function fleetCasOf(ca: CaCertificates): Promise<FleetCa[]> {
     if (cas.some((known) => known.caCertificateId === caCertificateId)) continue;
     const parsed = new x509.X509Certificate(one.certificatePem);
     const subjectKeyId = parsed.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
-    cas.push({
-      role,
-      caCertificateId,
-      certificatePem: parsed.toString('pem'),
-      pems: [parsed.toString('pem'), ...splitPemChain(one.certificateChainPem)],
-      subject: parsed.subject,
-      ...(subjectKeyId === undefined ? {} : { subjectKeyId: subjectKeyId.toLowerCase() }),
-    });
+    const pems = [parsed.toString('pem'), ...splitPemChain(one.certificateChainPem)];
+    cas.push(
+      Object.freeze({
+        role,
+        caCertificateId,
+        certificatePem: pems[0] as string,
+        pems: Object.freeze(pems),
+        subject: parsed.subject,
+        ...(subjectKeyId === undefined ? {} : { subjectKeyId: subjectKeyId.toLowerCase() }),
+      }),
+    );
   }
   return cas;
+}
+
+/** The ids of the certificates above each fleet CA in its chain, read once per fleet CA (see `fleetCasOf`). */
+const chainIdsOfCa = new WeakMap<FleetCa, Promise<readonly string[]>>();
+
+function chainIdsOf(ca: FleetCa): Promise<readonly string[]> {
+  let ids = chainIdsOfCa.get(ca);
+  if (!ids) {
+    ids = Promise.all(ca.pems.slice(1).map(certificateIdOf));
+    chainIdsOfCa.set(ca, ids);
+    // A chain that does not read is not kept: the next call tries again (and fails the same way).
+    ids.catch(() => chainIdsOfCa.delete(ca));
+  }
+  return ids;
 }
 
 /**
@@ -52,8 +90,7 @@ export async function fleetCasOf(ca: CaCertificates): Promise<FleetCa[]> {
 export async function fleetCaOfRegistration(cas: readonly FleetCa[], caCertificateId: string): Promise<FleetCa | undefined> {
   for (const ca of cas) {
     if (ca.caCertificateId === caCertificateId) return ca;
-    const chainIds = await Promise.all(ca.pems.slice(1).map(certificateIdOf));
-    if (chainIds.includes(caCertificateId)) return ca;
+    if ((await chainIdsOf(ca)).includes(caCertificateId)) return ca;
   }
   return undefined;
 }

@@ -104,6 +104,12 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   private crl?: { readonly pem: string; readonly revision: number; readonly reissueAt: number };
   /** The CRL being signed, so concurrent requests wait for one signature instead of making their own. */
   private signingCrl?: { readonly revision: number; readonly pem: Promise<string> };
+  /** The CA certificate as PEM, encoded once: every issuance answers it as the chain. */
+  private readonly caCertificatePem: string;
+  /** The authority key identifier every certificate this CA signs carries: the same for each, so computed once. */
+  private authorityKeyIdentifier?: Promise<x509.AuthorityKeyIdentifierExtension>;
+  /** The extensions that are the same in every client (or server) certificate: each built once (≈ 0.4 ms per issuance). */
+  private readonly fixedExtensions = new Map<'client' | 'server', readonly x509.Extension[]>();
 
   private constructor(
     private readonly caCertificate: x509.X509Certificate,
@@ -112,6 +118,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   ) {
     this.revocations = options.revocations ?? new InMemoryRevocationList();
     this.now = options.now ?? (() => new Date());
+    this.caCertificatePem = caCertificate.toString('pem');
   }
 
   public static async create(commonName: string, options: SoftwareCaOptions = {}): Promise<{ ca: SoftwareCertificateAuthority; material: SoftwareCaMaterial }> {
@@ -147,7 +154,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
 
   public async getCaCertificates(): Promise<CaCertificates> {
     const previous = (this.options.previousCaCertificatePems ?? []).map((certificatePem) => ({ certificatePem, certificateChainPem: '' }));
-    return { certificatePem: this.caCertificate.toString('pem'), certificateChainPem: '', ...(previous.length > 0 ? { previous } : {}) };
+    return { certificatePem: this.caCertificatePem, certificateChainPem: '', ...(previous.length > 0 ? { previous } : {}) };
   }
 
   /**
@@ -162,7 +169,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
   public async collectCertificate(issuanceId: string): Promise<IssuedCertificate> {
     if (!issuanceId.startsWith(LOCAL_ISSUANCE_PREFIX)) throw new ValidationError('INVALID_REQUEST', `Issuance ${issuanceId.slice(0, 40)} was not made by this CA.`);
     const certificate = new x509.X509Certificate(Buffer.from(issuanceId.slice(LOCAL_ISSUANCE_PREFIX.length), 'base64url'));
-    return { certificatePem: certificate.toString('pem'), certificateChainPem: this.caCertificate.toString('pem') };
+    return { certificatePem: certificate.toString('pem'), certificateChainPem: this.caCertificatePem };
   }
 
   public async issueCertificate(request: IssueCertificateRequest): Promise<IssuedCertificate> {
@@ -171,7 +178,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     // The core checked this CSR (checkCsr: signature, key, subject, extensions) before asking any CA: not verified twice.
     const csr = new x509.Pkcs10CertificateRequest(request.csrPem);
     const certificate = await this.sign(csr.subject, csr.publicKey, request.validityDays, 'client');
-    const issued = { certificatePem: certificate.toString('pem'), certificateChainPem: this.caCertificate.toString('pem') };
+    const issued = { certificatePem: certificate.toString('pem'), certificateChainPem: this.caCertificatePem };
     this.issuedByToken.set(request.idempotencyToken, issued);
     return issued;
   }
@@ -224,7 +231,7 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
         nextUpdate: new Date(now.getTime() + SOFTWARE_CA_LIMITS.crlValidityHours * 3_600_000),
         signingAlgorithm: SIGNING,
         signingKey: this.caKeys.privateKey,
-        extensions: [await x509.AuthorityKeyIdentifierExtension.create(this.caKeys.publicKey, false, provider)],
+        extensions: [await this.authorityKeyIdentifierExtension()],
         entries: (await this.revocations.entries()).map((entry) => ({
           serialNumber: entry.serialNumber,
           revocationDate: new Date(entry.revokedAt),
@@ -259,24 +266,36 @@ export class SoftwareCertificateAuthority implements CertificateAuthority {
     }
   }
 
+  private fixedExtensionsFor(usage: 'client' | 'server'): readonly x509.Extension[] {
+    let extensions = this.fixedExtensions.get(usage);
+    if (!extensions) {
+      extensions = [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+        new x509.ExtendedKeyUsageExtension([usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
+        ...(this.options.crlUrl ? [new x509.CRLDistributionPointsExtension([this.options.crlUrl])] : []),
+      ];
+      this.fixedExtensions.set(usage, extensions);
+    }
+    return extensions;
+  }
+
+  private authorityKeyIdentifierExtension(): Promise<x509.AuthorityKeyIdentifierExtension> {
+    this.authorityKeyIdentifier ??= x509.AuthorityKeyIdentifierExtension.create(this.caKeys.publicKey, false, provider);
+    return this.authorityKeyIdentifier;
+  }
+
   /** The one signing path: every certificate (client or server) passes `checkValidity` here. */
   private async sign(subject: string, publicKey: x509.PublicKey | CryptoKey, validityDays: number, usage: 'client' | 'server', dnsNames: readonly string[] = []): Promise<x509.X509Certificate> {
     this.checkValidity(validityDays);
     const now = this.now();
     const notAfter = new Date(now.getTime() + validityDays * 86_400_000);
-    const extensions: x509.Extension[] = [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([usage === 'client' ? x509.ExtendedKeyUsage.clientAuth : x509.ExtendedKeyUsage.serverAuth]),
-      await x509.SubjectKeyIdentifierExtension.create(publicKey, false, provider),
-      await x509.AuthorityKeyIdentifierExtension.create(this.caKeys.publicKey, false, provider),
-    ];
+    const extensions: x509.Extension[] = [...this.fixedExtensionsFor(usage), await x509.SubjectKeyIdentifierExtension.create(publicKey, false, provider), await this.authorityKeyIdentifierExtension()];
     if (dnsNames.length > 0) {
       extensions.push(
         new x509.SubjectAlternativeNameExtension(dnsNames.map((name) => (/^[\d.]+$/.test(name) ? { type: 'ip' as const, value: name } : { type: 'dns' as const, value: name }))),
       );
     }
-    if (this.options.crlUrl) extensions.push(new x509.CRLDistributionPointsExtension([this.options.crlUrl]));
     return x509.X509CertificateGenerator.create(
       {
         serialNumber: randomSerial(),

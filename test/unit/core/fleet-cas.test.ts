@@ -40,6 +40,28 @@ describe('the fleet CAs', () => {
     expect((await issuingFleetCaOf(listed, await newCa.issue('device-1')))?.role).toBe('current');
     expect(await issuingFleetCaOf(listed, await foreignCa.issue('device-1'))).toBeUndefined();
   });
+
+  // The CAs are read once per set of certificates (fleet-cas.ts): a rotation must still be seen at once.
+  test('a CA rotation is seen by the next call, and an answer changed by its caller does not change the next one', async () => {
+    const before = await fleetCasOf(cas);
+    before.pop();
+    expect((await fleetCasOf(cas)).map((ca) => ca.role)).toEqual(['current', 'previous']);
+
+    const rotated = await fleetCasOf({ certificatePem: foreignCa.certificatePem, certificateChainPem: '', previous: [{ certificatePem: newCa.certificatePem, certificateChainPem: '' }] });
+
+    expect(rotated.map((ca) => ca.caCertificateId)).toEqual([await certificateIdOf(foreignCa.certificatePem), await certificateIdOf(newCa.certificatePem)]);
+    expect(await fleetCaOfRegistration(rotated, await certificateIdOf(oldCa.certificatePem))).toBeUndefined();
+    expect((await fleetCaOfRegistration(rotated, await certificateIdOf(foreignCa.certificatePem)))?.role).toBe('current');
+  });
+
+  test('a CA of the chain above the signing CA counts as that CA, every time it is asked', async () => {
+    const listed = await fleetCasOf({ certificatePem: newCa.certificatePem, certificateChainPem: foreignCa.certificatePem });
+
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      expect((await fleetCaOfRegistration(listed, await certificateIdOf(foreignCa.certificatePem)))?.caCertificateId).toBe(await certificateIdOf(newCa.certificatePem));
+      expect(await fleetCaOfRegistration(listed, await certificateIdOf(oldCa.certificatePem))).toBeUndefined();
+    }
+  });
 });
 
 describe('the census of the fleet CAs', () => {

@@ -70,6 +70,49 @@ describe('checkDeviceCertificate', () => {
     });
   });
 
+  // The signature is checked over the bytes as received, against the key of the CA the issuer name points to.
+  test('rejects a certificate from a CA with the fleet CA\'s name but another key, and one whose signature was altered', async () => {
+    const [fleetCa, impostor] = await Promise.all([makeCa('Fleet CA'), makeCa('Fleet CA')]);
+    const genuine = await fleetCa.issue('sensor-1');
+    const der = Buffer.from(x509.PemConverter.decodeFirst(genuine));
+    der[der.length - 1] = (der[der.length - 1] ?? 0) ^ 0x01;
+    const altered = x509.PemConverter.encode(der, 'CERTIFICATE');
+
+    await expect(checkDeviceCertificate(genuine, [fleetCa.certificatePem], new Date())).resolves.toMatchObject({ deviceId: 'sensor-1' });
+    for (const pem of [await impostor.issue('sensor-1'), altered]) {
+      await expect(checkDeviceCertificate(pem, [fleetCa.certificatePem], new Date())).rejects.toMatchObject({ code: 'INVALID_CERTIFICATE', message: expect.stringContaining("not signed by this fleet's CA") });
+    }
+  });
+
+  test('checks the signature of an RSA fleet CA too, and refuses an RSA impostor of an EC fleet CA', async () => {
+    const rsa = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 2048 };
+    const rsaKeys = (await crypto.subtle.generateKey(rsa, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const rsaCa = await x509.X509CertificateGenerator.createSelfSigned({ name: 'CN=Fleet CA', keys: rsaKeys, signingAlgorithm: rsa, extensions: [new x509.BasicConstraintsExtension(true, 0, true)] });
+    const deviceKeys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const signedByRsa = await x509.X509CertificateGenerator.create({
+      subject: 'CN=sensor-1',
+      issuer: rsaCa.subject,
+      publicKey: deviceKeys.publicKey,
+      signingKey: rsaKeys.privateKey,
+      signingAlgorithm: rsa,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      extensions: deviceCertificateExtensions(),
+    });
+    const ecFleetCa = await makeCa('Fleet CA');
+
+    await expect(checkDeviceCertificate(signedByRsa.toString('pem'), [rsaCa.toString('pem')], new Date())).resolves.toMatchObject({ deviceId: 'sensor-1' });
+    await expect(checkDeviceCertificate(signedByRsa.toString('pem'), [ecFleetCa.certificatePem], new Date())).rejects.toMatchObject({ code: 'INVALID_CERTIFICATE', message: expect.stringContaining("not signed by this fleet's CA") });
+  });
+
+  test('refuses a certificate whose basicConstraints does not decode, naming it', async () => {
+    const fleetCa = await makeCa('Fleet CA');
+    const malformed = new x509.Extension('2.5.29.19', true, new Uint8Array([0x05, 0x00]));
+    const pem = await fleetCa.issue('sensor-1', { extensions: [malformed, ...deviceCertificateExtensions().filter((extension) => extension.type !== '2.5.29.19')] });
+
+    await expect(checkDeviceCertificate(pem, [fleetCa.certificatePem], new Date())).rejects.toMatchObject({ code: 'INVALID_CERTIFICATE', message: 'The certificate has a malformed basicConstraints extension.' });
+  });
+
   test('rejects a certificate outside its validity window', async () => {
     const { ca, material } = await SoftwareCertificateAuthority.create('Fleet CA');
     const pem = await ca.mintDeviceCertificate('sensor-1', (await makeCsr('sensor-1')).csrPem, 1);
