@@ -194,6 +194,7 @@ export async function checkDeviceCertificate(pem: string, trustedIssuerPems: rea
     throw new ValidationError('INVALID_CERTIFICATE', 'The certificate is not a well-formed X.509 certificate.', { cause: error });
   }
   const decoded = assertNothingAfterDer(der, 'INVALID_CERTIFICATE');
+  assertCertificateStructure(decoded);
   const facts = await factsOf(certificate);
   if (!isSignedByAny(certificate, decoded, trustedIssuerPems)) {
     throw new ValidationError('INVALID_CERTIFICATE', `The certificate was not signed by this fleet's CA (issuer "${facts.issuer}").`);
@@ -219,6 +220,27 @@ class DeviceCertificate extends x509.X509Certificate {
         return new x509.Extension(extnID, critical, extnValue.buffer).rawData;
       },
     }));
+  }
+}
+
+/**
+ * What OpenSSL (node's and AWS IoT's TLS) requires of a certificate and the signature check below does not see by
+ * itself: exactly tbsCertificate, signatureAlgorithm and signatureValue, the outer signatureAlgorithm (which is not
+ * signed) identical to the one the signed part names (RFC 5280 4.1.1.2). Else a certificate altered after signing, or
+ * one whose signer named another algorithm than it used, would pass a check OpenSSL fails.
+ */
+function assertCertificateStructure(decoded: DecodedDer): void {
+  const outer = decoded.result instanceof Sequence ? decoded.result.valueBlock.value : [];
+  const [tbs, signatureAlgorithm] = outer;
+  const tbsFields = tbs instanceof Sequence ? tbs.valueBlock.value : [];
+  // The version, when present, is the context-specific [0] before the serial number; the signature algorithm follows.
+  const versioned = tbsFields[0]?.idBlock.tagClass === 3 && tbsFields[0].idBlock.tagNumber === 0;
+  const signedAlgorithm = tbsFields[versioned ? 2 : 1];
+  if (outer.length !== 3 || signatureAlgorithm === undefined || signedAlgorithm === undefined) {
+    throw new ValidationError('INVALID_CERTIFICATE', 'The certificate is not a well-formed X.509 certificate: it must hold exactly tbsCertificate, signatureAlgorithm and signatureValue.');
+  }
+  if (Buffer.compare(signatureAlgorithm.valueBeforeDecodeView, signedAlgorithm.valueBeforeDecodeView) !== 0) {
+    throw new ValidationError('INVALID_CERTIFICATE', 'The certificate names another signature algorithm outside its signed part than inside it (RFC 5280 4.1.1.2 requires the same): it is not a valid certificate.');
   }
 }
 
