@@ -96,6 +96,25 @@ describe('JITR signature check against hostile certificates', () => {
     });
   });
 
+  // The signature bytes are the same; only the BIT STRING's count of unused bits (not signed) says 1 instead of 0.
+  test('rejects a genuine certificate whose signature BIT STRING claims unused bits, which OpenSSL refuses', async () => {
+    const parsed = AsnConvert.parse(genuine.rawData, Certificate);
+    const encoded = Buffer.from(AsnConvert.serialize(parsed));
+    const signature = Buffer.from(parsed.signatureValue);
+    // The signatureValue ends the DER: tag 03, its length, the unused-bits byte, then the signature.
+    const unusedBitsAt = encoded.length - signature.length - 1;
+    expect(encoded[unusedBitsAt]).toBe(0x00);
+    expect(encoded.subarray(unusedBitsAt + 1).equals(signature)).toBe(true);
+    const der = Buffer.from(encoded);
+    der[unusedBitsAt] = 0x01;
+
+    expect(openSslAccepts(der, ca.certificatePem)).toBe(false);
+    await expect(checkDeviceCertificate(pemOf(der), [ca.certificatePem], new Date())).rejects.toMatchObject({
+      code: 'INVALID_CERTIFICATE',
+      message: 'The certificate is not a well-formed X.509 certificate: its signatureValue must be a BIT STRING of whole bytes.',
+    });
+  });
+
   test('rejects a certificate whose signature was made over other bytes than its signed part (a field changed after signing)', async () => {
     const parsed = AsnConvert.parse(genuine.rawData, Certificate);
     const other = AsnConvert.parse((await ca.issue('sensor-2')).rawData, Certificate);
