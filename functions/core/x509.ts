@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { fromBER, Sequence } from 'asn1js';
+import { BitString, fromBER, Sequence } from 'asn1js';
 import { X509Certificate as NativeCertificate, createHash, createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
 import { ValidationError } from './errors';
 import { isValidDeviceId } from './device-id';
@@ -194,6 +194,7 @@ export async function checkDeviceCertificate(pem: string, trustedIssuerPems: rea
     throw new ValidationError('INVALID_CERTIFICATE', 'The certificate is not a well-formed X.509 certificate.', { cause: error });
   }
   const decoded = assertNothingAfterDer(der, 'INVALID_CERTIFICATE');
+  assertCertificateStructure(decoded);
   const facts = await factsOf(certificate);
   if (!isSignedByAny(certificate, decoded, trustedIssuerPems)) {
     throw new ValidationError('INVALID_CERTIFICATE', `The certificate was not signed by this fleet's CA (issuer "${facts.issuer}").`);
@@ -219,6 +220,32 @@ class DeviceCertificate extends x509.X509Certificate {
         return new x509.Extension(extnID, critical, extnValue.buffer).rawData;
       },
     }));
+  }
+}
+
+/**
+ * What OpenSSL (node's and AWS IoT's TLS) requires of a certificate's unsigned parts and the signature check below
+ * does not see by itself: exactly tbsCertificate, signatureAlgorithm and signatureValue; the outer signatureAlgorithm
+ * identical to the one the signed part names (RFC 5280 4.1.1.2); a signature of whole bytes. Else a genuine certificate
+ * altered after signing (another certificate id, the same signature), or one whose signer named another algorithm than
+ * it used, would pass a check OpenSSL fails.
+ */
+function assertCertificateStructure(decoded: DecodedDer): void {
+  const outer = decoded.result instanceof Sequence ? decoded.result.valueBlock.value : [];
+  const [tbs, signatureAlgorithm, signatureValue] = outer;
+  const tbsFields = tbs instanceof Sequence ? tbs.valueBlock.value : [];
+  // The version, when present, is the context-specific [0] before the serial number; the signature algorithm follows.
+  const versioned = tbsFields[0]?.idBlock.tagClass === 3 && tbsFields[0].idBlock.tagNumber === 0;
+  const signedAlgorithm = tbsFields[versioned ? 2 : 1];
+  if (outer.length !== 3 || signatureAlgorithm === undefined || signedAlgorithm === undefined) {
+    throw new ValidationError('INVALID_CERTIFICATE', 'The certificate is not a well-formed X.509 certificate: it must hold exactly tbsCertificate, signatureAlgorithm and signatureValue.');
+  }
+  // The signature's bytes are read without the BIT STRING's count of unused bits: any count but 0 would pass unseen.
+  if (!(signatureValue instanceof BitString) || signatureValue.valueBlock.unusedBits !== 0) {
+    throw new ValidationError('INVALID_CERTIFICATE', 'The certificate is not a well-formed X.509 certificate: its signatureValue must be a BIT STRING of whole bytes.');
+  }
+  if (Buffer.compare(signatureAlgorithm.valueBeforeDecodeView, signedAlgorithm.valueBeforeDecodeView) !== 0) {
+    throw new ValidationError('INVALID_CERTIFICATE', 'The certificate names another signature algorithm outside its signed part than inside it (RFC 5280 4.1.1.2 requires the same): it is not a valid certificate.');
   }
 }
 

@@ -242,9 +242,22 @@ export class PrivateCaCertificateAuthority implements CertificateAuthority {
     return certificateArn;
   }
 
+  /**
+   * The CA a certificate ARN (`<CA ARN>/certificate/<serial>`) was issued by, when it is this stack's current or a
+   * previous CA: an issuance requested before a CA rotation is collected from the CA that made it (a retry, or the
+   * rotation sweep withdrawing it, may come after the rotation). Any other ARN goes to the current CA, whose refusal
+   * then reaches the caller.
+   */
+  private issuingCaArnOfIssuance(certificateArn: string): string {
+    const issuingArn = certificateArn.split('/certificate/')[0];
+    const previous = this.options.previousCertificateAuthorityArns ?? [];
+    return issuingArn !== undefined && previous.includes(issuingArn) ? issuingArn : this.options.certificateAuthorityArn;
+  }
+
   private async waitForCertificate(certificateArn: string): Promise<GetCertificateCommandOutput> {
     try {
-      return await collectIssuedCertificate(this.client, { certificateAuthorityArn: this.options.certificateAuthorityArn, certificateArn, maxWaitMs: this.maxWaitMs, sleep: this.sleep });
+      const certificateAuthorityArn = this.issuingCaArnOfIssuance(certificateArn);
+      return await collectIssuedCertificate(this.client, { certificateAuthorityArn, certificateArn, maxWaitMs: this.maxWaitMs, sleep: this.sleep });
     } catch (error) {
       if (error instanceof IssuanceStillInProgressError) {
         throw new UpstreamError('UPSTREAM_FAILURE', `${error.message.replace(/\.$/, '')}; retry with the same idempotency token to collect it.`, true, { cause: error, details: { certificateArn } });

@@ -244,6 +244,39 @@ describe('PrivateCaCertificateAuthority.issueCertificate', () => {
   });
 });
 
+describe('PrivateCaCertificateAuthority.collectCertificate', () => {
+  const PREVIOUS_CA_ARN = 'arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/99999999-8888-7777-6666-555555555555';
+  const OTHER_CA_ARN = 'arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/00000000-0000-0000-0000-000000000000';
+
+  // An issuance requested before a CA rotation, whose operation is retried (or whose rotation the sweep withdraws)
+  // after it: the operation keeps only the certificate ARN, and the certificate is collected again from that ARN.
+  it('collects a certificate issued by a previous CA from that CA, not from the current one', async () => {
+    // Prepare
+    const issuedBefore = `${PREVIOUS_CA_ARN}/certificate/286535153982981100925020015808220737245`;
+    pca.on(GetCertificateCommand).resolves({ Certificate: fixture.certificatePem, CertificateChain: fixture.caCertificatePem });
+
+    // Act
+    const collected = await authority({ previousCertificateAuthorityArns: [PREVIOUS_CA_ARN] }).collectCertificate(issuedBefore);
+
+    // Assess
+    expect(collected).toEqual({ certificatePem: fixture.certificatePem, certificateChainPem: fixture.caCertificatePem });
+    expectSentOnceWith(GetCertificateCommand, { CertificateAuthorityArn: PREVIOUS_CA_ARN, CertificateArn: issuedBefore });
+  });
+
+  it('asks the current CA for an ARN of a CA this stack does not know, so Private CA answers the refusal', async () => {
+    // Prepare
+    const foreign = `${OTHER_CA_ARN}/certificate/1`;
+    pca.on(GetCertificateCommand).rejects(new ACMPCAServiceException({ name: 'InvalidArnException', $fault: 'client', message: 'bad ARN', ...metadata }));
+
+    // Act
+    const failure = await authority({ previousCertificateAuthorityArns: [PREVIOUS_CA_ARN] }).collectCertificate(foreign).catch((error: unknown) => error);
+
+    // Assess
+    expect(failure).toMatchObject({ code: 'UPSTREAM_FAILURE', message: 'AWS Private CA GetCertificate failed (InvalidArnException).' });
+    expectSentOnceWith(GetCertificateCommand, { CertificateAuthorityArn: CA_ARN, CertificateArn: foreign });
+  });
+});
+
 describe('PrivateCaCertificateAuthority.revokeCertificate', () => {
   /** What RevokeCertificate expects, spelled out here rather than imported from the adapter. */
   const EXPECTED_PCA_REASONS: Record<RevocationReason, string> = {
