@@ -65,7 +65,7 @@ export const SETTINGS = {
   tablePrefix: { flag: 'table-prefix', env: 'IOTCERT_TABLE_PREFIX', default: 'iotcert-local', help: 'prefix of the device table name (<prefix>-devices)' },
   enrollmentPolicy: { flag: 'enrollment-policy', env: 'IOTCERT_ENROLLMENT_POLICY', default: 'open', help: '"open" or "preregistered" (only devices created through the API may enroll)' },
   validityDays: { flag: 'validity-days', env: 'IOTCERT_VALIDITY_DAYS', default: '365', help: 'validity of certificates signed from CSRs, in days' },
-  jitrConcurrency: { flag: 'jitr-concurrency', env: 'IOTCERT_JITR_CONCURRENCY', default: '4', help: 'JITR deliveries handled at once' },
+  jitrConcurrency: { flag: 'jitr-concurrency', env: 'IOTCERT_JITR_CONCURRENCY', default: '16', help: 'JITR deliveries handled at once' },
   verbose: { flag: 'verbose', env: 'IOTCERT_VERBOSE', default: 'false', help: "also print the handlers' JSON logs" },
   host: {
     flag: 'host',

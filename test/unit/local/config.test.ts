@@ -12,7 +12,7 @@ describe('parseLocalModeConfig', () => {
       tablePrefix: 'iotcert-local',
       enrollmentPolicy: 'open',
       validityDays: 365,
-      jitrConcurrency: 4,
+      jitrConcurrency: 16,
       verbose: false,
       rotationCommitSeconds: 6 * 3600,
       rotationSweepSeconds: 60,
